@@ -1,0 +1,204 @@
+"""Typed configuration. The reference YAML (`model:` and `generate:` sections) loads unchanged.
+
+Relative paths in a YAML file are resolved against the YAML's folder; `key=value` overrides
+(`model.lora_rank=4`, `generate.num_beams=1`, or a bare key that names a field of exactly one section)
+are applied after loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    # --- reference keys (configs/decode_config.yaml of the authors' repository) ---
+    llama_path: str = ""  # HF dir (or hub id) of the causal LLM
+    whisper_path: str = ""  # HF Whisper dir (or hub id); only the encoder is used
+    beats_path: str = ""  # BEATs `{cfg, model}` .pt checkpoint; "" = no BEATs branch
+    ckpt: str = ""  # SALMONN trainable-tensor checkpoint (.pth reference or .safetensors ours); "" = fresh init
+    freeze_whisper: bool = True  # Whisper is frozen in all three stages
+    freeze_beats: bool = True  # BEATs is frozen in all three stages
+    use_speech_Qformer: bool = True  # the connector is a Q-Former (the only connector the reference ships)
+    freeze_speech_QFormer: bool = False  # train the Q-Former
+    window_level_Qformer: bool = True  # one query set per window instead of per clip
+    num_speech_query_token: int = 1  # queries per window
+    second_per_window: float = 0.333333  # window length in seconds (17 Whisper frames)
+    second_stride: float = 0.333333  # window hop in seconds
+    speech_llama_proj_model: str = ""  # optional separate checkpoint for the projection
+    freeze_speech_llama_proj: bool = False  # train the projection into the LLM
+    lora: bool = True  # wrap the LLM with LoRA adapters
+    lora_rank: int = 8  # LoRA r
+    lora_alpha: int = 32  # LoRA alpha (scaling alpha / r = 4.0)
+    lora_dropout: float = 0.1  # LoRA dropout
+    multi_prompt: bool = True  # one prompt per sample (reference training flag)
+    prompt_template: str = "USER: {}\nASSISTANT:"  # chat template around the instruction (Vicuna v1.1)
+    prompt_path: str = ""  # training prompts: JSON task -> list of instructions
+    test_prompt_path: str = ""  # evaluation prompts: JSON task -> instruction
+    max_txt_len: int = 300  # target tokens kept in training
+    end_sym: str = "</s>"  # appended to every training target
+    low_resource: bool = False  # reference's 8-bit LLM flag (CUDA + bitsandbytes only)
+    device_8bit: int = 0  # GPU of the 8-bit LLM
+    token: str | None = None  # hub token (reference key; unused offline)
+    # --- Q-Former sizes: the reference hard-codes BERT-base; these keys make them explicit ---
+    qformer_hidden_size: int = 768  # Q-Former width
+    qformer_num_attention_heads: int = 12  # Q-Former heads
+    qformer_intermediate_size: int = 3072  # Q-Former FFN width
+    qformer_num_hidden_layers: int = 2  # Q-Former depth
+    # --- this project's additions (defaults keep every reference number unchanged) ---
+    lora_target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])  # peft targets
+    channel: str = "first"  # multi-channel audio: "first" (reference) or "mean" (downmix)
+    resample: bool = True  # resample other rates to 16 kHz (the reference reads them as 16 kHz: garbage)
+    long_audio: str = "segment"  # >30 s: "segment" (88 tokens per 30 s, concatenated) or "truncate" (reference)
+    max_audio_seconds: float = 600.0  # refuse longer audio with a clear error
+    reference_batching: bool = False  # True: pad batches exactly as the reference (batch answers then differ)
+    dtype: str = "float32"  # compute dtype of the frozen backbones: float32, bfloat16 or float16
+    device: str = "auto"  # auto (cuda if available), cpu or cuda[:N]
+    lora_scale: float = 1.0  # multiplies LoRA's alpha / r at run time (paper's activation uses 0.5)
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    max_new_tokens: int = 200  # reference default
+    num_beams: int = 4  # reference default (beam search)
+    do_sample: bool = False  # sampling instead of search
+    min_length: int = 1  # reference key: counts the echoed BOS, so 1 is a no-op
+    min_new_tokens: int = 0  # at least this many new tokens
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 0.9  # nucleus sampling mass
+    top_k: int = 0  # top-k sampling (0 = off)
+    repetition_penalty: float = 1.0  # >1 discourages repeats
+    length_penalty: float = 1.0  # beam score exponent on length
+    seed: int | None = None  # sampling seed
+    stop: list[str] = dataclasses.field(default_factory=list)  # extra stop strings
+
+
+@dataclasses.dataclass
+class Config:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
+    extra: dict = dataclasses.field(default_factory=dict)  # other top-level sections (run:, datasets:) kept as-is
+    source: str = ""  # the YAML this came from
+
+
+_PATH_KEYS = ("llama_path", "whisper_path", "beats_path", "ckpt", "speech_llama_proj_model", "prompt_path",
+              "test_prompt_path")
+
+
+def _coerce(cls, name: str, value: Any, where: str) -> Any:
+    hint = get_type_hints(cls)[name]
+    if value is None:
+        return None
+    if hint is bool or hint == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str or hint == str | None:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif hint == int | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint == list[str]:
+        if isinstance(value, str):
+            return [v for v in value.split(",") if v]
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    raise ConfigError(f"{where}: {name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls, values: dict, where: str):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+    return cls(**{k: _coerce(cls, k, v, where) for k, v in values.items()})
+
+
+def _resolve_paths(model: ModelConfig, base: Path) -> None:
+    for key in _PATH_KEYS:
+        value = getattr(model, key)
+        if value and not Path(value).is_absolute() and (base / value).exists():
+            setattr(model, key, str((base / value).resolve()))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a reference-style YAML (or start from defaults when path is None) and apply key=value overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping with a 'model:' section")
+    where = str(path) if path else "<defaults>"
+    model_values, generate_values = dict(raw.get("model") or {}), dict(raw.get("generate") or {})
+    for item in overrides:
+        section, key, value = _parse_override(item)
+        (model_values if section == "model" else generate_values)[key] = value
+    config = Config(model=_build(ModelConfig, model_values, f"{where} [model]"),
+                    generate=_build(GenerateConfig, generate_values, f"{where} [generate]"),
+                    extra={k: v for k, v in raw.items() if k not in ("model", "generate")},
+                    source=str(path or ""))
+    if path is not None:
+        _resolve_paths(config.model, path.parent)
+    _validate(config.model, where)
+    return config
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    parsed = yaml.safe_load(value) if value else ""
+    if "." in key:
+        section, key = key.split(".", 1)
+        if section not in ("model", "generate"):
+            raise ConfigError(f"override {item!r}: section must be 'model' or 'generate'")
+        return section, key, parsed
+    in_model = key in {f.name for f in dataclasses.fields(ModelConfig)}
+    in_generate = key in {f.name for f in dataclasses.fields(GenerateConfig)}
+    if in_model == in_generate:
+        raise ConfigError(f"override {item!r}: unknown key" if not in_model
+                          else f"override {item!r}: ambiguous, write model.{key} or generate.{key}")
+    return ("model" if in_model else "generate"), key, parsed
+
+
+def _validate(model: ModelConfig, where: str) -> None:
+    choices = {"channel": ("first", "mean"), "long_audio": ("segment", "truncate"),
+               "dtype": ("float32", "bfloat16", "float16")}
+    for key, allowed in choices.items():
+        if getattr(model, key) not in allowed:
+            raise ConfigError(f"{where} [model]: {key} must be one of {allowed}, got {getattr(model, key)!r}")
+    if "{}" not in model.prompt_template:
+        raise ConfigError(f"{where} [model]: prompt_template must contain '{{}}' where the instruction goes")
+    if model.qformer_hidden_size % model.qformer_num_attention_heads:
+        raise ConfigError(f"{where} [model]: qformer_hidden_size must be divisible by qformer_num_attention_heads")
+
+
+def config_to_dict(config: Config) -> dict:
+    """The YAML-shaped dict of a config (for saving next to our checkpoints)."""
+    return {"model": dataclasses.asdict(config.model), "generate": dataclasses.asdict(config.generate),
+            **config.extra}

@@ -1,0 +1,395 @@
+"""SALMONN: Whisper + BEATs -> window-level Q-Former -> LoRA LLM.
+
+Attribute names are the reference's (`speech_encoder`, `ln_speech`, `beats`, `ln_audio`, `speech_Qformer`,
+`speech_query_tokens`, `speech_llama_proj`, `llama_model`), so `state_dict()` keys are exactly the keys of the
+released `salmonn_v1.pth` / `salmonn_7b.pth`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, WhisperFeatureExtractor
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from . import audio as A
+from .checkpoint import (IGNORED_REFERENCE_KEYS, check_keys, load_beats, read_prefixed, read_state_dict,
+                         save_ours, save_reference_pth, load_strict)
+from .config import Config, config_to_dict, load_config
+from .errors import ConfigError, PromptError, SalmonnError
+from .qformer import QFormer, fuse_encoders, split_windows, window_size
+
+AUDIO_PLACEHOLDER = "<SpeechHere>"
+AUDIO_PREFIX = "<Speech><SpeechHere></Speech> "  # what the reference CLI puts before every instruction
+IGNORE_INDEX = -100
+
+AudioInput = Any  # path, bytes, np.ndarray / torch.Tensor (with sample_rate), or (array, sample_rate)
+Segment = tuple  # (embeds [n, d], labels [n], attention mask [n])
+
+
+@dataclasses.dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _require_dir(path: str, key: str) -> str:
+    if not path:
+        raise ConfigError(f"model.{key} is empty: point it at an HF model dir")
+    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
+        raise ConfigError(f"model.{key}: {path} does not exist (relative paths are resolved against the YAML's "
+                          f"folder; hub ids need network access)")
+    return path
+
+
+def load_whisper_encoder(path: str, dtype: torch.dtype) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
+    """Only the encoder of an HF Whisper dir (the decoder's tensors are never read)."""
+    config = WhisperConfig.from_pretrained(path)
+    encoder = WhisperEncoder(config)
+    state = read_prefixed(path, ("model.encoder.", "encoder."))
+    load_strict(encoder, state, f"{path} (Whisper encoder)")
+    return encoder.to(dtype).eval(), WhisperFeatureExtractor.from_pretrained(path)
+
+
+def load_llm(path: str, dtype: torch.dtype):
+    """Causal LM + tokenizer. A tokenizer without a pad token gets its unk (or eos) as pad: no new row."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:  # deliberate deviation: the reference adds [PAD] and resizes randomly
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        raise ConfigError(f"{path}: tokenizer has {len(tokenizer)} tokens but the LLM only "
+                          f"{model.get_input_embeddings().weight.shape[0]} embedding rows")
+    return model, tokenizer
+
+
+def add_lora(llm: nn.Module, cfg) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+    lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_target_modules),
+                      inference_mode=False)
+    return get_peft_model(llm, lora)
+
+
+class SALMONN(nn.Module):
+    def __init__(self, config: Config, speech_encoder: WhisperEncoder, feature_extractor: WhisperFeatureExtractor,
+                 beats: nn.Module | None, llm: nn.Module, tokenizer):
+        super().__init__()
+        m = config.model
+        self.config = config
+        self.feature_extractor, self.tokenizer = feature_extractor, tokenizer
+        self.speech_encoder = speech_encoder
+        self.ln_speech = nn.LayerNorm(speech_encoder.config.d_model)
+        self.beats = beats
+        width = speech_encoder.config.d_model
+        if beats is not None:
+            self.ln_audio = nn.LayerNorm(beats.cfg.encoder_embed_dim)
+            width += beats.cfg.encoder_embed_dim
+        if not m.use_speech_Qformer:
+            raise ConfigError("model.use_speech_Qformer: False is not supported (the reference ships only the Q-Former)")
+        self.speech_Qformer = QFormer(m.qformer_hidden_size, m.qformer_num_attention_heads,
+                                      m.qformer_intermediate_size, m.qformer_num_hidden_layers, width)
+        self.speech_query_tokens = nn.Parameter(torch.zeros(1, m.num_speech_query_token, m.qformer_hidden_size))
+        nn.init.normal_(self.speech_query_tokens, std=0.02)
+        self.speech_llama_proj = nn.Linear(m.qformer_hidden_size, llm.config.hidden_size)
+        for p in llm.parameters():
+            p.requires_grad_(False)
+        self.llama_model = add_lora(llm, m) if m.lora else llm
+        self._freeze()
+        self.set_lora_scale(m.lora_scale)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_config(cls, path: str | Path | Config | None = None, overrides: Sequence[str] = (),
+                    load_checkpoint: bool = True) -> "SALMONN":
+        """Build from a reference-style YAML (or a Config) and load its `ckpt` strictly."""
+        config = path if isinstance(path, Config) else load_config(path, list(overrides))
+        m = config.model
+        dtype = _dtype(m.dtype)
+        encoder, features = load_whisper_encoder(_require_dir(m.whisper_path, "whisper_path"), dtype)
+        beats = load_beats(m.beats_path).to(dtype) if m.beats_path else None
+        llm, tokenizer = load_llm(_require_dir(m.llama_path, "llama_path"), dtype)
+        model = cls(config, encoder, features, beats, llm, tokenizer)
+        if m.ckpt and load_checkpoint:
+            model.load_checkpoint(m.ckpt)
+        return model.to(resolve_device(m.device)).eval()
+
+    def _freeze(self) -> None:
+        m = self.config.model
+        frozen = [(self.speech_encoder, m.freeze_whisper), (self.beats, m.freeze_beats),
+                  (self.speech_Qformer, m.freeze_speech_QFormer), (self.speech_llama_proj, m.freeze_speech_llama_proj)]
+        for module, freeze in frozen:
+            if module is not None:
+                module.requires_grad_(not freeze)
+        if m.freeze_speech_QFormer:
+            self.speech_query_tokens.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "SALMONN":
+        super().train(mode)
+        for module, frozen in ((self.speech_encoder, self.config.model.freeze_whisper),
+                               (self.beats, self.config.model.freeze_beats)):
+            if module is not None and frozen:
+                module.eval()  # frozen encoders never see dropout
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_query_tokens.device
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors under the reference's key names (what the reference trainer saves)."""
+        return {k: v for k, v in self.state_dict(keep_vars=True).items() if v.requires_grad}
+
+    def load_checkpoint(self, path: str | Path, allow_missing: Sequence[str] = ()) -> None:
+        """Load a SALMONN checkpoint strictly: every trainable tensor must be there, nothing unknown may be.
+
+        allow_missing: key substrings that may be absent (e.g. "lora_" when a stage-1 checkpoint seeds stage 2).
+        """
+        state = read_state_dict(path)
+        own = self.state_dict()
+        required = {k for k in self.trainable_state_dict() if not any(s in k for s in allow_missing)}
+        usable = check_keys(own, state, required, str(path), IGNORED_REFERENCE_KEYS)
+        self.load_state_dict(usable, strict=False)
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """Our format: `trainable.safetensors` (reference key names) + `config.json`."""
+        return save_ours(self.trainable_state_dict(), config_to_dict(self.config), directory)
+
+    def export_reference(self, path: str | Path) -> Path:
+        """The reference trainer's `.pth` layout ({"model": trainable tensors})."""
+        return save_reference_pth(self.trainable_state_dict(), path)
+
+    def set_lora_scale(self, scale: float) -> None:
+        """Multiply LoRA's alpha / r by `scale` at run time (1.0 = as trained; activation uses 0.5)."""
+        m = self.config.model
+        for module in self.llama_model.modules():
+            if hasattr(module, "scaling") and isinstance(module.scaling, dict) and "default" in module.scaling:
+                module.scaling["default"] = scale * m.lora_alpha / m.lora_rank
+        self.lora_scale = scale
+
+    # ------------------------------------------------------------------ audio -> tokens
+    def load_clips(self, items: Sequence[AudioInput], sample_rate: int | None = None) -> list[list[np.ndarray]]:
+        """Decode each item to 16 kHz mono and cut it into the <=30 s segments the encoders take."""
+        m = self.config.model
+        clips = []
+        for item in items:
+            sr = sample_rate
+            if isinstance(item, tuple):
+                item, sr = item
+            wav = A.load_audio(item, sr, channel=m.channel, resample=m.resample)
+            seconds = len(wav) / A.SAMPLE_RATE
+            if seconds > m.max_audio_seconds:
+                name = item if isinstance(item, (str, Path)) else "<array>"
+                raise SalmonnError(f"{name}: {seconds:.1f} s is longer than max_audio_seconds="
+                                   f"{m.max_audio_seconds:g}; raise it in the config or cut the file")
+            if m.long_audio == "truncate":
+                wav = wav[: A.SEGMENT_SAMPLES]
+            clips.append([A.pad_to_min(s) for s in A.split_segments(wav)])
+        return clips
+
+    def encode_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
+        """A batch of <=30 s waveforms -> audio tokens [B, 88, d_llm] (faithful to the reference's batch)."""
+        spectrogram = A.whisper_log_mel(segments, self.feature_extractor).to(self.device)
+        raw_wav, padding_mask = A.batch_waveforms(segments)
+        return self.encode_speech(spectrogram, raw_wav.to(self.device), padding_mask.to(self.device))
+
+    def encode_speech(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,
+                      padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Whisper log-mel [B, 80, 3000] (+ raw 16 kHz audio [B, N] for BEATs) -> audio tokens [B, L, d_llm]."""
+        dtype = self.ln_speech.weight.dtype
+        speech = self.speech_encoder(spectrogram.to(self.speech_encoder.conv1.weight.dtype)).last_hidden_state
+        speech = self.ln_speech(speech.to(dtype))  # [B, 1500, Cs]
+        audio = None
+        if self.beats is not None and raw_wav is not None:
+            exact = not self.config.model.reference_batching
+            audio, mask = self.beats.extract_features(raw_wav, padding_mask, exact_padding=exact)
+            audio = self.ln_audio(audio.to(dtype))  # [B, T', Ca]
+            if exact and mask is not None:  # padded tokens become the zeros a single clip gets from padding
+                audio = audio.masked_fill(mask[..., None], 0.0)
+        return self.connect(speech, audio)
+
+    def connect(self, speech: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
+        """Normalised encoder outputs -> Q-Former per window -> LLM-space tokens [B, L * Q, d_llm]."""
+        m = self.config.model
+        x = fuse_encoders(speech, audio)  # [B, T, C]
+        batch = x.shape[0]
+        if m.window_level_Qformer:
+            x = split_windows(x, window_size(m.second_per_window), window_size(m.second_stride))  # [B * L, k, C]
+        queries = self.speech_query_tokens.expand(x.shape[0], -1, -1)  # [B * L, Q, H]
+        out = self.speech_llama_proj(self.speech_Qformer(queries, x))  # [B * L, Q, d_llm]
+        return out.reshape(batch, -1, out.shape[-1])  # [B, L * Q, d_llm]
+
+    def encode_audio(self, items: Sequence[AudioInput], sample_rate: int | None = None) -> list[torch.Tensor]:
+        """Audio tokens per clip [L_i, d_llm]; long clips are the concatenation of their 30 s segments' tokens."""
+        clips = self.load_clips(items, sample_rate)
+        flat = [segment for clip in clips for segment in clip]
+        tokens = self.encode_segments(flat)  # [S, 88, d]
+        out, start = [], 0
+        for clip in clips:
+            out.append(tokens[start:start + len(clip)].reshape(-1, tokens.shape[-1]))  # [s, 88, d] -> [s * 88, d]
+            start += len(clip)
+        return out
+
+    # ------------------------------------------------------------------ prompts -> LLM inputs
+    def format_prompt(self, instruction: str) -> str:
+        """Bare instruction -> the full templated prompt the reference CLI builds."""
+        if AUDIO_PLACEHOLDER in instruction:
+            raise PromptError(f"instruction {instruction[:60]!r} contains {AUDIO_PLACEHOLDER}: pass the bare "
+                              f"instruction, or a full prompt with templated=True")
+        return self.config.model.prompt_template.format(AUDIO_PREFIX + instruction)
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        table = self.llama_model.get_input_embeddings()
+        return table(torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def prompt_segments(self, prompt: str, audio_tokens: torch.Tensor) -> list[Segment]:
+        """[BOS] + prompt-before + audio + prompt-after, each as (embeds [n, d], labels [n])."""
+        if prompt.count(AUDIO_PLACEHOLDER) != 1:
+            raise PromptError(f"prompt {prompt[:60]!r} must contain {AUDIO_PLACEHOLDER} exactly once")
+        before, after = prompt.split(AUDIO_PLACEHOLDER)
+        pieces = [self._embed([self.tokenizer.bos_token_id]), self._embed(self._ids(before)),
+                  audio_tokens.to(self._embed([0]).dtype), self._embed(self._ids(after))]
+        return [_segment(p) for p in pieces]
+
+    def target_segment(self, text: str | list[int]) -> Segment:
+        """Training target: text + end_sym tokenised (max_txt_len), or given ids, with labels = ids."""
+        m = self.config.model
+        ids = text if isinstance(text, list) else self._ids(text + m.end_sym)[: m.max_txt_len]
+        return _segment(self._embed(ids), torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    def assemble(self, rows: list[list[Segment]], side: str = "right"):
+        """Pad per-sample segment lists into (inputs_embeds, attention_mask, labels, position_ids).
+
+        reference_batching pads every segment column to its longest (the reference's mid-sequence padding);
+        otherwise each sample stays contiguous and only the whole sequence is padded (left for generation).
+        """
+        if self.config.model.reference_batching:
+            widths = [max(seg[0].shape[0] for seg in column) for column in zip(*rows)]
+            rows = [[_pad_segment(seg, w, "right") for seg, w in zip(row, widths)] for row in rows]
+        joined = [tuple(torch.cat(parts) for parts in zip(*row)) for row in rows]
+        length = max(j[0].shape[0] for j in joined)
+        embeds, labels, mask = (torch.stack(t) for t in zip(*[_pad_segment(j, length, side) for j in joined]))
+        positions = (mask.cumsum(-1) - 1).clamp(min=0) if side == "left" else \
+            torch.arange(length, device=mask.device).expand(len(rows), -1)
+        return embeds, mask, labels, positions
+
+    # ------------------------------------------------------------------ training loss / scoring
+    def forward(self, audio_tokens: list[torch.Tensor], prompts: list[str], texts: list[str | list[int]]):
+        """Mean next-token loss over all target tokens of the batch (the reference's training loss) + logits."""
+        rows = [self.prompt_segments(p, a) + [self.target_segment(t)]
+                for p, a, t in zip(prompts, audio_tokens, texts)]
+        embeds, mask, labels, positions = self.assemble(rows, side="right")
+        out = self.llama_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, labels=labels)
+        return out.loss, out.logits, labels
+
+    def training_loss(self, audio: Sequence[AudioInput], prompts: list[str], texts: list[str]) -> torch.Tensor:
+        """Loss of full prompts (templated, with <SpeechHere>) and target texts for a batch of clips."""
+        return self(self.encode_audio(audio), prompts, texts)[0]
+
+    @torch.no_grad()
+    def score(self, audio: AudioInput | Sequence[AudioInput], prompt: str | Sequence[str],
+              text: str | Sequence[str], templated: bool = False) -> list[dict]:
+        """Per clip: mean token NLL of `text` + end symbol after the prompt, and how many tokens that is."""
+        clips, prompts = _as_batch(audio, prompt)
+        texts = [text] * len(clips) if isinstance(text, str) else list(text)
+        tokens = self.encode_audio(clips)
+        full = [p if templated else self.format_prompt(p) for p in prompts]
+        results = []
+        for a, p, t in zip(tokens, full, texts):  # one at a time: the loss of one sample
+            loss, _, labels = self([a], [p], [t])
+            results.append({"loss": float(loss), "tokens": int((labels[:, 1:] != IGNORE_INDEX).sum())})
+        return results
+
+    @torch.no_grad()
+    def sequence_logprob(self, audio_tokens: torch.Tensor, prompt: str, ids: list[int]) -> float:
+        """Sum of log-probabilities of the given continuation ids (no end symbol added)."""
+        loss, _, labels = self([audio_tokens], [prompt], [list(ids)])
+        return -float(loss) * int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, audio: AudioInput | Sequence[AudioInput], prompt: str | Sequence[str],
+                 templated: bool = False, sample_rate: int | None = None, streamer=None,
+                 audio_tokens: list[torch.Tensor] | None = None, **overrides) -> list[Answer]:
+        """Answer each clip. `prompt` is the bare instruction (one for all clips or one per clip)."""
+        clips, prompts = _as_batch(audio if audio_tokens is None else [None] * len(audio_tokens), prompt)
+        tokens = audio_tokens if audio_tokens is not None else self.encode_audio(clips, sample_rate)
+        full = [p if templated else self.format_prompt(p) for p in prompts]
+        rows = [self.prompt_segments(p, a) for p, a in zip(full, tokens)]
+        embeds, mask, _, _ = self.assemble(rows, side="left")
+        kwargs = self.generation_kwargs(**overrides)
+        out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
+        return [self._answer(seq) for seq in out]
+
+    def generation_kwargs(self, **overrides) -> dict:
+        """HF generate() arguments from the config's `generate:` section plus overrides."""
+        g = dataclasses.replace(self.config.generate, **{k: v for k, v in overrides.items() if v is not None})
+        kwargs = dict(max_new_tokens=g.max_new_tokens, num_beams=g.num_beams, do_sample=g.do_sample,
+                      repetition_penalty=g.repetition_penalty, length_penalty=g.length_penalty,
+                      min_new_tokens=g.min_new_tokens or None, eos_token_id=self.tokenizer.eos_token_id,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if g.do_sample:
+            kwargs.update(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k or None)
+            if g.seed is not None:
+                torch.manual_seed(g.seed)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if g.stop:
+            kwargs.update(stop_strings=list(g.stop), tokenizer=self.tokenizer)
+        return {k: v for k, v in kwargs.items() if v is not None or k in ("temperature", "top_p", "top_k")}
+
+    def _answer(self, seq: torch.Tensor) -> Answer:
+        ids = seq.tolist()
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        if eos in ids:
+            ids = ids[: ids.index(eos)]
+        while ids and ids[-1] == pad and pad != eos:
+            ids.pop()
+        return Answer(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(), token_ids=ids)
+
+
+def _segment(embeds: torch.Tensor, labels: torch.Tensor | None = None) -> Segment:
+    """(embeds [n, d], labels [n], attention mask [n]); labels default to IGNORE (not learned)."""
+    if labels is None:
+        labels = torch.full((embeds.shape[0],), IGNORE_INDEX, dtype=torch.long, device=embeds.device)
+    return embeds, labels, torch.ones_like(labels)
+
+
+def _pad_segment(segment: Segment, length: int, side: str) -> Segment:
+    """Pad a segment to `length` with zero embeds, IGNORE labels and mask 0."""
+    embeds, labels, mask = segment
+    extra = length - embeds.shape[0]
+    if extra == 0:
+        return embeds, labels, mask
+    pads = (embeds.new_zeros(extra, embeds.shape[1]), labels.new_full((extra,), IGNORE_INDEX), mask.new_zeros(extra))
+    if side == "left":
+        return tuple(torch.cat([p, s]) for p, s in zip(pads, (embeds, labels, mask)))
+    return tuple(torch.cat([s, p]) for s, p in zip((embeds, labels, mask), pads))
+
+
+def _as_batch(audio, prompt) -> tuple[list, list[str]]:
+    single = isinstance(audio, (str, Path, bytes, np.ndarray, torch.Tensor, tuple))
+    clips = [audio] if single else list(audio)
+    prompts = [prompt] * len(clips) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(clips):
+        raise PromptError(f"got {len(prompts)} prompts for {len(clips)} clips: give one prompt, or one per clip")
+    return clips, prompts

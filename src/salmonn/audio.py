@@ -1,0 +1,385 @@
+"""Audio front end: load any audio file as 16 kHz mono, split it into 30 s segments, batch it,
+and compute the two encoders' input features (Whisper log-mel, BEATs Kaldi fbank).
+
+Differences from the reference: files at other sample rates are resampled (the reference reads
+them as if they were 16 kHz), formats that soundfile cannot read are decoded with PyAV, and clips
+longer than 30 s are split into segments instead of being cut.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from salmonn.errors import AudioError
+
+# hard-coded audio hyperparameters
+SAMPLE_RATE = 16000  # Hz, what both encoders expect
+MIN_SAMPLES = SAMPLE_RATE  # 1 s: the reference zero-pads shorter clips to this
+SEGMENT_SECONDS = 30  # s, Whisper's window
+SEGMENT_SAMPLES = SEGMENT_SECONDS * SAMPLE_RATE  # 480000 samples in one Whisper window
+RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality filter
+WAV_UNKNOWN_DATA_SIZE = 0x7FFF0000  # bytes; streaming writers put a placeholder at or above this
+
+# BEATs fbank input (torchaudio.compliance.kaldi.fbank defaults unless noted)
+FBANK_NUM_MEL_BINS = 128  # BEATs' setting (Kaldi default is 23)
+FBANK_FRAME_LENGTH_MS = 25.0  # ms -> 400 samples at 16 kHz
+FBANK_FRAME_SHIFT_MS = 10.0  # ms -> 160 samples at 16 kHz
+FBANK_WAV_SCALE = 2**15  # BEATs feeds int16-range samples to Kaldi
+FBANK_MEAN = 15.41663  # log-mel units, BEATs normalisation
+FBANK_STD = 6.55582  # log-mel units, BEATs normalisation
+PREEMPHASIS = 0.97  # Kaldi preemphasis-coefficient
+POVEY_EXPONENT = 0.85  # povey window = hann(periodic=False) ** 0.85
+MEL_LOW_FREQ = 20.0  # Hz, Kaldi low-freq
+LOG_FLOOR = torch.finfo(torch.float32).eps  # Kaldi's floor before log (float32 epsilon)
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_audio(
+    source: AudioSource,
+    sample_rate: int | None = None,
+    *,
+    channel: str = "first",
+    resample: bool = True,
+    name: str | None = None,
+) -> np.ndarray:
+    """Return `source` as a float32 mono waveform [N] at SAMPLE_RATE.
+
+    source: a path (anything soundfile reads; otherwise decoded with PyAV: mp3, m4a, opus, video
+    containers...), the bytes of an encoded file, or samples as a numpy array / torch tensor of
+    shape [N] or [N, channels] (then `sample_rate` is required; integer PCM is scaled to [-1, 1]).
+    For files and bytes the rate comes from the file; a `sample_rate` given with them must match it.
+    channel: "first" keeps the first channel (the reference's behaviour), "mean" downmixes.
+    name: what error messages call the source (default: the path, "<bytes>" or "<array>").
+    Raises AudioError for unreadable, empty or non-finite audio.
+    """
+    if channel not in ("first", "mean"):
+        raise ValueError(f"channel must be 'first' or 'mean', got {channel!r}")
+    if isinstance(source, (str, os.PathLike)):
+        label = name or str(source)
+        samples, rate = _read_path(Path(source), label)
+        _check_given_rate(sample_rate, rate, label)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        samples, rate = _decode_bytes(bytes(source), label)
+        _check_given_rate(sample_rate, rate, label)
+    elif isinstance(source, (np.ndarray, torch.Tensor)):
+        label = name or "<array>"
+        if sample_rate is None:
+            raise AudioError(f"{label}: samples given without a sample rate; pass sample_rate=<Hz>")
+        samples, rate = _array_to_float(source, label), int(sample_rate)
+    else:
+        raise AudioError(
+            f"{name or '<input>'}: cannot load audio from a {type(source).__name__}; "
+            "pass a path, file bytes, or a numpy array / torch tensor of samples"
+        )
+    _check_samples(samples, label)
+    wav = _to_mono(samples, channel)
+    return _to_sample_rate(wav, rate, resample, label)
+
+
+def _check_given_rate(sample_rate: int | None, file_rate: int, label: str) -> None:
+    if sample_rate is not None and int(sample_rate) != file_rate:
+        raise AudioError(
+            f"{label}: the file is {file_rate} Hz but sample_rate={sample_rate} was given; "
+            "leave sample_rate unset for files (the output is always 16 kHz)"
+        )
+
+
+def _read_path(path: Path, label: str) -> tuple[np.ndarray, int]:
+    """Decode a file on disk -> samples [N, C] float32 and its rate."""
+    if not path.exists():
+        raise AudioError(f"{label}: file not found; check the path")
+    if path.is_dir():
+        raise AudioError(f"{label}: is a directory, not an audio file; give the path of a file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{label}: file is empty (0 bytes); re-export or re-download it")
+    try:
+        samples, rate = _read_with_soundfile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return _read_with_av(str(path), label)
+    with open(path, "rb") as file:
+        _check_wav_complete(file, label)
+    return samples, rate
+
+
+def _decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
+    """Decode the content of an encoded file -> samples [N, C] float32 and its rate."""
+    if not data:
+        raise AudioError(f"{label}: no data (0 bytes); pass the content of an audio file")
+    buffer = io.BytesIO(data)
+    try:
+        samples, rate = _read_with_soundfile(buffer)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        buffer.seek(0)
+        return _read_with_av(buffer, label)
+    _check_wav_complete(buffer, label)
+    return samples, rate
+
+
+def _read_with_soundfile(file) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(file, dtype="float32", always_2d=True)  # [N, C]
+    return samples, int(rate)
+
+
+def _check_wav_complete(file: BinaryIO, label: str) -> None:
+    """Raise if a RIFF/WAVE file holds fewer data bytes than its header declares (a cut-off copy;
+    soundfile would silently return only the part that is there)."""
+    missing = _missing_wav_data_bytes(file)
+    if missing > 0:
+        raise AudioError(
+            f"{label}: truncated: {missing} bytes of audio declared in the WAV header are missing; "
+            "re-download or re-export the file"
+        )
+
+
+def _missing_wav_data_bytes(file: BinaryIO) -> int:
+    """Declared minus present bytes of the 'data' chunk; 0 if complete, not WAV, or size unknown."""
+    file_size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    header = file.read(12)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return 0
+    position = 12
+    while position + 8 <= file_size:
+        file.seek(position)
+        chunk_id, chunk_size = file.read(4), int.from_bytes(file.read(4), "little")
+        if chunk_id == b"data":
+            if chunk_size >= WAV_UNKNOWN_DATA_SIZE:
+                return 0
+            return max(0, chunk_size - (file_size - position - 8))
+        position += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+    return 0
+
+
+def _read_with_av(file, label: str) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with PyAV (FFmpeg) -> samples [N, C] float32 and its rate."""
+    try:
+        with av.open(file, mode="r") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AudioError(
+                    f"{label}: not an audio file or it has no audio stream; "
+                    "convert it to wav/flac/mp3"
+                )
+            return _decode_stream(container, stream)
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as error:
+        reason = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+        raise AudioError(
+            f"{label}: cannot decode ({reason}); check that it is an audio file "
+            "or convert it to wav/flac"
+        ) from None
+
+
+def _decode_stream(container, stream) -> tuple[np.ndarray, int]:
+    """All frames of `stream` as planar float32, in the first frame's layout and rate."""
+    chunks: list[np.ndarray] = []
+    resampler = None
+    for frame in container.decode(stream):
+        if resampler is None:  # fix format, layout and rate to those of the first frame
+            resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+            rate = frame.sample_rate
+        chunks += [out.to_ndarray() for out in resampler.resample(frame)]  # each [C, n]
+    if resampler is None:
+        return np.zeros((0, 1), dtype=np.float32), stream.rate or SAMPLE_RATE
+    chunks += [out.to_ndarray() for out in resampler.resample(None)]  # flush
+    samples = np.concatenate(chunks, axis=1).T  # [C, N] -> [N, C]
+    return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
+
+
+def _array_to_float(samples: np.ndarray | torch.Tensor, label: str) -> np.ndarray:
+    """Samples [N] or [N, C] of any numeric dtype -> float32 [N, C]; integer PCM scaled to [-1, 1]."""
+    if isinstance(samples, torch.Tensor):
+        samples = samples.detach().cpu()
+        if samples.is_floating_point() and samples.dtype != torch.float64:
+            samples = samples.float()  # numpy has no bfloat16
+        samples = samples.numpy()
+    samples = np.asarray(samples)
+    if samples.ndim == 1:
+        samples = samples[:, None]  # [N] -> [N, 1]
+    if samples.ndim != 2:
+        raise AudioError(f"{label}: samples must have shape [N] or [N, channels], got {samples.shape}")
+    if 0 < samples.shape[0] < samples.shape[1]:
+        raise AudioError(
+            f"{label}: shape {samples.shape} has more channels than samples; "
+            "pass [samples, channels] (transpose a [channels, samples] array)"
+        )
+    return _pcm_to_float(samples, label)
+
+
+def _pcm_to_float(samples: np.ndarray, label: str) -> np.ndarray:
+    if np.issubdtype(samples.dtype, np.floating):
+        return samples.astype(np.float32, copy=False)
+    if np.issubdtype(samples.dtype, np.signedinteger):
+        full_scale = float(2 ** (8 * samples.dtype.itemsize - 1))  # int16 -> 32768
+        return (samples.astype(np.float64) / full_scale).astype(np.float32)
+    if np.issubdtype(samples.dtype, np.unsignedinteger):
+        midpoint = float(2 ** (8 * samples.dtype.itemsize - 1))  # uint8 -> 128
+        return ((samples.astype(np.float64) - midpoint) / midpoint).astype(np.float32)
+    raise AudioError(f"{label}: samples of dtype {samples.dtype} are not audio; pass float or integer PCM")
+
+
+def _check_samples(samples: np.ndarray, label: str) -> None:
+    if samples.shape[0] == 0:
+        raise AudioError(f"{label}: contains no samples; check the file (it may be truncated)")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{label}: contains NaN or infinite samples; fix or re-export the audio")
+
+
+def _to_mono(samples: np.ndarray, channel: str) -> np.ndarray:
+    """[N, C] -> [N]."""
+    if channel == "first":
+        return np.ascontiguousarray(samples[:, 0])
+    return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def _to_sample_rate(wav: np.ndarray, rate: int, resample: bool, label: str) -> np.ndarray:
+    if rate == SAMPLE_RATE:
+        return wav
+    if rate <= 0:
+        raise AudioError(f"{label}: invalid sample rate {rate} Hz; give the true rate in Hz")
+    if not resample:
+        raise AudioError(
+            f"{label}: sample rate is {rate} Hz, not {SAMPLE_RATE} Hz; enable resampling (resample=True)"
+        )
+    wav = soxr.resample(wav, rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+    if wav.shape[0] == 0:
+        raise AudioError(f"{label}: too short to resample to {SAMPLE_RATE} Hz; give a longer clip")
+    return wav
+
+
+# ---------------------------------------------------------------------------------------------
+# segments and batches
+
+
+def pad_to_min(wav: np.ndarray) -> np.ndarray:
+    """Zero-pad at the end to MIN_SAMPLES (1 s), as the reference does; longer clips unchanged."""
+    if wav.shape[0] >= MIN_SAMPLES:
+        return wav
+    return np.pad(wav, (0, MIN_SAMPLES - wav.shape[0]))
+
+
+def split_segments(wav: np.ndarray, segment_samples: int = SEGMENT_SAMPLES) -> list[np.ndarray]:
+    """Consecutive pieces of `segment_samples` (views); the last may be shorter (padded to 1 s).
+
+    A clip no longer than one segment is returned as [wav], unchanged.
+    """
+    if wav.shape[0] <= segment_samples:
+        return [wav]
+    pieces = [wav[start : start + segment_samples] for start in range(0, wav.shape[0], segment_samples)]
+    pieces[-1] = pad_to_min(pieces[-1])
+    return pieces
+
+
+def batch_waveforms(wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad at the end to the longest -> raw_wav float32 [B, N], padding_mask bool [B, N] (True = pad)."""
+    if len(wavs) == 0:
+        raise ValueError("batch_waveforms needs at least one waveform")
+    lengths = torch.tensor([len(wav) for wav in wavs])  # [B]
+    raw_wav = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)  # [B, N]
+    for row, wav in enumerate(wavs):
+        raw_wav[row, : len(wav)] = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+    padding_mask = torch.arange(raw_wav.shape[1])[None, :] >= lengths[:, None]  # [B, N]
+    return raw_wav, padding_mask
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+def whisper_log_mel(wavs: list[np.ndarray], feature_extractor) -> torch.Tensor:
+    """Whisper log-mel [B, n_mels, 3000] of each (unpadded) clip, padded/trimmed to 30 s by the
+    transformers WhisperFeatureExtractor itself (one batched call: same numbers as per clip).
+    Clips longer than 30 s are trimmed by the extractor: split them first (split_segments)."""
+    clips = [np.asarray(wav, dtype=np.float32) for wav in wavs]
+    features = feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    return features.input_features  # [B, n_mels, 3000]
+
+
+def kaldi_fbank(
+    waveforms: torch.Tensor,
+    num_mel_bins: int = FBANK_NUM_MEL_BINS,
+    sample_rate: int = SAMPLE_RATE,
+    frame_length_ms: float = FBANK_FRAME_LENGTH_MS,
+    frame_shift_ms: float = FBANK_FRAME_SHIFT_MS,
+) -> torch.Tensor:
+    """Log mel filterbank [B, n_frames, num_mel_bins] of waveforms [B, N], computed as
+    torchaudio.compliance.kaldi.fbank does with its defaults (dither 0, snip_edges, povey window,
+    power spectrum, no energy term), one clip per row.
+
+    Computed in float64, returned in the input's float dtype: float32 FFT rounding (which differs
+    between backends) shows in the lowest mel bins, where DC removal leaves little energy.
+    """
+    if waveforms.dim() != 2:
+        raise ValueError(f"kaldi_fbank expects waveforms [B, N], got shape {tuple(waveforms.shape)}")
+    out_dtype = waveforms.dtype if waveforms.is_floating_point() else torch.float32
+    frame_length = int(sample_rate * frame_length_ms * 0.001)  # samples, 400 at 16 kHz
+    frame_shift = int(sample_rate * frame_shift_ms * 0.001)  # samples, 160 at 16 kHz
+    if waveforms.shape[1] < frame_length:
+        raise ValueError(f"kaldi_fbank needs at least {frame_length} samples, got {waveforms.shape[1]}")
+    fft_size = 1 << (frame_length - 1).bit_length()  # next power of two, 512
+    frames = waveforms.double().unfold(1, frame_length, frame_shift)  # [B, N] -> [B, F, frame_length]
+    frames = _prepare_frames(frames)
+    spectrum = torch.fft.rfft(frames, n=fft_size).abs().pow(2.0)  # [B, F, fft_size // 2 + 1]
+    banks = _kaldi_mel_banks(num_mel_bins, fft_size, float(sample_rate))  # [M, fft_size // 2 + 1]
+    banks = banks.to(spectrum.device)
+    mel_energies = torch.matmul(spectrum, banks.T)  # [B, F, M]
+    return mel_energies.clamp_min(LOG_FLOOR).log().to(out_dtype)
+
+
+def _prepare_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Per frame [..., L]: remove DC offset, pre-emphasise (first sample replicated), povey window."""
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)  # x[n-1], with x[-1] := x[0]
+    frames = frames - PREEMPHASIS * previous
+    window = torch.hann_window(frames.shape[-1], periodic=False, dtype=frames.dtype, device=frames.device)
+    return frames * window.pow(POVEY_EXPONENT)
+
+
+def _mel(freq: torch.Tensor | float) -> torch.Tensor | float:
+    """Kaldi's mel scale: 1127 ln(1 + f / 700)."""
+    if isinstance(freq, torch.Tensor):
+        return 1127.0 * (1.0 + freq / 700.0).log()
+    return 1127.0 * math.log(1.0 + freq / 700.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _kaldi_mel_banks(num_bins: int, fft_size: int, sample_rate: float) -> torch.Tensor:
+    """Triangular (in mel) filters from MEL_LOW_FREQ to Nyquist -> [num_bins, fft_size // 2 + 1] float64;
+    the Nyquist column is zero, as in Kaldi."""
+    nyquist = 0.5 * sample_rate
+    low_mel, high_mel = _mel(MEL_LOW_FREQ), _mel(nyquist)
+    mel_step = (high_mel - low_mel) / (num_bins + 1)
+    bin_index = torch.arange(num_bins, dtype=torch.float64).unsqueeze(1)  # [M, 1]
+    left = low_mel + bin_index * mel_step  # [M, 1]
+    center = low_mel + (bin_index + 1.0) * mel_step
+    right = low_mel + (bin_index + 2.0) * mel_step
+    fft_bin_freq = (sample_rate / fft_size) * torch.arange(fft_size // 2, dtype=torch.float64)  # [K], Hz
+    fft_bin_mel = _mel(fft_bin_freq).unsqueeze(0)  # [K] -> [1, K]
+    rising = (fft_bin_mel - left) / (center - left)  # [M, K]
+    falling = (right - fft_bin_mel) / (right - center)  # [M, K]
+    banks = torch.clamp(torch.minimum(rising, falling), min=0.0)  # [M, K]
+    return torch.nn.functional.pad(banks, (0, 1))  # [M, K] -> [M, K + 1]
+
+
+def beats_fbank(raw_wav: torch.Tensor) -> torch.Tensor:
+    """BEATs input: normalised 128-bin Kaldi fbank of raw_wav [B, N] in int16 range -> [B, frames, 128]."""
+    fbank = kaldi_fbank(raw_wav * FBANK_WAV_SCALE, num_mel_bins=FBANK_NUM_MEL_BINS)  # [B, F, 128]
+    return (fbank - FBANK_MEAN) / (2 * FBANK_STD)

@@ -1,0 +1,221 @@
+"""Instruction-following rules, story diversity and repeat rate (paper §4 "task over-fitting").
+
+An over-fitted model answers an untrained instruction as if it were a trained one: it transcribes
+the spoken question instead of answering it, writes a one-line caption instead of a story, or
+copies the English instead of translating. Each rule below decides, for one answer, whether it
+followed the instruction. The following rate is the share of answers for which the rule holds.
+
+Sample fields the rules read (all optional; a missing field disables the check that needs it):
+``transcript`` (what is said in the audio, e.g. the spoken question), ``Q`` or ``question``
+(the text question of the prompt), ``caption`` (a caption of the audio).
+
+Shared definitions:
+- *empty*: no word characters after stripping.
+- *refusal*: the first 12 words contain "sorry", "i cannot", "i can't", "i can not",
+  "i am/i'm unable", "i am/i'm not able", "unable to", "as an ai" or "as a language model".
+- *echo* of a source text: after Whisper English normalisation, the answer starts with the
+  whole source text, or WER(reference=source, hypothesis=answer) < 0.3.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jiwer
+
+from salmonn.evaluation.normalize import normalize_english, simple_words
+
+Sample = Mapping[str, Any]
+Rule = Callable[[str, Sample], bool]
+
+ECHO_WER = 0.3
+STORY_MIN_WORDS = 30
+STORY_MIN_SENTENCES = 2
+KEYWORD_MAX_WORDS = 40
+SCRIPT_SHARE = 0.5
+LOOP_N = 4
+LOOP_TIMES = 3
+
+_REFUSAL = re.compile(
+    r"\b(sorry|i cannot|i can't|i can not|i am unable|i'm unable|i am not able|i'm not able|"
+    r"unable to|as an ai|as a language model)\b")
+_SENTENCE_END = re.compile(r"[.!?。！？]+")
+_EN_FUNCTION = frozenset("the is are and of to it this that with for you on what have be".split())
+_DE_FUNCTION = frozenset("der die das und ist ich nicht zu den mit es ein eine sie wir sind von auf "
+                         "für dem im auch wie".split())
+SOURCE_FIELDS = ("transcript", "Q", "question", "caption")
+
+
+def is_empty(answer: str | None) -> bool:
+    """True when the answer has no word characters."""
+    return not answer or not re.search(r"\w", answer)
+
+
+def is_refusal(answer: str) -> bool:
+    """True when one of the refusal phrases appears in the first 12 words."""
+    head = " ".join(answer.lower().replace("’", "'").split()[:12])
+    return bool(_REFUSAL.search(head))
+
+
+def is_echo(answer: str, source: str) -> bool:
+    """True when the answer starts with, or is within WER 0.3 of, the source text."""
+    src, ans = normalize_english(source), normalize_english(answer)
+    if not src:
+        return False
+    if ans == src or ans.startswith(src + " "):
+        return True
+    return bool(ans) and jiwer.process_words(src, ans).wer < ECHO_WER
+
+
+def _sources(sample: Sample, fields: Sequence[str] = SOURCE_FIELDS) -> list[str]:
+    """Non-empty string values of ``fields`` in the sample."""
+    return [v for f in fields if isinstance(v := sample.get(f), str) and v.strip()]
+
+
+def _answers_something(answer: str, sample: Sample, fields: Sequence[str] = SOURCE_FIELDS) -> bool:
+    """Not empty, not a refusal and not an echo of any source text."""
+    if is_empty(answer) or is_refusal(answer):
+        return False
+    return not any(is_echo(answer, s) for s in _sources(sample, fields))
+
+
+def count_sentences(text: str) -> int:
+    """Number of sentence pieces (split on . ! ? and CJK stops) with at least 3 words."""
+    return sum(len(simple_words(p)) >= 3 for p in _SENTENCE_END.split(text))
+
+
+def script_share(text: str, script: str) -> float:
+    """Share of letters that belong to ``script`` ('han', 'kana', 'latin')."""
+    letters = [c for c in text if unicodedata.category(c).startswith("L")]
+    if not letters:
+        return 0.0
+    return sum(_script_of(c) == script for c in letters) / len(letters)
+
+
+def _script_of(char: str) -> str:
+    """Coarse script of one letter: 'han', 'kana', 'hangul', 'latin' or 'other'."""
+    name = unicodedata.name(char, "")
+    for key, script in (("CJK", "han"), ("HIRAGANA", "kana"), ("KATAKANA", "kana"),
+                        ("HANGUL", "hangul"), ("LATIN", "latin")):
+        if name.startswith(key):
+            return script
+    return "other"
+
+
+def follows_spoken_qa(answer: str, sample: Sample) -> bool:
+    """Spoken/text QA: follows unless empty, a refusal, or an echo of the transcript/question/Q."""
+    return _answers_something(answer, sample)
+
+
+def follows_story(answer: str, sample: Sample) -> bool:
+    """Story: >= 30 words, >= 2 sentences of >= 3 words, not a refusal, not an echo of caption/transcript."""
+    if len(simple_words(answer)) < STORY_MIN_WORDS or count_sentences(answer) < STORY_MIN_SENTENCES:
+        return False
+    return _answers_something(answer, sample, ("caption", "transcript"))
+
+
+def follows_keywords(answer: str, sample: Sample) -> bool:
+    """Keywords: answers something and is at most half the transcript's words (40 words if unknown)."""
+    if not _answers_something(answer, sample):
+        return False
+    transcript = _sources(sample, ("transcript",))
+    limit = len(simple_words(transcript[0])) / 2 if transcript else KEYWORD_MAX_WORDS
+    return len(simple_words(answer)) <= limit
+
+
+def follows_slot_filling(answer: str, sample: Sample) -> bool:
+    """Slot filling: follows unless empty, a refusal, or an echo of the transcript/Q."""
+    return _answers_something(answer, sample)
+
+
+def follows_coreasoning(answer: str, sample: Sample) -> bool:
+    """Speech-audio co-reasoning: not empty/refusal, not an echo of the transcript, Q or caption."""
+    return _answers_something(answer, sample)
+
+
+def translation_rule(lang: str) -> Rule:
+    """Build the target-script rule for translation into ``lang`` ('zh', 'ja', 'de', ...)."""
+
+    def rule(answer: str, sample: Sample) -> bool:
+        if not _answers_something(answer, sample, ("transcript",)):
+            return False
+        if lang == "zh":
+            return script_share(answer, "han") >= SCRIPT_SHARE
+        if lang == "ja":
+            jp = script_share(answer, "han") + script_share(answer, "kana")
+            return jp >= SCRIPT_SHARE and script_share(answer, "kana") > 0
+        if script_share(answer, "latin") < 0.9:
+            return False
+        words = simple_words(answer)
+        return lang != "de" or sum(w in _DE_FUNCTION for w in words) >= sum(w in _EN_FUNCTION for w in words)
+
+    rule.__doc__ = (f"Translation to {lang}: answers something, is no echo of the transcript, and "
+                    + {"zh": ">= 50% of letters are Han.",
+                       "ja": ">= 50% of letters are Han or kana, with at least one kana.",
+                       "de": ">= 90% Latin letters and no more English than German function words."}
+                    .get(lang, ">= 90% Latin letters."))
+    return rule
+
+
+FOLLOWING_RULES: dict[str, Rule] = {
+    "QA": follows_spoken_qa,
+    "sqqa": follows_spoken_qa,
+    "inference_QA": follows_spoken_qa,
+    "audio_story_telling": follows_story,
+    "story": follows_story,
+    "keyword_extraction": follows_keywords,
+    "slot_filling": follows_slot_filling,
+    "speech_audio_coreasoning": follows_coreasoning,
+    "translation_ec": translation_rule("zh"),
+    "translation_ej": translation_rule("ja"),
+    "translation_ed": translation_rule("de"),
+}
+
+
+def following_flags(task: str, answers: Sequence[str], samples: Sequence[Sample] | None = None) -> list[bool]:
+    """Apply the task's rule to every answer (samples give the fields the rule reads)."""
+    if task not in FOLLOWING_RULES:
+        raise KeyError(f"no following rule for task {task!r}; known: {sorted(FOLLOWING_RULES)}")
+    rule = FOLLOWING_RULES[task]
+    samples = samples if samples is not None else [{}] * len(answers)
+    return [rule(a or "", s or {}) for a, s in zip(answers, samples, strict=True)]
+
+
+def following_rate(task: str, answers: Sequence[str], samples: Sequence[Sample] | None = None) -> float:
+    """Share (0-1) of answers that follow the instruction of ``task``."""
+    flags = following_flags(task, answers, samples)
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """All contiguous word n-grams of one text."""
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Corpus distinct-n in %: unique n-grams / all n-grams, pooled over texts (0 if none)."""
+    grams = [g for t in texts for g in _ngrams(simple_words(t), n)]
+    return 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+
+
+def has_loop(text: str, n: int = LOOP_N, times: int = LOOP_TIMES) -> bool:
+    """True when some word n-gram (default 4) occurs at least ``times`` (3) times, overlaps counted."""
+    counts = Counter(_ngrams(simple_words(text), n))
+    return bool(counts) and max(counts.values()) >= times
+
+
+def repeat_flags(texts: Sequence[str]) -> list[bool]:
+    """Per text: has a loop, or its normalised words equal another non-empty text's."""
+    keys = [" ".join(simple_words(t)) for t in texts]
+    seen = Counter(k for k in keys if k)
+    return [has_loop(t) or (bool(k) and seen[k] > 1) for t, k in zip(texts, keys)]
+
+
+def repeat_rate(texts: Sequence[str]) -> float:
+    """Share (0-1) of texts flagged by ``repeat_flags``."""
+    flags = repeat_flags(texts)
+    return sum(flags) / len(flags) if flags else 0.0

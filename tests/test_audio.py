@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import av
@@ -12,11 +11,6 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
-
-try:
-    import salmonn  # noqa: F401
-except ImportError:  # not installed in the venv: run from the checkout's src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from salmonn.audio import (
     FBANK_MEAN,

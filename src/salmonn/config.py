@@ -180,9 +180,12 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
         return section, key, parsed
     in_model = key in {f.name for f in dataclasses.fields(ModelConfig)}
     in_generate = key in {f.name for f in dataclasses.fields(GenerateConfig)}
-    if in_model == in_generate:
-        raise ConfigError(f"override {item!r}: unknown key" if not in_model
-                          else f"override {item!r}: ambiguous, write model.{key} or generate.{key}")
+    if in_model and in_generate:
+        raise ConfigError(f"override {item!r}: ambiguous, write model.{key} or generate.{key}")
+    if not in_model and not in_generate:
+        names = [f.name for cls in (ModelConfig, GenerateConfig) for f in dataclasses.fields(cls)]
+        close = difflib.get_close_matches(key, names, n=1)
+        raise ConfigError(f"override {item!r}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return ("model" if in_model else "generate"), key, parsed
 
 

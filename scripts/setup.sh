@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up .venv/ at the project root with the salmonn package (editable) and its dependencies.
+#   scripts/setup.sh           what inference needs
+#   scripts/setup.sh --test    + test dependencies and the Debian tools the tests use
+# torch is pinned (torch==2.13.0) so that pip takes the CPU build; install a CUDA torch first if you want one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+extras=""
+if [[ "${1:-}" == "--test" ]]; then
+  extras="[test]"
+  missing=()
+  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+  command -v fluidsynth >/dev/null || missing+=(fluidsynth)
+  [[ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ]] || missing+=(fluid-soundfont-gm)
+  [[ -d /usr/share/games/fortunes ]] || missing+=(fortunes)
+  command -v java >/dev/null || missing+=(default-jre-headless)
+  if (( ${#missing[@]} )); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "installing Debian packages: ${missing[*]}"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      echo "warning: tests need these Debian packages: ${missing[*]}" >&2
+    fi
+  fi
+fi
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".${extras}"
+echo "ready: .venv/bin/salmonn"

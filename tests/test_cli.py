@@ -1,0 +1,64 @@
+"""The `salmonn` command as a user runs it: a real subprocess of the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import AUDIO, FIXTURE
+
+SALMONN = str(Path(sys.executable).parent / "salmonn")
+CONFIG = str(FIXTURE / "config.yaml")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SALMONN, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_infer_json_reproduces_reference_greedy_ids(expected):
+    prompts = ["Recognize the speech and give me the transcription.", "Please describe the audio."]
+    args = ["infer", "--config", CONFIG, "--num-beams", "1", "--max-new-tokens", "12", "--json"]
+    for clip in expected["audio"]:
+        args += ["--audio", str(AUDIO / clip)]
+    for p in prompts:
+        args += ["--prompt", p]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["token_ids"] for line in lines] == [ids[1:] for ids in expected["generated_ids"]]
+    assert [line["prompt"] for line in lines] == prompts
+    assert set(lines[0]) == {"audio", "prompt", "text", "token_ids"}
+
+
+def test_score_json_is_the_python_score(tiny_model, expected):
+    clip = str(AUDIO / expected["audio"][1])
+    result = run("score", "--config", CONFIG, "--audio", clip, "--prompt", "Please describe the audio.",
+                 "--text", expected["texts"][1], "--json")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)
+    ours = tiny_model.score(clip, "Please describe the audio.", expected["texts"][1])[0]
+    assert line["audio"] == clip and line["tokens"] == ours["tokens"]
+    assert line["loss"] == pytest.approx(ours["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--audio", "/no/such/file.wav"], "/no/such/file.wav"),
+    (["--audio", str(AUDIO / "duck.wav"), "lora_rnak=2"], "did you mean 'lora_rank'"),
+])
+def test_bad_input_is_one_line_without_traceback(args, message):
+    result = run("infer", "--config", CONFIG, "--prompt", "Describe.", *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback():
+    result = run("--debug", "infer", "--config", CONFIG, "--prompt", "x", "--audio", "/no/such/file.wav")
+    assert result.returncode != 0 and "Traceback" in result.stderr

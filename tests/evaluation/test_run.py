@@ -203,6 +203,15 @@ def test_resume_skips_answered_samples(tmp_path: Path):
     assert len(restarted.generated) == 5
 
 
+def test_run_key_depends_on_effective_decoding_and_files():
+    a, b = FakeModel(), FakeModel()
+    b.config.generate.num_beams = 1
+    assert R.run_key(a, {"num_beams": 1}) == R.run_key(b, {})  # config value or call argument: same run
+    assert R.run_key(a, {}) != R.run_key(b, {})
+    b.config.model.ckpt = "/other/salmonn.pth"
+    assert R.run_key(a, {"num_beams": 1}) != R.run_key(b, {})
+
+
 def test_missing_reference_fails_before_generating(tmp_path: Path):
     manifest = write_manifest(tmp_path / "m.jsonl", [{"path": "/c/a.wav", "text": "a"}, {"path": "/c/b.wav"}])
     model = FakeModel()

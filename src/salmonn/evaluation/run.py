@@ -313,10 +313,12 @@ def _done_rows(path: Path, items: dict[int, Item], run_key: str) -> dict[int, di
 
 def run_key(model, decoding: dict) -> str:
     """Fingerprint of what decides the answers besides the LoRA scale: model files, template, decoding."""
+    import dataclasses
+
     m = model.config.model
-    kwargs = {k: v for k, v in model.generation_kwargs(**decoding).items() if k != "tokenizer"}
     identity = {"files": [m.llama_path, m.whisper_path, m.beats_path, m.ckpt], "template": m.prompt_template,
-                "long_audio": m.long_audio, "channel": m.channel, "decoding": kwargs}
+                "long_audio": m.long_audio, "channel": m.channel,
+                "decoding": {**dataclasses.asdict(model.config.generate), **decoding}}
     return hashlib.sha1(_dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, Callable] = {}
 # imports inside the command functions so `salmonn --help` stays fast).
 COMMAND_MODULES: list[str] = [
     "salmonn.evaluation.run",
+    "salmonn.serve.commands",
 ]
 
 

@@ -1,0 +1,169 @@
+"""Dynamic batching on one model worker thread.
+
+Requests become `Job`s. The worker takes the oldest pending job, waits up to `max_wait_ms` (from that job's
+arrival) for more jobs with the *same key* (the same decoding settings and LoRA scale) until `max_batch_size`
+rows are gathered, and hands them to `run` in one call. Jobs with other keys wait for a later batch, so one
+generate() call never mixes settings. A job marked `alone` (a token stream) always runs on its own. The queue of
+pending jobs is bounded: `submit` raises `QueueFull` beyond `max_queue`.
+
+The model is only ever touched from the worker thread; callers wait on a `concurrent.futures.Future`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable, Hashable
+
+log = logging.getLogger("salmonn.serve")
+
+
+class QueueFull(Exception):
+    """The bounded queue of pending jobs is full."""
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    key: Hashable  # jobs are batched only with jobs of the same key
+    payload: Any  # what `run` needs (rows, settings, ...)
+    rows: int = 1  # how many rows of a generate() batch this job takes
+    alone: bool = False  # never batch with others (streaming)
+    on_start: Callable[[], None] | None = None  # called on the worker thread just before the job runs
+    future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+    enqueued: float = dataclasses.field(default_factory=time.monotonic)
+    id: int = dataclasses.field(default_factory=itertools.count().__next__)
+
+
+class Batcher:
+    """run(jobs) -> one result per job, in order; it is called on the worker thread with jobs of one key."""
+
+    def __init__(self, run: Callable[[list[Job]], list[Any]], max_batch_size: int = 8, max_wait_ms: float = 10.0,
+                 max_queue: int = 128):
+        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_ms >= 0")
+        self._run = run
+        self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait_ms / 1000.0, max_queue
+        self._pending: list[Job] = []
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="salmonn-model-worker", daemon=True)
+        self.busy = False
+        self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "rejected": 0, "errors": 0}
+
+    # ------------------------------------------------------------------ caller side (any thread)
+    def start(self) -> "Batcher":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        with self._cv:
+            self._stopping = True
+            for job in self._pending:
+                job.future.cancel()
+            self._pending.clear()
+            self._cv.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def submit(self, job: Job) -> concurrent.futures.Future:
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the batcher is stopped")
+            if len(self._pending) >= self.max_queue:
+                self.stats["rejected"] += 1
+                raise QueueFull(f"{len(self._pending)} requests are waiting (max_queue={self.max_queue})")
+            self._pending.append(job)
+            self.stats["requests"] += 1
+            self._cv.notify_all()
+        return job.future
+
+    def cancel(self, job: Job) -> None:
+        """Drop a job that has not started (its caller gave up); a running job finishes, its result unused."""
+        with self._cv:
+            if job in self._pending:
+                self._pending.remove(job)
+            job.future.cancel()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ worker thread
+    def _next_batch(self) -> list[Job] | None:
+        with self._cv:
+            while True:
+                while not self._pending and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return None
+                first = self._pending[0]
+                group = [j for j in self._pending if j.key == first.key and not j.alone]
+                if first.alone or sum(j.rows for j in group) >= self.max_batch_size:
+                    break
+                remaining = first.enqueued + self.max_wait - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cv.wait(remaining)  # more jobs may arrive, or `first` may be cancelled: look again
+            if first.alone:
+                batch = [first]
+            else:
+                batch, rows = [], 0
+                for job in group:  # oldest first; a job bigger than the batch runs on its own
+                    if batch and rows + job.rows > self.max_batch_size:
+                        break
+                    batch.append(job)
+                    rows += job.rows
+            for job in batch:
+                self._pending.remove(job)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            self.busy = True
+            try:
+                self._execute(batch)
+            finally:
+                self.busy = False
+
+    def _execute(self, batch: list[Job]) -> None:
+        rows = sum(job.rows for job in batch)
+        self.stats["batches"] += 1
+        self.stats["rows"] += rows
+        self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], rows)
+        try:
+            for job in batch:
+                if job.on_start is not None:
+                    job.on_start()
+            results = self._run(batch)
+            if len(results) != len(batch):
+                raise RuntimeError(f"run returned {len(results)} results for {len(batch)} jobs")
+        except BaseException as err:  # noqa: BLE001 - the worker must survive anything a batch raises
+            if len(batch) > 1:  # one bad request must not fail the others: answer each on its own
+                log.warning("a batch of %d failed (%s); retrying its jobs one by one", len(batch), err)
+                for job in batch:
+                    self._execute_one(job)
+                return
+            self.stats["errors"] += 1
+            batch[0].future.set_exception(err)
+            return
+        for job, result in zip(batch, results):
+            job.future.set_result(result)
+
+    def _execute_one(self, job: Job) -> None:
+        try:
+            result = self._run([job])[0]
+        except BaseException as err:  # noqa: BLE001
+            self.stats["errors"] += 1
+            job.future.set_exception(err)
+        else:
+            job.future.set_result(result)

@@ -1,0 +1,114 @@
+"""`salmonn serve` and `salmonn demo` (heavy imports stay inside the functions: `salmonn --help` stays fast)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import threading
+
+from ..cli import _load_model, command
+from ..errors import ConfigError, SalmonnError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise SalmonnError(f"cannot listen on {host}:{port}: {err.strerror or err}; pick another --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(config: str | None, host: str, port: int, api_key: str | None, model_name: str,
+               max_batch_size: int, max_wait_ms: float, max_queue: int, request_timeout: float, max_body_mb: float,
+               max_audio_seconds: float, max_tokens_limit: int, examples: str | None, log_level: str,
+               overrides: list[str], open_browser: bool = False) -> None:
+    import uvicorn
+
+    from .app import ServeSettings, create_app
+    from .engine import Engine
+
+    for name, value in (("max_batch_size", max_batch_size), ("max_queue", max_queue), ("max_tokens_limit",
+                                                                                        max_tokens_limit)):
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name, value in (("max_wait_ms", max_wait_ms), ("request_timeout", request_timeout),
+                        ("max_body_mb", max_body_mb), ("max_audio_seconds", max_audio_seconds)):
+        if not value >= 0 or (name != "max_wait_ms" and value == 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if examples is not None and not os.path.isdir(examples):
+        raise ConfigError(f"--examples {examples}: not a directory")
+    api_key = api_key or os.environ.get("SALMONN_API_KEY") or None
+    sock = _listen(host, port)  # fail fast, before the model loads, when the port is taken
+    port = sock.getsockname()[1]
+    if not _is_loopback(host) and not api_key:
+        print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the model",
+              file=sys.stderr)
+    print(f"loading the model ({config or 'default'}) ...", file=sys.stderr, flush=True)
+    engine = Engine(_load_model(config, overrides), name=model_name, max_audio_seconds=max_audio_seconds)
+    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                             request_timeout=request_timeout, max_body_mb=max_body_mb,
+                             max_tokens_limit=max_tokens_limit, api_key=api_key, examples_dir=examples)
+    app = create_app(engine, settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_keep_alive=30))
+    shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+
+    def announce():
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started:
+            print(f"SALMONN ({model_name}) at {url}  (OpenAI base_url {url}/v1, web demo {url}/)", file=sys.stderr,
+                  flush=True)
+            if open_browser:
+                import webbrowser
+                webbrowser.open(url + "/")
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])
+
+
+@command
+def serve(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          model_name: str = "salmonn", max_batch_size: int = 8, max_wait_ms: float = 10.0, max_queue: int = 128,
+          request_timeout: float = 300.0, max_body_mb: float = 25.0, max_audio_seconds: float = 300.0,
+          max_tokens_limit: int = 1024, examples: str | None = None, log_level: str = "info",
+          overrides: list[str] = ()) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (+ the web demo at /).
+
+    Endpoints: POST /v1/chat/completions (messages with text and input_audio parts, stream, n, stop, seed,
+    lora_scale), POST /v1/audio/transcriptions, GET /v1/models, GET /health. Concurrent requests with the same
+    decoding settings are answered in batches of up to --max-batch-size, gathered for at most --max-wait-ms.
+    Binds to 127.0.0.1 by default; --api-key (or $SALMONN_API_KEY) makes /v1/* require 'Bearer KEY'.
+    """
+    run_server(config, host, port, api_key, model_name, max_batch_size, max_wait_ms, max_queue, request_timeout,
+               max_body_mb, max_audio_seconds, max_tokens_limit, examples, log_level, list(overrides))
+
+
+@command
+def demo(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+         model_name: str = "salmonn", max_batch_size: int = 8, max_wait_ms: float = 10.0,
+         max_audio_seconds: float = 300.0, examples: str | None = None, no_browser: bool = False,
+         log_level: str = "warning", overrides: list[str] = ()) -> None:
+    """Start the server and open the web demo in a browser.
+
+    Upload or record a clip (or pick an example), type an instruction, set beams / temperature / max tokens and
+    the LoRA scale, and watch the answer stream in. Same server as `salmonn serve`; --no-browser only prints
+    the address.
+    """
+    run_server(config, host, port, api_key, model_name, max_batch_size, max_wait_ms, 128, 300.0, 25.0,
+               max_audio_seconds, 1024, examples, log_level, list(overrides), open_browser=not no_browser)

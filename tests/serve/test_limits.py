@@ -1,0 +1,100 @@
+"""Queue full (503) and request timeout (504) through the HTTP app, served by uvicorn on a loopback port, with a
+fake engine whose generate() blocks until the test lets it go (the real model is too quick to fill a queue)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import SimpleNamespace
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from salmonn.config import GenerateConfig
+from salmonn.model import Answer
+from salmonn.serve.app import ServeSettings, create_app
+from salmonn.serve.engine import Engine
+
+from .conftest import Server, audio_message
+from .test_errors import CLIP, check_error
+
+uvicorn = pytest.importorskip("uvicorn")
+
+
+class BlockingEngine(Engine):
+    def __init__(self):  # no model
+        self.name, self.defaults, self.default_lora_scale, self.max_audio_seconds = "fake", GenerateConfig(), 1.0, 30
+        self.gate, self.calls = threading.Event(), []
+        self.model = SimpleNamespace(tokenizer=None)
+
+    def load_audio(self, data, label="audio"):
+        return np.zeros(16000, np.float32)
+
+    def build_prompt(self, turns):
+        return f"USER: <Speech><SpeechHere></Speech> {turns[-1].user}\nASSISTANT:"
+
+    def prompt_tokens(self, prompt, wav):
+        return 100
+
+    def run(self, rows, overrides, lora_scale, streamer=None):
+        self.calls.append(len(rows))
+        self.gate.wait(30)
+        return [Answer(text="fine", token_ids=[5, 6]) for _ in rows]
+
+
+@pytest.fixture
+def fake_server():
+    engine = BlockingEngine()
+    app = create_app(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, max_queue=2, request_timeout=2.0))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield Server(None, sock.getsockname()[1], None), engine
+    engine.gate.set()
+    server.should_exit = True
+    thread.join(10)
+
+
+BODY = {"model": "fake", "max_tokens": 2, "messages": audio_message(CLIP, "Hi")}
+
+
+def test_full_queue_is_503_and_slow_requests_are_504(fake_server):
+    server, engine = fake_server
+    with ThreadPoolExecutor(4) as pool:
+        running = pool.submit(server.request, "POST", "/v1/chat/completions", BODY, None, False)
+        while not engine.calls:
+            time.sleep(0.01)
+        queued = [pool.submit(server.request, "POST", "/v1/chat/completions", BODY, None, False) for _ in range(2)]
+        while server.health()["queued"] < 2:
+            time.sleep(0.01)
+        status, body, _ = server.request("POST", "/v1/chat/completions", BODY, auth=False)
+        check_error(status, body, 503, "server_busy", None, "busy")
+        assert body["error"]["type"] == "server_error"
+        # nobody lets the model go: all three time out after request_timeout = 2 s
+        for future in [running, *queued]:
+            status, body, _ = future.result(30)
+            check_error(status, body, 504, "timeout", None, "2 s")
+    assert server.health()["queued"] == 0  # the timed-out requests left the queue
+    engine.gate.set()
+    status, body, _ = server.request("POST", "/v1/chat/completions", BODY, auth=False)
+    assert status == 200 and body["choices"][0]["message"]["content"] == "fine"
+    assert engine.calls == [1, 1]  # the queued requests that timed out never reached the model
+
+
+def test_streaming_request_times_out_before_it_starts(fake_server):
+    server, engine = fake_server
+    with ThreadPoolExecutor(2) as pool:
+        blocker = pool.submit(server.request, "POST", "/v1/chat/completions", BODY, None, False)
+        while not engine.calls:
+            time.sleep(0.01)
+        status, body, headers = server.request("POST", "/v1/chat/completions", {**BODY, "stream": True,
+                                                                                "temperature": 0,
+                                                                                "num_beams": 1}, auth=False)
+        check_error(status, body, 504, "timeout")  # a plain HTTP error: the stream had not begun
+        blocker.result(30)

@@ -194,11 +194,11 @@ def test_resume_skips_answered_samples(tmp_path: Path):
     assert len(changed.generated) == 5
     assert read_jsonl(path)[0]["prompt"] == "Answer: question 0?"
     decoding = FakeModel()
-    R.evaluate(decoding, manifest, "QA", out, lora_scales="4", prompt="Answer: {}", decoding={"num_beams": 4},
+    R.evaluate(decoding, manifest, "QA", out, lora_scales="4", prompt="Answer: {}", decoding={"num_beams": 2},
                progress=False)
     assert len(decoding.generated) == 5
     restarted = FakeModel()
-    R.evaluate(restarted, manifest, "QA", out, lora_scales="4", prompt="Answer: {}", decoding={"num_beams": 4},
+    R.evaluate(restarted, manifest, "QA", out, lora_scales="4", prompt="Answer: {}", decoding={"num_beams": 2},
                restart=True, progress=False)
     assert len(restarted.generated) == 5
 

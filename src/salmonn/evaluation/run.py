@@ -536,8 +536,8 @@ def eval_command(manifest: str, task: str, config: str | None = None, output: st
     with Distributed.from_env() as dist:
         if dist.world_size > 1 and cfg.model.device == "auto":
             import torch
-            if torch.cuda.is_available():
-                cfg.model.device = f"cuda:{dist.local_rank}"
+            if torch.cuda.is_available():  # one GPU per local rank (ranks share GPUs when there are fewer)
+                cfg.model.device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
         model = SALMONN.from_config(cfg)
         summary = evaluate(model, manifest, task, output, batch_size=batch_size, lora_scales=lora_scale,
                            prompt=prompt, use_java=not no_java, restart=restart, dist=dist)

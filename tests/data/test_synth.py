@@ -316,7 +316,7 @@ def test_music_labels_and_midi(corpus, tmp_path):
     meta = {m["path"]: m for m in _meta(root, "train") + _meta(root, "test") if m["kind"] == "music"}
     assert meta
     for m in meta.values():  # a real piece, not a lone note
-        assert m["n_notes"] >= 4 and m["bars"] >= 2 and m["seconds"] >= 2.0, m
+        assert m["n_notes"] >= 3 and m["bars"] >= 2 and m["seconds"] >= 2.0, m
     for split in ("train", "test"):
         for e in _load(paths[split]):
             if e["path"] not in meta:

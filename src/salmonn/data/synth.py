@@ -59,6 +59,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from salmonn.cli import command
 from salmonn.errors import SalmonnError
 
 SR = 16000
@@ -1130,7 +1131,8 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
     return paths
 
 
-def synth(out_dir: str, seed: int = 0, size: str = "small") -> None:
+@command(name="data synth")
+def synth(out_dir: str, /, seed: int = 0, size: str = "small") -> None:
     """Generate the seeded synthetic SALMONN-mini corpus into OUT_DIR.
 
     Speech (espeak-ng voices reading fortune sentences: asr, gender_recognition), spoken

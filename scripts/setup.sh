@@ -19,7 +19,7 @@ if [[ "${1:-}" == "--test" ]]; then
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "installing Debian packages: ${missing[*]}"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
       echo "warning: tests need these Debian packages: ${missing[*]}" >&2
     fi

@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "salmonn.data.synth",
     "salmonn.evaluation.run",
     "salmonn.serve.commands",
+    "salmonn.train.commands",
 ]
 
 

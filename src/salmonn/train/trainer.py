@@ -227,6 +227,8 @@ class Trainer:
             fully_shard(layer, mesh=mesh, mp_policy=policy)
             self.sharded.append(layer)
         self.manual_sync = [p for p in self.model.parameters() if p.requires_grad and type(p).__name__ != "DTensor"]
+        self.log(f"fsdp: {len(layers)} decoder layers sharded over {self.env.world} processes; "
+                 f"{len(self.manual_sync)} replicated trainable tensors averaged after backward")
 
     def _samples(self, paths: list[str], what: str):
         """Validated samples (rank 0 reads and checks, every rank gets the result or the same error)."""

@@ -1,0 +1,49 @@
+"""The frozen-encoder cache gives the same audio tokens as encoding every batch, and is much faster."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from salmonn import SALMONN
+from salmonn.train.cache import FrozenCache, encoder_identity, fill_cache
+from salmonn.train.data import PromptBook, TrainDataset, collate, load_samples
+from salmonn.train.trainer import TrainStep
+
+from ..conftest import FIXTURE
+from .conftest import SR, make_clip, write_jsonl
+
+
+def test_cached_tokens_equal_encoded_tokens_and_are_faster(corpus, tmp_path):
+    sf.write(tmp_path / "short.wav", make_clip("tone", 3.3).astype(np.float32), SR)  # BEATs pads it in a batch
+    manifest = write_jsonl(tmp_path / "m.jsonl", [
+        {"path": str(corpus / "noise.wav"), "text": "a", "task": "t"},
+        {"path": str(tmp_path / "short.wav"), "text": "b", "task": "t"},
+        {"path": str(corpus / "clicks.wav"), "text": "c", "task": "t", "expand_wav": [str(tmp_path / "short.wav")]}])
+    model = SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).eval()
+    prompts = PromptBook({"t": ["Describe."]}, model.config.model.prompt_template)
+    samples = load_samples([str(manifest)], prompts, model.tokenizer, model.config.model)
+    cache = FrozenCache(tmp_path / "cache", encoder_identity(model.config.model))
+    assert fill_cache(model, samples, cache, batch_size=2) == 3 and all(cache.has(s) for s in samples)
+    assert fill_cache(model, samples, cache, batch_size=2) == 0
+    step = TrainStep(model)
+    keys = [(0, i, 1.0) for i in range(3)]
+    timings = {}
+    tokens = {}
+    for name, c in (("encode", None), ("cache", cache)):
+        dataset = TrainDataset(samples, prompts, 0, model.config.model, model.feature_extractor, c)
+        start = time.perf_counter()
+        with torch.no_grad():
+            tokens[name] = step.audio_tokens(collate([dataset[k] for k in keys]))
+        timings[name] = time.perf_counter() - start
+    for a, b in zip(tokens["encode"], tokens["cache"]):
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-5
+    print(f"\naudio tokens for 3 clips: encoders {timings['encode']:.2f} s, cache {timings['cache']:.3f} s")
+    assert timings["cache"] < timings["encode"] / 3
+    # an edited file is a new entry, never a stale hit
+    os.utime(tmp_path / "short.wav", ns=(1, 1))
+    assert cache.has(samples[0]) and not cache.has(samples[1]) and not cache.has(samples[2])

@@ -93,6 +93,33 @@ def load_audio(
     return _to_sample_rate(wav, rate, resample, label)
 
 
+def probe_seconds(source: AudioSource, sample_rate: int | None = None) -> float | None:
+    """Duration in seconds from the header (files, bytes) or the shape (arrays), without decoding; None when it
+    cannot be told cheaply (the decoder then reports any problem). Used to refuse over-long audio up front."""
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return source.shape[0] / sample_rate if sample_rate and source.ndim >= 1 else None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        file = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        if not Path(source).is_file():
+            return None
+        file = str(source)
+    else:
+        return None
+    try:
+        head = (open(file, "rb").read(16) if isinstance(file, str) else bytes(source[:16]))
+        if _soundfile_first(head):
+            info = sf.info(file)
+            return info.frames / info.samplerate if info.samplerate else None
+        with av.open(file, mode="r") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is not None and stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1e6 if container.duration else None
+    except Exception:  # noqa: BLE001 - probing is best effort; decoding gives the real error
+        return None
+
+
 def _check_given_rate(sample_rate: int | None, file_rate: int, label: str) -> None:
     if sample_rate is not None and int(sample_rate) != file_rate:
         raise AudioError(
@@ -109,6 +136,10 @@ def _read_path(path: Path, label: str) -> tuple[np.ndarray, int]:
         raise AudioError(f"{label}: is a directory, not an audio file; give the path of a file")
     if path.stat().st_size == 0:
         raise AudioError(f"{label}: file is empty (0 bytes); re-export or re-download it")
+    with open(path, "rb") as file:
+        head = file.read(16)
+    if not _soundfile_first(head):
+        return _read_with_av(str(path), label)
     try:
         samples, rate = _read_with_soundfile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -123,6 +154,8 @@ def _decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
     if not data:
         raise AudioError(f"{label}: no data (0 bytes); pass the content of an audio file")
     buffer = io.BytesIO(data)
+    if not _soundfile_first(data[:16]):
+        return _read_with_av(buffer, label)
     try:
         samples, rate = _read_with_soundfile(buffer)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -130,6 +163,16 @@ def _decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
         return _read_with_av(buffer, label)
     _check_wav_complete(buffer, label)
     return samples, rate
+
+
+# Containers libsndfile reads itself (WAV/RF64/W64, AIFF, FLAC, Ogg, CAF, AU). Everything else (MP3, MP4/M4A,
+# ADTS AAC, Matroska/WebM, garbage) goes straight to FFmpeg: libsndfile's MP3 decoder prints resync notes on
+# stderr for damaged or non-audio data, which would break one-line errors.
+_SOUNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64", b"riff", b"FORM", b"fLaC", b"OggS", b"caff", b".snd")
+
+
+def _soundfile_first(head: bytes) -> bool:
+    return head[:4] in _SOUNDFILE_MAGIC
 
 
 def _read_with_soundfile(file) -> tuple[np.ndarray, int]:
@@ -177,15 +220,69 @@ def _read_with_av(file, label: str) -> tuple[np.ndarray, int]:
                     f"{label}: not an audio file or it has no audio stream; "
                     "convert it to wav/flac/mp3"
                 )
-            return _decode_stream(container, stream)
+            if stream.codec_context is None:  # FFmpeg knows the container but has no decoder for the codec
+                codec = getattr(stream.codec, "name", None) if hasattr(stream, "codec") else None
+                raise AudioError(
+                    f"{label}: unsupported audio codec ({codec or 'unknown codec id'}) in a "
+                    f"{container.format.name} file; convert it to wav/flac"
+                )
+            declared = _declared_seconds(container, stream, file)
+            samples, rate = _decode_stream(container, stream)
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError) as error:
         reason = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
         raise AudioError(
-            f"{label}: cannot decode ({reason}); check that it is an audio file "
-            "or convert it to wav/flac"
+            f"{label}: cannot decode ({reason}): the file is corrupt, truncated or not audio; "
+            "check it or convert it to wav/flac"
         ) from None
+    if declared is not None:
+        decoded = samples.shape[0] / rate
+        if decoded < TRUNCATED_FRACTION * declared and declared - decoded > TRUNCATED_MIN_SECONDS:
+            raise AudioError(
+                f"{label}: truncated: the header declares {declared:.1f} s but only {decoded:.1f} s "
+                "could be decoded; re-download or re-export the file"
+            )
+    return samples, rate
+
+
+TRUNCATED_FRACTION = 0.9  # decoded / declared duration below this (and ...)
+TRUNCATED_MIN_SECONDS = 0.5  # ... more than this many seconds missing) means a cut-off file
+# Containers whose declared duration FFmpeg may only estimate from the bitrate (no length in the header).
+_ESTIMATED_DURATION_FORMATS = {"aac", "ac3", "eac3", "amr", "mp3"}
+
+
+def _declared_seconds(container, stream, file) -> float | None:
+    """The audio stream's duration as its header states it, or None when the header has none (raw streams,
+    Ogg, MP3 without a Xing/Info/VBRI frame count): then FFmpeg's figure is a guess, not evidence of a cut."""
+    if stream.duration is None or stream.time_base is None or stream.duration <= 0:
+        return None
+    names = set(container.format.name.split(","))
+    if names & {"ogg"}:
+        return None  # FFmpeg reads Ogg durations from the last page present: never longer than the data
+    if names & _ESTIMATED_DURATION_FORMATS and not ("mp3" in names and _has_mp3_frame_count(file)):
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _has_mp3_frame_count(file) -> bool:
+    """True if the first MPEG frame after any ID3v2 tag carries a Xing/Info/VBRI header (exact length)."""
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "rb") as handle:
+            return _has_mp3_frame_count(handle)
+    position = file.tell()
+    try:
+        file.seek(0)
+        head = file.read(10)
+        start = 0
+        if head[:3] == b"ID3" and len(head) == 10:
+            size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]  # synchsafe integer
+            start = 10 + size + (10 if head[5] & 0x10 else 0)  # footer flag
+        file.seek(start)
+        frame = file.read(4096)
+        return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
+    finally:
+        file.seek(position)
 
 
 def _decode_stream(container, stream) -> tuple[np.ndarray, int]:

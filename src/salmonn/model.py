@@ -21,7 +21,8 @@ from . import audio as A
 from .checkpoint import (IGNORED_REFERENCE_KEYS, check_keys, load_beats, read_prefixed, read_state_dict,
                          save_ours, save_reference_pth, load_strict)
 from .config import Config, config_to_dict, load_config
-from .errors import ConfigError, PromptError, SalmonnError
+from .decoding import cut_at_stop, decoding_config
+from .errors import AudioError, ConfigError, PromptError, SalmonnError
 from .qformer import QFormer, fuse_encoders, split_windows, window_size
 
 AUDIO_PLACEHOLDER = "<SpeechHere>"
@@ -34,14 +35,30 @@ Segment = tuple  # (embeds [n, d], labels [n], attention mask [n])
 
 @dataclasses.dataclass
 class Answer:
-    text: str
-    token_ids: list[int]
+    text: str  # the answer, stripped, cut before any stop string
+    token_ids: list[int]  # generated ids (no prompt, no echoed BOS, stopped before EOS; incl. a stop string's)
+    score: float | None = None  # with return_scores=True: sum of the chosen tokens' log-probabilities (incl. EOS)
+    #                             under the processed distribution; beam search: the beam's length-normalised score
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N; a clear error when CUDA is asked for but absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"model.device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device={name}: CUDA is not available here (torch {torch.__version__}, "
+                              f"{'no GPU found' if torch.version.cuda else 'a CPU-only build'}); use --device cpu "
+                              f"or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"model.device={name}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type != "cpu":
+        raise ConfigError(f"model.device={name}: only auto, cpu and cuda[:N] are supported")
+    return device
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -66,12 +83,37 @@ def load_whisper_encoder(path: str, dtype: torch.dtype) -> tuple[WhisperEncoder,
     return encoder.to(dtype).eval(), WhisperFeatureExtractor.from_pretrained(path)
 
 
-def load_llm(path: str, dtype: torch.dtype):
-    """Causal LM + tokenizer. A tokenizer without a pad token gets its unk (or eos) as pad: no new row."""
+def quantization_config(quantize: str, dtype: torch.dtype, device: torch.device):
+    """transformers' BitsAndBytesConfig for model.quantize=8bit/4bit; clear errors where it cannot work."""
+    if device.type != "cuda":
+        raise ConfigError(f"model.quantize={quantize} loads the LLM through bitsandbytes, which needs a CUDA GPU; "
+                          f"this run is on {device.type}: drop it (bfloat16 halves memory on CPU: --dtype bfloat16)")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"model.quantize={quantize} needs bitsandbytes: pip install 'salmonn[cuda]'") from None
+    from transformers import BitsAndBytesConfig
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                              bnb_4bit_use_double_quant=True)
+
+
+def load_llm(path: str, dtype: torch.dtype, quantize: str = "none", device: torch.device | None = None):
+    """Causal LM + tokenizer. A tokenizer without a pad token gets its unk (or eos) as pad: no new row.
+
+    quantize 8bit/4bit loads the weights through bitsandbytes straight onto `device` (a CUDA GPU).
+    """
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:  # deliberate deviation: the reference adds [PAD] and resizes randomly
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if quantize != "none":
+        device = device or torch.device("cuda")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                     quantization_config=quantization_config(quantize, dtype, device),
+                                                     device_map={"": device.index or 0})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         raise ConfigError(f"{path}: tokenizer has {len(tokenizer)} tokens but the LLM only "
                           f"{model.get_input_embeddings().weight.shape[0]} embedding rows")
@@ -121,13 +163,23 @@ class SALMONN(nn.Module):
         config = path if isinstance(path, Config) else load_config(path, list(overrides))
         m = config.model
         dtype = _dtype(m.dtype)
+        device = resolve_device(m.device)
+        quantize = "8bit" if m.low_resource and m.quantize == "none" else m.quantize
+        if quantize != "none":
+            quantization_config(quantize, dtype, device)  # fail before loading anything
         encoder, features = load_whisper_encoder(_require_dir(m.whisper_path, "whisper_path"), dtype)
         beats = load_beats(m.beats_path).to(dtype) if m.beats_path else None
-        llm, tokenizer = load_llm(_require_dir(m.llama_path, "llama_path"), dtype)
+        llm, tokenizer = load_llm(_require_dir(m.llama_path, "llama_path"), dtype, quantize, device)
         model = cls(config, encoder, features, beats, llm, tokenizer)
         if m.ckpt and load_checkpoint:
             model.load_checkpoint(m.ckpt)
-        return model.to(resolve_device(m.device)).eval()
+        if quantize != "none":  # the quantized LLM is already on its GPU and must not be moved or cast
+            for name, child in model.named_children():
+                if name != "llama_model":
+                    child.to(device)
+            model.speech_query_tokens.data = model.speech_query_tokens.data.to(device)
+            return model.eval()
+        return model.to(device).eval()
 
     def _freeze(self) -> None:
         m = self.config.model
@@ -186,22 +238,28 @@ class SALMONN(nn.Module):
     # ------------------------------------------------------------------ audio -> tokens
     def load_clips(self, items: Sequence[AudioInput], sample_rate: int | None = None) -> list[list[np.ndarray]]:
         """Decode each item to 16 kHz mono and cut it into the <=30 s segments the encoders take."""
+        return [self.load_clip(item, sample_rate) for item in items]
+
+    def load_clip(self, item: AudioInput, sample_rate: int | None = None) -> list[np.ndarray]:
+        """One item -> its <=30 s segments (16 kHz mono, each padded to >= 1 s); AudioError naming the item."""
         m = self.config.model
-        clips = []
-        for item in items:
-            sr = sample_rate
-            if isinstance(item, tuple):
-                item, sr = item
-            wav = A.load_audio(item, sr, channel=m.channel, resample=m.resample)
-            seconds = len(wav) / A.SAMPLE_RATE
-            if seconds > m.max_audio_seconds:
-                name = item if isinstance(item, (str, Path)) else "<array>"
-                raise SalmonnError(f"{name}: {seconds:.1f} s is longer than max_audio_seconds="
-                                   f"{m.max_audio_seconds:g}; raise it in the config or cut the file")
-            if m.long_audio == "truncate":
-                wav = wav[: A.SEGMENT_SAMPLES]
-            clips.append([A.pad_to_min(s) for s in A.split_segments(wav)])
-        return clips
+        sr = sample_rate
+        if isinstance(item, tuple):
+            item, sr = item
+        name = audio_name(item)
+        limit = m.max_audio_seconds
+        probed = A.probe_seconds(item, sr)  # refuse hours of audio before decoding them
+        if probed is not None and probed > LENGTH_PROBE_SLACK * limit + 1:
+            raise AudioError(f"{name}: about {probed:.0f} s is longer than max_audio_seconds={limit:g}; "
+                             f"raise it (model.max_audio_seconds=...) or cut the file")
+        wav = A.load_audio(item, sr, channel=m.channel, resample=m.resample, name=name)
+        seconds = len(wav) / A.SAMPLE_RATE
+        if seconds > limit:
+            raise AudioError(f"{name}: {seconds:.1f} s is longer than max_audio_seconds={limit:g}; "
+                             f"raise it (model.max_audio_seconds=...) or cut the file")
+        if m.long_audio == "truncate":
+            wav = wav[: A.SEGMENT_SAMPLES]
+        return [A.pad_to_min(s) for s in A.split_segments(wav)]
 
     def encode_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
         """A batch of <=30 s waveforms -> audio tokens [B, 88, d_llm] (faithful to the reference's batch)."""
@@ -248,16 +306,42 @@ class SALMONN(nn.Module):
         out = self.speech_llama_proj(self.speech_Qformer(queries, x))  # [B * L, Q, d_llm]
         return out.reshape(batch, -1, out.shape[-1])  # [B, L * Q, d_llm]
 
-    def encode_audio(self, items: Sequence[AudioInput], sample_rate: int | None = None) -> list[torch.Tensor]:
-        """Audio tokens per clip [L_i, d_llm]; long clips are the concatenation of their 30 s segments' tokens."""
-        clips = self.load_clips(items, sample_rate)
-        flat = [segment for clip in clips for segment in clip]
-        tokens = self.encode_segments(flat)  # [S, 88, d]
-        out, start = [], 0
-        for clip in clips:
-            out.append(tokens[start:start + len(clip)].reshape(-1, tokens.shape[-1]))  # [s, 88, d] -> [s * 88, d]
-            start += len(clip)
-        return out
+    def encode_audio(self, items: Sequence[AudioInput], sample_rate: int | None = None, *,
+                     errors: str = "raise") -> list[torch.Tensor]:
+        """Audio tokens per clip [L_i, d_llm]; long clips are the concatenation of their 30 s segments' tokens.
+
+        Clips are decoded one at a time and their segments encoded `model.encode_batch_size` at a time, so
+        memory holds one clip's waveform, one chunk of encoder activations and the tokens, whatever the lengths.
+        errors="return" puts an item's SalmonnError in its place instead of raising (the others still encode).
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        chunk = max(1, int(self.config.model.encode_batch_size))
+        pieces: list[list[torch.Tensor]] = [[] for _ in items]
+        failed: dict[int, SalmonnError] = {}
+        pending: list[tuple[int, np.ndarray]] = []  # (clip index, segment) not yet encoded
+
+        def flush() -> None:
+            tokens = self.encode_segments([segment for _, segment in pending])  # [n, 88, d]
+            for (index, _), row in zip(pending, tokens):
+                pieces[index].append(row)
+            pending.clear()
+
+        for index, item in enumerate(items):
+            try:
+                segments = self.load_clip(item, sample_rate)
+            except SalmonnError as err:
+                if errors == "raise":
+                    raise
+                failed[index] = err
+                continue
+            for segment in segments:
+                pending.append((index, segment))
+                if len(pending) == chunk:
+                    flush()
+        if pending:
+            flush()
+        return [failed[i] if i in failed else torch.cat(rows) for i, rows in enumerate(pieces)]
 
     # ------------------------------------------------------------------ prompts -> LLM inputs
     def format_prompt(self, instruction: str) -> str:
@@ -342,42 +426,110 @@ class SALMONN(nn.Module):
     @torch.no_grad()
     def generate(self, audio: AudioInput | Sequence[AudioInput], prompt: str | Sequence[str],
                  templated: bool = False, sample_rate: int | None = None, streamer=None,
-                 audio_tokens: list[torch.Tensor] | None = None, **overrides) -> list[Answer]:
-        """Answer each clip. `prompt` is the bare instruction (one for all clips or one per clip)."""
-        clips, prompts = _as_batch(audio if audio_tokens is None else [None] * len(audio_tokens), prompt)
-        tokens = audio_tokens if audio_tokens is not None else self.encode_audio(clips, sample_rate)
-        full = [p if templated else self.format_prompt(p) for p in prompts]
-        rows = [self.prompt_segments(p, a) for p, a in zip(full, tokens)]
-        embeds, mask, _, _ = self.assemble(rows, side="left")
-        kwargs = self.generation_kwargs(**overrides)
-        out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
-        return [self._answer(seq) for seq in out]
+                 audio_tokens: list[torch.Tensor] | None = None, preset: str | None = None,
+                 return_scores: bool = False, **overrides) -> list[Answer]:
+        """Answer each clip. `prompt` is the bare instruction (one for all clips or one per clip).
 
-    def generation_kwargs(self, **overrides) -> dict:
-        """HF generate() arguments from the config's `generate:` section plus overrides."""
-        g = dataclasses.replace(self.config.generate, **{k: v for k, v in overrides.items() if v is not None})
+        Decoding: the config's `generate:` section, then `preset` ("reference", "greedy", "sample"), then any
+        GenerateConfig field given as a keyword (num_beams, max_new_tokens, min_new_tokens, do_sample,
+        temperature, top_p, top_k, repetition_penalty, length_penalty, seed, stop); None means "not given".
+        A batch is left-padded with correct positions: each clip gets its single-clip answer.
+        `streamer`: anything with put(ids)/end() (transformers' TextStreamer, salmonn.decoding.TokenStreamer);
+        it needs num_beams=1 and one clip.
+        """
+        clips, prompts = _as_batch(audio if audio_tokens is None else [None] * len(audio_tokens), prompt)
+        g = decoding_config(self.config.generate, preset, **overrides)
+        if streamer is not None and g.num_beams > 1:
+            raise ConfigError(f"streaming shows tokens as they are chosen, which beam search (num_beams="
+                              f"{g.num_beams}) cannot do: use num_beams=1 (--num-beams 1 or --preset greedy)")
+        full = [p if templated else self.format_prompt(p) for p in prompts]
+        tokens = audio_tokens if audio_tokens is not None else self.encode_audio(clips, sample_rate)
+        return self.generate_from_segments([self.prompt_segments(p, a) for p, a in zip(full, tokens)], g,
+                                           streamer=streamer, return_scores=return_scores)
+
+    def generate_from_segments(self, rows: list[list[Segment]], g, streamer=None,
+                               return_scores: bool = False) -> list[Answer]:
+        """Generate from already assembled per-sample input segments (what generate and chat sessions share).
+
+        g: a GenerateConfig (see salmonn.decoding.decoding_config)."""
+        embeds, mask, _, _ = self.assemble(rows, side="left")
+        kwargs = self._hf_generate_kwargs(g)
+        if return_scores:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else [],
+                                   enabled=g.do_sample and g.seed is not None):
+            if g.do_sample and g.seed is not None:
+                torch.manual_seed(g.seed)
+            out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
+        sequences = out.sequences if return_scores else out
+        scores = _sequence_scores(out, g, self.tokenizer.eos_token_id) if return_scores else [None] * len(sequences)
+        return [self._answer(seq, g.stop, score) for seq, score in zip(sequences, scores)]
+
+    def generation_kwargs(self, preset: str | None = None, **overrides) -> dict:
+        """HF generate() arguments from the config's `generate:` section, a preset and overrides."""
+        return self._hf_generate_kwargs(decoding_config(self.config.generate, preset, **overrides))
+
+    def _hf_generate_kwargs(self, g) -> dict:
         kwargs = dict(max_new_tokens=g.max_new_tokens, num_beams=g.num_beams, do_sample=g.do_sample,
                       repetition_penalty=g.repetition_penalty, length_penalty=g.length_penalty,
                       min_new_tokens=g.min_new_tokens or None, eos_token_id=self.tokenizer.eos_token_id,
                       pad_token_id=self.tokenizer.pad_token_id)
         if g.do_sample:
             kwargs.update(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k or None)
-            if g.seed is not None:
-                torch.manual_seed(g.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if g.stop:
             kwargs.update(stop_strings=list(g.stop), tokenizer=self.tokenizer)
         return {k: v for k, v in kwargs.items() if v is not None or k in ("temperature", "top_p", "top_k")}
 
-    def _answer(self, seq: torch.Tensor) -> Answer:
+    def _answer(self, seq: torch.Tensor, stop: Sequence[str] = (), score: float | None = None) -> Answer:
         ids = seq.tolist()
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         if eos in ids:
             ids = ids[: ids.index(eos)]
         while ids and ids[-1] == pad and pad != eos:
             ids.pop()
-        return Answer(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(), token_ids=ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if stop:
+            text, found = cut_at_stop(text, stop)
+            text = text.rstrip()
+            if found:  # keep the ids up to the one that completed the stop string
+                for n in range(1, len(ids) + 1):
+                    if cut_at_stop(self.tokenizer.decode(ids[:n], skip_special_tokens=True), stop)[1]:
+                        ids = ids[:n]
+                        break
+        return Answer(text=text, token_ids=ids, score=score)
+
+
+def _sequence_scores(out, g, eos_token_id: int) -> list[float]:
+    """Per returned sequence: beam search's own score, else the sum of log-probabilities of the chosen tokens
+    (processed scores: after temperature / top-p / penalties) up to and including EOS."""
+    if g.num_beams > 1:
+        return [float(x) for x in out.sequences_scores]
+    steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B, T, V]
+    new = out.sequences[:, -steps.shape[1]:]  # [B, T] the generated ids
+    chosen = steps.gather(-1, new[..., None])[..., 0]  # [B, T]
+    results = []
+    for row, ids in zip(chosen, new.tolist()):
+        n = ids.index(eos_token_id) + 1 if eos_token_id in ids else len(ids)  # finished rows continue with pads
+        results.append(float(row[:n].sum()))
+    return results
+
+
+LENGTH_PROBE_SLACK = 1.25  # header durations may be bitrate estimates: refuse before decoding only well above the limit
+
+
+def audio_name(item: AudioInput) -> str:
+    """What messages call an audio item: its path, or <bytes> / <array>."""
+    if isinstance(item, tuple):
+        item = item[0]
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return "<array>"
+    return f"<{type(item).__name__}>"
 
 
 def _segment(embeds: torch.Tensor, labels: torch.Tensor | None = None) -> Segment:

@@ -38,43 +38,144 @@ def command(fn: Callable | None = None, *, name: str | None = None):
     return register(fn) if fn is not None else register
 
 
-def _load_model(config: str | None, overrides: list[str]):
+def _load_model(config: str | None, overrides: list[str], device: str | None = None, dtype: str | None = None,
+                quantize: str | None = None, lora_scale: float | None = None):
+    """Build the model; --device/--dtype/--quantize/--lora-scale win over the config and key=value overrides."""
     from .model import SALMONN
     if config is None:
         from .defaults import default_config_path
         config = default_config_path()
+    flags = {"model.device": device, "model.dtype": dtype, "model.quantize": quantize, "model.lora_scale": lora_scale}
+    overrides = list(overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
     return SALMONN.from_config(config, overrides)
 
 
+def _decoding(num_beams, max_new_tokens, min_new_tokens, do_sample, temperature, top_p, top_k, seed,
+              repetition_penalty, length_penalty, stop) -> dict:
+    """Decoding flags as generate() keywords; unset flags stay None (config / preset decide)."""
+    return dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                do_sample=True if do_sample else None, temperature=temperature, top_p=top_p, top_k=top_k,
+                seed=seed, repetition_penalty=repetition_penalty, length_penalty=length_penalty,
+                stop=list(stop) if stop else None)
+
+
 @command
-def infer(audio: list[str], prompt: list[str], config: str | None = None, num_beams: int | None = None,
-          max_new_tokens: int | None = None, min_new_tokens: int | None = None, json_output: bool = False,
+def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manifest: str | None = None,
+          output: str | None = None, config: str | None = None, batch_size: int = 8, preset: str | None = None,
+          num_beams: int | None = None, max_new_tokens: int | None = None, min_new_tokens: int | None = None,
+          do_sample: bool = False, temperature: float | None = None, top_p: float | None = None,
+          top_k: int | None = None, seed: int | None = None, repetition_penalty: float | None = None,
+          length_penalty: float | None = None, stop: list[str] | None = None, stream: bool = False,
+          lora_scale: float | None = None, device: str | None = None, dtype: str | None = None,
+          quantize: str | None = None, retry_errors: bool = False, json_output: bool = False,
           overrides: list[str] = ()) -> None:
-    """Answer an instruction about each audio clip.
+    """Answer an instruction about each audio clip (or each line of a manifest).
 
     One --prompt applies to every --audio, or give one per clip. The prompt is the bare instruction; it is
     wrapped as '<Speech><SpeechHere></Speech> ' + TEXT in the config's template. --json prints one object per
-    clip per line: {"audio", "prompt", "text", "token_ids"}.
+    clip per line: {"audio", "prompt", "text", "token_ids"} (or {"audio", "prompt", "error"}).
+    --manifest IN.jsonl --output OUT.jsonl answers one {"audio", "prompt"} object per line (the prompt may come
+    from --prompt), keeps the order, shows progress and skips lines already in OUT (--retry-errors redoes
+    failed ones). A clip that cannot be used fails alone; the exit status is then 1.
+    Decoding: --preset reference|greedy|sample, then any explicit flag. --stream prints the answer token by
+    token (one clip, num_beams 1). --lora-scale 0.5 halves the trained LoRA scaling at run time.
     """
-    model = _load_model(config, list(overrides))
+    from .decoding import TokenStreamer
+    from .inference import answer_all, run_manifest
+    decoding = _decoding(num_beams, max_new_tokens, min_new_tokens, do_sample, temperature, top_p, top_k, seed,
+                         repetition_penalty, length_penalty, stop)
+    if manifest:
+        if audio or not output:
+            raise SalmonnError("--manifest takes --output OUT.jsonl and no --audio")
+        if stream:
+            raise SalmonnError("--stream shows one answer as it is generated: use it with a single --audio")
+        model = _load_model(config, list(overrides), device, dtype, quantize, lora_scale)
+        stats = run_manifest(model, manifest, output, prompt=prompt[0] if prompt else None, batch_size=batch_size,
+                             preset=preset, retry_errors=retry_errors, progress=True, **decoding)
+        print(f"{stats['answered']} answered, {stats['failed']} failed, {stats['skipped']} already in {output}",
+              file=sys.stderr)
+        if stats["failed"]:
+            raise SalmonnError(f"{stats['failed']} line(s) failed; their reasons are in {output} "
+                               f"(fix them and re-run with --retry-errors)")
+        return
+    if not audio or not prompt:
+        raise SalmonnError("give --audio and --prompt (or --manifest IN.jsonl --output OUT.jsonl)")
+    if len(prompt) not in (1, len(audio)):
+        raise SalmonnError(f"got {len(prompt)} prompts for {len(audio)} clips: give one prompt, or one per clip")
     prompts = prompt * len(audio) if len(prompt) == 1 else prompt
-    answers = model.generate(audio, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                             min_new_tokens=min_new_tokens)
-    for clip, text, answer in zip(audio, prompts, answers):
+    if stream and (len(audio) != 1 or json_output):
+        raise SalmonnError("--stream shows one answer as it is generated: give a single --audio and no --json")
+    model = _load_model(config, list(overrides), device, dtype, quantize, lora_scale)
+    if stream:
+        streamer = TokenStreamer(model.tokenizer, stop=decoding["stop"] or model.config.generate.stop)
+        model.generate(audio[0], prompts[0], streamer=streamer, preset=preset, **decoding)
+        return
+    results = answer_all(model, audio, prompts, batch_size=batch_size, preset=preset, **decoding)
+    failed = [r for r in results if not r.ok]
+    if len(results) == 1 and failed:
+        raise SalmonnError(failed[0].error)
+    for r in results:
         if json_output:
-            print(json.dumps({"audio": clip, "prompt": text, "text": answer.text, "token_ids": answer.token_ids}))
-        else:
-            print(answer.text if len(audio) == 1 else f"{clip}: {answer.text}")
+            body = {"text": r.answer.text, "token_ids": r.answer.token_ids} if r.ok else {"error": r.error}
+            print(json.dumps({"audio": r.audio, "prompt": r.prompt, **body}, ensure_ascii=False), flush=True)
+        elif r.ok:
+            print(r.answer.text if len(audio) == 1 else f"{r.audio}: {r.answer.text}", flush=True)
+        if not r.ok:
+            print(f"salmonn infer: error: {r.error}", file=sys.stderr, flush=True)
+    if failed:
+        raise SalmonnError(f"{len(failed)} of {len(results)} clips failed (reasons above)")
 
 
 @command
-def score(audio: str, prompt: str, text: str, config: str | None = None, json_output: bool = False,
+def chat(audio: list[str], config: str | None = None, preset: str | None = None, num_beams: int | None = None,
+         max_new_tokens: int | None = None, min_new_tokens: int | None = None, do_sample: bool = False,
+         temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
+         seed: int | None = None, repetition_penalty: float | None = None, length_penalty: float | None = None,
+         stop: list[str] | None = None, stream: bool = False, lora_scale: float | None = None,
+         device: str | None = None, dtype: str | None = None, quantize: str | None = None,
+         overrides: list[str] = ()) -> None:
+    """Talk about one or more clips: each line of input is a question, answered with the conversation so far.
+
+    The clips go into the first question; each is encoded once. Commands: /audio PATH adds a clip to the next
+    question, /reset forgets the conversation (keeps the clips), /lora S sets the LoRA scale, /history, /help,
+    /quit (or end of input). Works with piped input: one answer per line on stdout, problems on stderr.
+    """
+    from .decoding import TokenStreamer
+    from .inference import CHAT_HELP, ChatSession, chat_loop
+    decoding = _decoding(num_beams, max_new_tokens, min_new_tokens, do_sample, temperature, top_p, top_k, seed,
+                         repetition_penalty, length_penalty, stop)
+    model = _load_model(config, list(overrides), device, dtype, quantize, lora_scale)
+    session = ChatSession(model, audio, preset=preset, **decoding)
+    if stream and session.generate_config.num_beams > 1:
+        raise SalmonnError("--stream needs num_beams=1: add --num-beams 1 or --preset greedy")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting about {', '.join(audio)}; {CHAT_HELP}", file=sys.stderr)
+
+    def lines():
+        if not interactive:
+            yield from sys.stdin
+            return
+        while True:
+            try:
+                yield input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return
+
+    factory = (lambda: TokenStreamer(model.tokenizer, stop=session.generate_config.stop)) if stream else None
+    chat_loop(session, lines(), write=lambda text: print(text, flush=True), streamer_factory=factory)
+
+
+@command
+def score(audio: str, prompt: str, text: str, config: str | None = None, lora_scale: float | None = None,
+          device: str | None = None, dtype: str | None = None, json_output: bool = False,
           overrides: list[str] = ()) -> None:
     """Mean token negative log-likelihood of TEXT (+ end symbol) as the answer to PROMPT about AUDIO.
 
     This is the training loss of one sample; lower is more likely. --json prints {"audio", "loss", "tokens"}.
     """
-    model = _load_model(config, list(overrides))
+    model = _load_model(config, list(overrides), device, dtype, None, lora_scale)
     result = model.score(audio, prompt, text)[0]
     if json_output:
         print(json.dumps({"audio": audio, **result}))
@@ -161,7 +262,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m salmonn.cli` (e.g. under torchrun) runs this file as __main__: use the salmonn.cli module, where
-    # the command modules register their subcommands
-    from salmonn.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

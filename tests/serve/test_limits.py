@@ -3,6 +3,8 @@ fake engine whose generate() blocks until the test lets it go (the real model is
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import threading
 import time
@@ -98,3 +100,58 @@ def test_streaming_request_times_out_before_it_starts(fake_server):
                                                                                 "num_beams": 1}, auth=False)
         check_error(status, body, 504, "timeout")  # a plain HTTP error: the stream had not begun
         blocker.result(30)
+
+
+class StreamingEngine(BlockingEngine):
+    """Streams a token every 20 ms for up to 500 tokens; records whether the client's leaving stopped it."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = SimpleNamespace(tokenizer=SimpleNamespace(
+            decode=lambda ids, skip_special_tokens=True: "".join(f"t{i} " for i in ids)))
+        self.puts, self.stopped = 0, threading.Event()
+
+    def run(self, rows, overrides, lora_scale, streamer=None):
+        import torch
+        streamer.put(torch.zeros(1, 0, dtype=torch.long))
+        try:
+            for i in range(500):
+                streamer.put(torch.tensor([i]))
+                self.puts += 1
+                time.sleep(0.02)
+        except Exception:
+            self.stopped.set()
+            raise
+        return [Answer(text="".join(f"t{i} " for i in range(500)).strip(), token_ids=list(range(500)))]
+
+
+def test_a_client_leaving_a_stream_stops_its_generation():
+    engine = StreamingEngine()
+    app = create_app(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, request_timeout=60))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        conn = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=30)
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(
+            {**BODY, "stream": True, "temperature": 0, "num_beams": 1}), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        seen = b""
+        while b'"content":" t1"' not in seen:  # the answer is streaming (the role chunk, then deltas)
+            chunk = response.read1(4096)
+            assert chunk, seen
+            seen += chunk
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        assert engine.stopped.wait(10), f"generation went on after the client left ({engine.puts} tokens)"
+        assert engine.puts < 500
+        health = Server(None, sock.getsockname()[1], None).health()
+        assert health["status"] == "ok" and health["queued"] == 0
+    finally:
+        server.should_exit = True
+        thread.join(10)

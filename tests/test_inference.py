@@ -465,6 +465,10 @@ def test_manifest_order_errors_resume_and_retry(tiny_model, cached_encoder, tmp_
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["line"] for line in lines] == [1, 2, 3, 4, 5]
     assert lines[1]["token_ids"] == lines[0]["token_ids"]  # same clip, same prompt
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"audio": "clips/excitement.wav", "prompt": PROMPT}) + "\n")
+    with pytest.raises(SalmonnError, match="not an answer to line 1 of .*other.jsonl"):
+        run_manifest(tiny_model, other, out, progress=False, **GREEDY)  # never mixes two manifests' answers
 
 
 def test_cli_manifest_with_progress_and_exit_status(tmp_path, capsys):

@@ -21,9 +21,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
+from .data.manifest import ManifestError
 from .decoding import decoding_config
-from .errors import AudioError, ConfigError, PromptError, SalmonnError
-from .model import AUDIO_PLACEHOLDER, AUDIO_PREFIX, SALMONN, Answer, _segment, audio_name
+from .errors import ConfigError, PromptError, SalmonnError
+from .model import AUDIO_PLACEHOLDER, AUDIO_PREFIX, SALMONN, Answer, _as_batch, _segment, audio_name
 
 
 # ---------------------------------------------------------------------------------------------------- batches
@@ -54,12 +55,7 @@ def answer_all(model: SALMONN, audio: Sequence, prompt: str | Sequence[str], bat
                progress: bool = False, **options) -> list[Result]:
     """Answer every clip, `batch_size` clips per generate call; an item that fails (unreadable audio, too long,
     a bad prompt) gets its error and the others still complete. Answers equal single-clip answers."""
-    if isinstance(prompt, str):
-        prompts = [prompt] * len(audio)
-    else:
-        prompts = list(prompt)
-        if len(prompts) != len(audio):
-            raise PromptError(f"got {len(prompts)} prompts for {len(audio)} clips: give one prompt, or one per clip")
+    audio, prompts = _as_batch(audio, prompt)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     g = decoding_config(model.config.generate, preset, **options)  # option errors before any work
@@ -151,6 +147,12 @@ def run_manifest(model: SALMONN, manifest: str | Path, output: str | Path, promp
     records = list(iter_records(manifest))  # a malformed manifest is one clear error before any work
     g = decoding_config(model.config.generate, preset, **options)
     done, keep = _done_lines(output)
+    by_line = dict(records)
+    for number, record in done.items():
+        source = by_line.get(number)
+        if source is None or record.get("audio") != source.get("audio", source.get("path")):
+            raise ManifestError(f"{output}: line {number} is not an answer to line {number} of {manifest} "
+                                f"(written for another manifest?); choose another --output or delete it")
     if retry_errors:
         failed = {n for n, r in done.items() if "error" in r}
         keep = [raw for raw in keep if json.loads(raw)["line"] not in failed]
@@ -166,7 +168,7 @@ def run_manifest(model: SALMONN, manifest: str | Path, output: str | Path, promp
             prompts = [r.get("prompt", prompt) for _, r in chunk]
             results = _manifest_batch(model, audio, prompts, g)
             for (number, record), result in zip(chunk, results):
-                line = {"line": number, "audio": record.get("audio", record.get("path"))}
+                line = {"line": number, "audio": record.get("audio", record.get("path"))}  # as the manifest says
                 for key in ("id", "task"):
                     if key in record:
                         line[key] = record[key]

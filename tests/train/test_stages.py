@@ -138,3 +138,18 @@ def test_only_stories_that_follow_the_instruction_are_kept(corpus, tmp_path):
     model.answers = ["no", "", "a steady tone", "short."]
     with pytest.raises(DataError, match="only 0 of 4 generated stories follow the instruction"):
         write_stories(trainer)
+
+
+def test_a_checkpoint_without_lora_seeds_a_stage_only_when_allowed(corpus, stage1, tmp_path):
+    from safetensors.torch import save_file
+    from salmonn.errors import CheckpointError
+    trained = load_file(stage1[1] / "trainable.safetensors")
+    no_lora = tmp_path / "no_lora.safetensors"
+    save_file({k: v for k, v in trained.items() if "lora_" not in k}, str(no_lora))
+    common = (f"run.init_from={no_lora}", "run.iters_per_epoch=2", "run.optims.max_epoch=1", "run.max_steps=1",
+              "run.plot=false")
+    with pytest.raises(CheckpointError, match="missing keys: llama_model.*lora_A"):
+        run_stage("stage2_instruct.yaml", corpus, tmp_path / "strict", *common)
+    run_stage("stage2_instruct.yaml", corpus, tmp_path / "lenient", *common, "run.init_allow_missing=[lora_]")
+    first = metrics(tmp_path / "lenient")[0]["loss"]
+    assert first < 5.0  # the Q-Former, projection and head came from stage 1

@@ -150,6 +150,14 @@ class Trainer:
         config.model.device = "cpu" if self.fsdp else str(env.device)
         seed_everything(run.seed)  # fresh trainable weights are the same on every rank
         model = SALMONN.from_config(config, load_checkpoint=False)
+        if config.model.speech_llama_proj_model:  # reference: projection from its own file, then ckpt
+            from ..checkpoint import read_state_dict
+            path = config.model.speech_llama_proj_model
+            proj = {k: v for k, v in read_state_dict(path).items() if k.startswith("speech_llama_proj.")}
+            if set(proj) != {"speech_llama_proj.weight", "speech_llama_proj.bias"}:
+                raise ConfigError(f"model.speech_llama_proj_model: {path} has no speech_llama_proj.weight/.bias")
+            model.load_state_dict(proj, strict=False)
+            self.log(f"projection initialised from {path}")
         init = run.init_from or config.model.ckpt
         if init:
             model.load_checkpoint(init, allow_missing=tuple(run.init_allow_missing))
@@ -356,7 +364,12 @@ class Trainer:
             if self.run.export_reference:
                 save_reference_pth(tensors, final / "salmonn.pth")
             model_section = dataclasses.asdict(self.tc.config.model)
-            model_section.update(ckpt="trainable.safetensors", device="auto", lora_scale=1.0)
+            for key in ("llama_path", "whisper_path", "beats_path", "prompt_path", "test_prompt_path"):
+                value = model_section[key]
+                if value and Path(value).exists():  # absolute, so the YAML works from final/
+                    model_section[key] = str(Path(value).resolve())
+            model_section.update(ckpt="trainable.safetensors", speech_llama_proj_model="", device="auto",
+                                 lora_scale=1.0)
             infer = {"model": model_section, "generate": dataclasses.asdict(self.tc.config.generate)}
             (final / "infer.yaml").write_text(
                 "# written by `salmonn train`: salmonn infer --config THIS_FILE --audio a.wav --prompt \"...\"\n"

@@ -21,7 +21,7 @@ from .conftest import CONFIGS, metrics, run_stage, tiny, write_jsonl
 @pytest.fixture(scope="module")
 def stage1(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1")
-    final = run_stage("stage1_pretrain.yaml", corpus, out, "run.iters_per_epoch=12", "run.optims.max_epoch=2",
+    final = run_stage("stage1_pretrain.yaml", corpus, out, "run.iters_per_epoch=8", "run.optims.max_epoch=2",
                       f"datasets.valid_ann_path={corpus / 'valid.json'}")
     return out, final
 
@@ -41,16 +41,16 @@ def stage2(corpus, stage1, tmp_path_factory):
 def test_stage1_loss_falls_and_the_run_leaves_everything_it_promises(stage1):
     out, final = stage1
     train = metrics(out)
-    assert [r["step"] for r in train] == list(range(1, 25))
+    assert [r["step"] for r in train] == list(range(1, 17))
     losses = [r["loss"] for r in train]
-    assert sum(losses[-4:]) / 4 < 0.5 * losses[0], losses
+    assert sum(losses[-3:]) / 3 < 0.6 * losses[0], losses
     valid = metrics(out, "valid")
-    assert [r["step"] for r in valid] == [12, 24] and valid[1]["loss"] < valid[0]["loss"]
+    assert [r["step"] for r in valid] == [8, 16] and valid[1]["loss"] < valid[0]["loss"]
     assert all(r["lr"] > 0 and r["samples_per_s"] > 0 for r in train)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in samples] == [12, 24] and "answer" in samples[0]
+    assert [s["step"] for s in samples] == [8, 16] and "answer" in samples[0]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000012", "step_00000024"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000008", "step_00000016"]
     assert {p.name for p in final.iterdir()} >= {"trainable.safetensors", "config.json", "salmonn.pth", "infer.yaml"}
 
 

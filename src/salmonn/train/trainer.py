@@ -206,6 +206,10 @@ class Trainer:
             return
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+        # frozen weights come from the same files on every rank: DDP need not broadcast (GBs for a 13B LLM)
+        frozen = [n for n, p in self.step_module.named_parameters() if not p.requires_grad]
+        DDP._set_params_and_buffers_to_ignore_for_model(
+            self.step_module, frozen + [n for n, _ in self.step_module.named_buffers()])
         self.engine = DDP(self.step_module, device_ids=ids, broadcast_buffers=False)
 
     def _shard(self) -> None:
@@ -497,7 +501,8 @@ class Trainer:
     def train(self) -> Path | None:
         run, env = self.run, self.env
         if run.evaluate:
-            self.validate()
+            if self.validate() is None:
+                self.log("run.evaluate: no validation data (datasets.valid_ann_path); nothing to do")
             return None
         total = self.schedule.total_steps
         stop = min(total, run.max_steps) if run.max_steps else total

@@ -262,4 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m salmonn.cli` (e.g. under torchrun) runs this file as __main__: use the salmonn.cli module, where
+    # the command modules register their subcommands
+    from salmonn.cli import main as _main
+    sys.exit(_main())

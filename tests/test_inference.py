@@ -231,6 +231,44 @@ def test_ten_minute_file_is_encoded_in_bounded_chunks(tiny_model, tmp_path, monk
     assert torch.equal(two[1][::88, 0], torch.tensor([0.0, 1 / 64]))
 
 
+def test_files_are_decoded_segment_by_segment(tmp_path, monkeypatch):
+    """A long file is read block by block as segments are asked for, and the segments are exactly the
+    whole-file decode cut in 30 s pieces (soxr streams bit-exactly)."""
+    music = A.load_audio(AUDIO / "music.wav")
+    long = np.tile(music, 4)[: int(65.3 * 16000)]
+    path = tmp_path / "long_44k.flac"
+    sf.write(path, soxr.resample(long, 16000, 44100, quality="VHQ"), 44100, subtype="PCM_24")
+    whole = [A.pad_to_min(s) for s in A.split_segments(A.load_audio(path))]
+    streamed = list(A.iter_segments(path))
+    assert [len(s) for s in streamed] == [480000, 480000, 84800]
+    assert all(np.array_equal(a, b) for a, b in zip(whole, streamed))
+    opus = encode_with_av(tmp_path / "long.opus", soxr.resample(long, 16000, 48000), 48000, "libopus")
+    whole = np.concatenate(A.split_segments(A.load_audio(opus)))
+    assert np.abs(np.concatenate(list(A.iter_segments(opus)))[: len(whole)] - whole).max() < 1e-5
+
+    reads = []
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: reads.append(1) or real_read(self, *a, **k))
+    segments = A.iter_segments(path)
+    next(segments)
+    assert len(reads) * A.STREAM_BLOCK_SECONDS <= 40  # 30 s out: at most 40 s of the 65 s decoded
+    segments.close()
+
+
+def test_a_problem_found_mid_file_fails_that_clip_only(tiny_model, tmp_path, monkeypatch):
+    wav = np.full(65 * 16000, 0.01, np.float32)
+    wav[50 * 16000] = np.nan  # in the second segment: the first was already queued for the encoders
+    sf.write(tmp_path / "late_nan.wav", wav, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="late_nan.wav: contains NaN"):
+        list(A.iter_segments(tmp_path / "late_nan.wav"))
+    monkeypatch.setattr(tiny_model, "encode_segments",
+                        lambda segments: torch.stack([torch.full((88, 64), float(s[0])) for s in segments]))
+    good = (np.full(16000, 0.5, np.float32), 16000)
+    out = tiny_model.encode_audio([good, str(tmp_path / "late_nan.wav"), good], errors="return")
+    assert isinstance(out[1], AudioError) and "NaN" in str(out[1])
+    assert out[0].shape == out[2].shape == (88, 64) and torch.all(out[2] == 0.5)
+
+
 def test_over_the_limit_is_refused_before_decoding(tiny_model, tmp_path, monkeypatch):
     path = tmp_path / "ninety.wav"
     sf.write(path, np.zeros(90 * 16000, np.int16), 16000)

@@ -13,7 +13,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 import av
 import numpy as np
@@ -360,6 +360,214 @@ def _to_sample_rate(wav: np.ndarray, rate: int, resample: bool, label: str) -> n
     if wav.shape[0] == 0:
         raise AudioError(f"{label}: too short to resample to {SAMPLE_RATE} Hz; give a longer clip")
     return wav
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: long files segment by segment
+
+
+STREAM_BLOCK_SECONDS = 10  # s of source audio decoded at a time by iter_segments
+
+
+def iter_segments(
+    source: AudioSource,
+    sample_rate: int | None = None,
+    *,
+    channel: str = "first",
+    resample: bool = True,
+    name: str | None = None,
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield `source` as consecutive 16 kHz mono segments of SEGMENT_SAMPLES (the last one shorter, and every one
+    zero-padded to MIN_SAMPLES), decoding files as it goes: memory holds one segment and a decoder block, not the
+    whole file. The samples are exactly those of split_segments(load_audio(...)) (soxr streams bit-exactly), and
+    every problem load_audio reports is reported here too, with the same words; a file longer than `max_seconds`
+    stops with an AudioError as soon as that is clear. Bytes and arrays are already in memory: loaded whole.
+    """
+    if channel not in ("first", "mean"):
+        raise ValueError(f"channel must be 'first' or 'mean', got {channel!r}")
+    if not isinstance(source, (str, os.PathLike)):
+        wav = load_audio(source, sample_rate, channel=channel, resample=resample, name=name)
+        _check_length(len(wav), max_seconds, name or ("<bytes>" if isinstance(source, (bytes, bytearray,
+                                                                                     memoryview)) else "<array>"))
+        for piece in split_segments(wav):
+            yield pad_to_min(piece)
+        return
+    label = name or str(source)
+    path = Path(source)
+    _check_path(path, label)
+    rate, blocks = _open_blocks(path, label)
+    try:
+        _check_given_rate(sample_rate, rate, label)
+        if rate <= 0:
+            raise AudioError(f"{label}: invalid sample rate {rate} Hz; give the true rate in Hz")
+        if rate != SAMPLE_RATE and not resample:
+            raise AudioError(
+                f"{label}: sample rate is {rate} Hz, not {SAMPLE_RATE} Hz; enable resampling (resample=True)"
+            )
+        stream = None
+        if rate != SAMPLE_RATE:
+            stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        pending: list[np.ndarray] = []
+        buffered = emitted = decoded = 0
+        for block in blocks:  # [n, C] float32
+            if not np.isfinite(block).all():
+                raise AudioError(f"{label}: contains NaN or infinite samples; fix or re-export the audio")
+            decoded += block.shape[0]
+            mono = _to_mono(block, channel)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=False)
+            pending.append(mono)
+            buffered += mono.shape[0]
+            _check_length(emitted + buffered, max_seconds, label, partial=True)
+            while buffered >= SEGMENT_SAMPLES:
+                joined = np.concatenate(pending)
+                yield joined[:SEGMENT_SAMPLES]
+                emitted += SEGMENT_SAMPLES
+                pending, buffered = [joined[SEGMENT_SAMPLES:]], joined.shape[0] - SEGMENT_SAMPLES
+        if decoded == 0:
+            raise AudioError(f"{label}: contains no samples; check the file (it may be truncated)")
+        if stream is not None:
+            pending.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        rest = np.concatenate(pending).astype(np.float32, copy=False)
+        _check_length(emitted + rest.shape[0], max_seconds, label)
+        if emitted == 0 and rest.shape[0] == 0:
+            raise AudioError(f"{label}: too short to resample to {SAMPLE_RATE} Hz; give a longer clip")
+        for start in range(0, rest.shape[0], SEGMENT_SAMPLES):
+            yield pad_to_min(rest[start : start + SEGMENT_SAMPLES])
+    finally:
+        blocks.close()
+
+
+def _check_length(samples: int, max_seconds: float | None, label: str, partial: bool = False) -> None:
+    if max_seconds is None or samples <= max_seconds * SAMPLE_RATE:
+        return
+    seconds = f"more than {max_seconds:g} s" if partial else f"{samples / SAMPLE_RATE:.1f} s"
+    raise AudioError(f"{label}: {seconds} is longer than max_audio_seconds={max_seconds:g}; "
+                     "raise it (model.max_audio_seconds=...) or cut the file")
+
+
+def _check_path(path: Path, label: str) -> None:
+    if not path.exists():
+        raise AudioError(f"{label}: file not found; check the path")
+    if path.is_dir():
+        raise AudioError(f"{label}: is a directory, not an audio file; give the path of a file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{label}: file is empty (0 bytes); re-export or re-download it")
+
+
+def _open_blocks(path: Path, label: str):
+    """(sample rate, generator of [n, C] float32 blocks) for a file, soundfile first where it reads the container,
+    else PyAV. The first block is decoded before returning, so a file neither can read fails here."""
+    with open(path, "rb") as file:
+        head = file.read(16)
+        if _soundfile_first(head):
+            _check_wav_complete(file, label)
+    if _soundfile_first(head):
+        try:
+            handle = sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+            handle = None
+        if handle is not None and handle.subtype == "OPUS":  # libsndfile returns garbage for Opus read in blocks
+            handle.close()
+            handle = None
+        if handle is not None:
+            try:
+                first = handle.read(STREAM_BLOCK_SECONDS * handle.samplerate, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+                handle.close()
+            else:
+                return int(handle.samplerate), _soundfile_blocks(handle, first, label)
+    return _av_blocks(str(path), label)
+
+
+def _soundfile_blocks(handle, first: np.ndarray, label: str) -> Iterator[np.ndarray]:
+    try:
+        block = first
+        while block.shape[0] > 0:
+            yield block
+            try:
+                block = handle.read(STREAM_BLOCK_SECONDS * handle.samplerate, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as error:
+                raise AudioError(f"{label}: cannot decode past {handle.tell() / handle.samplerate:.1f} s ({error}): "
+                                 "the file is corrupt or truncated; re-export it") from None
+    finally:
+        handle.close()
+
+
+def _av_blocks(file: str, label: str):
+    """Like _read_with_av, block by block: (rate of the first frame, generator of [n, C] float32 blocks)."""
+    try:
+        container = av.open(file, mode="r")
+    except (av.FFmpegError, ValueError, OSError, EOFError) as error:
+        raise _av_error(error, label) from None
+    try:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise AudioError(f"{label}: not an audio file or it has no audio stream; convert it to wav/flac/mp3")
+        if stream.codec_context is None:
+            codec = getattr(stream.codec, "name", None) if hasattr(stream, "codec") else None
+            raise AudioError(f"{label}: unsupported audio codec ({codec or 'unknown codec id'}) in a "
+                             f"{container.format.name} file; convert it to wav/flac")
+        declared = _declared_seconds(container, stream, file)
+        frames = container.decode(stream)
+        first = next(frames, None)
+    except AudioError:
+        container.close()
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as error:
+        container.close()
+        raise _av_error(error, label) from None
+    if first is None:
+        container.close()
+        return stream.rate or SAMPLE_RATE, _no_blocks()
+    rate = first.sample_rate
+    return rate, _av_block_iter(container, frames, first, declared, label)
+
+
+def _no_blocks() -> Iterator[np.ndarray]:
+    yield from ()
+
+
+def _av_block_iter(container, frames, first, declared: float | None, label: str) -> Iterator[np.ndarray]:
+    resampler = av.AudioResampler(format="fltp", layout=first.layout, rate=first.sample_rate)
+    rate, block_samples, decoded = first.sample_rate, STREAM_BLOCK_SECONDS * first.sample_rate, 0
+    chunks: list[np.ndarray] = []
+    held = 0
+    try:
+        frame = first
+        while True:
+            outs = resampler.resample(frame)
+            for out in outs:
+                chunks.append(out.to_ndarray())  # [C, n]
+                held += chunks[-1].shape[1]
+            if held >= block_samples or frame is None:
+                if chunks:
+                    block = np.ascontiguousarray(np.concatenate(chunks, axis=1).T, dtype=np.float32)
+                    decoded += block.shape[0]
+                    chunks, held = [], 0
+                    yield block
+            if frame is None:
+                break
+            try:
+                frame = next(frames, None)
+            except (av.FFmpegError, ValueError, OSError, EOFError) as error:
+                raise _av_error(error, label) from None
+        if declared is not None:
+            seconds = decoded / rate
+            if seconds < TRUNCATED_FRACTION * declared and declared - seconds > TRUNCATED_MIN_SECONDS:
+                raise AudioError(
+                    f"{label}: truncated: the header declares {declared:.1f} s but only {seconds:.1f} s "
+                    "could be decoded; re-download or re-export the file"
+                )
+    finally:
+        container.close()
+
+
+def _av_error(error: Exception, label: str) -> AudioError:
+    reason = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+    return AudioError(f"{label}: cannot decode ({reason}): the file is corrupt, truncated or not audio; "
+                      "check it or convert it to wav/flac")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ def answer_all(model: SALMONN, audio: Sequence, prompt: str | Sequence[str], bat
     return results
 
 
+@torch.no_grad()
 def answer_batch(model: SALMONN, audio: Sequence, prompts: Sequence[str], g, templated: bool = False,
                  sample_rate: int | None = None) -> list[Result]:
     """One generate call for the items that load; per-item errors for the rest. g: a GenerateConfig."""
@@ -247,6 +248,7 @@ class ChatSession:
             self.add_audio(item)
 
     # -- state
+    @torch.no_grad()
     def add_audio(self, item, sample_rate: int | None = None) -> int:
         """Encode a clip (once) and attach it to the next question; returns its index. AudioError if unusable."""
         tokens = self.model.encode_audio([item], sample_rate or self.sample_rate)[0]
@@ -281,6 +283,7 @@ class ChatSession:
                 parts.append(" " + turn.answer.text + self.model.tokenizer.eos_token)
         return "".join(parts)
 
+    @torch.no_grad()
     def segments(self, question: str) -> list:
         """LLM input segments for the whole conversation plus the new question (embeds, labels, mask)."""
         model = self.model
@@ -297,6 +300,7 @@ class ChatSession:
                 pieces.append(model._embed(turn.answer.token_ids + [model.tokenizer.eos_token_id]))
         return [_segment(p) for p in pieces if p.shape[0] > 0]
 
+    @torch.no_grad()
     def ask(self, question: str, streamer=None, **options) -> Answer:
         """Answer `question` in the context of the conversation so far and add the exchange to it."""
         question = question.strip()

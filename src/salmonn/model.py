@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -242,24 +242,29 @@ class SALMONN(nn.Module):
 
     def load_clip(self, item: AudioInput, sample_rate: int | None = None) -> list[np.ndarray]:
         """One item -> its <=30 s segments (16 kHz mono, each padded to >= 1 s); AudioError naming the item."""
+        return list(self.iter_clip_segments(item, sample_rate))
+
+    def iter_clip_segments(self, item: AudioInput, sample_rate: int | None = None) -> Iterator[np.ndarray]:
+        """The segments of one item as they are decoded (files are streamed: memory holds one segment)."""
         m = self.config.model
         sr = sample_rate
         if isinstance(item, tuple):
             item, sr = item
         name = audio_name(item)
         limit = m.max_audio_seconds
-        probed = A.probe_seconds(item, sr)  # refuse hours of audio before decoding them
+        truncate = m.long_audio == "truncate"  # the reference's cut: only the first 30 s are ever decoded
+        probed = None if truncate else A.probe_seconds(item, sr)  # refuse hours of audio before decoding them
         if probed is not None and probed > LENGTH_PROBE_SLACK * limit + 1:
             raise AudioError(f"{name}: about {probed:.0f} s is longer than max_audio_seconds={limit:g}; "
                              f"raise it (model.max_audio_seconds=...) or cut the file")
-        wav = A.load_audio(item, sr, channel=m.channel, resample=m.resample, name=name)
-        seconds = len(wav) / A.SAMPLE_RATE
-        if seconds > limit:
-            raise AudioError(f"{name}: {seconds:.1f} s is longer than max_audio_seconds={limit:g}; "
-                             f"raise it (model.max_audio_seconds=...) or cut the file")
-        if m.long_audio == "truncate":
-            wav = wav[: A.SEGMENT_SAMPLES]
-        return [A.pad_to_min(s) for s in A.split_segments(wav)]
+        segments = A.iter_segments(item, sr, channel=m.channel, resample=m.resample, name=name,
+                                   max_seconds=None if truncate else limit)
+        if truncate:
+            first = next(segments)
+            segments.close()
+            yield first
+            return
+        yield from segments
 
     def encode_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
         """A batch of <=30 s waveforms -> audio tokens [B, 88, d_llm] (faithful to the reference's batch)."""
@@ -310,8 +315,8 @@ class SALMONN(nn.Module):
                      errors: str = "raise") -> list[torch.Tensor]:
         """Audio tokens per clip [L_i, d_llm]; long clips are the concatenation of their 30 s segments' tokens.
 
-        Clips are decoded one at a time and their segments encoded `model.encode_batch_size` at a time, so
-        memory holds one clip's waveform, one chunk of encoder activations and the tokens, whatever the lengths.
+        Files are decoded as their segments are needed and segments are encoded `model.encode_batch_size` at a
+        time, so memory holds one chunk of segments and encoder activations plus the tokens, whatever the lengths.
         errors="return" puts an item's SalmonnError in its place instead of raising (the others still encode).
         """
         if errors not in ("raise", "return"):
@@ -329,16 +334,16 @@ class SALMONN(nn.Module):
 
         for index, item in enumerate(items):
             try:
-                segments = self.load_clip(item, sample_rate)
+                for segment in self.iter_clip_segments(item, sample_rate):  # decoded as they are needed
+                    pending.append((index, segment))
+                    if len(pending) == chunk:
+                        flush()
             except SalmonnError as err:
                 if errors == "raise":
                     raise
-                failed[index] = err
-                continue
-            for segment in segments:
-                pending.append((index, segment))
-                if len(pending) == chunk:
-                    flush()
+                failed[index] = err  # a problem found mid-file (NaN, cut off, too long): drop what it had
+                pieces[index] = []
+                pending[:] = [p for p in pending if p[0] != index]
         if pending:
             flush()
         return [failed[i] if i in failed else torch.cat(rows) for i, rows in enumerate(pieces)]
@@ -447,6 +452,7 @@ class SALMONN(nn.Module):
         return self.generate_from_segments([self.prompt_segments(p, a) for p, a in zip(full, tokens)], g,
                                            streamer=streamer, return_scores=return_scores)
 
+    @torch.no_grad()
     def generate_from_segments(self, rows: list[list[Segment]], g, streamer=None,
                                return_scores: bool = False) -> list[Answer]:
         """Generate from already assembled per-sample input segments (what generate and chat sessions share).

@@ -428,3 +428,9 @@ def test_ensure_backbones_and_smollm2_chat(tmp_path, monkeypatch) -> None:
     answer = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "paris" in answer.lower(), answer
     assert bb.ensure_backbones() == dirs  # second call: already built
+
+
+def test_pypi_specs_resolve_and_other_paths_pass_through():
+    assert bb.resolve_backbone("lmsys/vicuna-7b-v1.5") == "lmsys/vicuna-7b-v1.5"
+    with pytest.raises(bb.BackboneError, match="unknown PyPI backbone.*pypi:whisper-base"):
+        bb.resolve_backbone("pypi:whisper-large")

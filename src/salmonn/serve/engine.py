@@ -14,8 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import audio as A
-from ..errors import AudioError, PromptError
-from ..model import AUDIO_PLACEHOLDER, AUDIO_PREFIX, Answer
+from ..errors import AudioError
+from ..model import AUDIO_PLACEHOLDER, Answer
+from ..prompting import PromptTurn, render_text
 
 ASR_INSTRUCTION = "Recognize the speech and give me the transcription."
 
@@ -86,23 +87,12 @@ class Engine:
 
     # ------------------------------------------------------------------ prompts
     def build_prompt(self, turns: Sequence[Turn]) -> str:
-        """The full templated prompt. One turn: the model's own wrapping of the bare instruction. More turns:
+        """The full templated prompt, rendered by salmonn.prompting.render_text (the form ChatSession uses too):
         each earlier turn as template(user) + " " + answer + end_sym, then template(last user turn); the clip's
-        `<Speech><SpeechHere></Speech> ` prefix goes into the user turn that carried the audio."""
-        for turn in turns:
-            for text in (turn.user, turn.assistant or ""):
-                if AUDIO_PLACEHOLDER in text:
-                    raise PromptError(f"message text contains {AUDIO_PLACEHOLDER}, which marks where the audio "
-                                      f"goes; send the audio as an input_audio part instead")
-        if len(turns) == 1:
-            return self.model.format_prompt(turns[0].user)
-        parts = []
-        for turn in turns:
-            user = (AUDIO_PREFIX if turn.audio else "") + turn.user
-            parts.append(self.template.format(user))
-            if turn.assistant is not None:
-                parts.append(" " + turn.assistant + self.end_sym)
-        return "".join(parts)
+        `<Speech><SpeechHere></Speech> ` prefix goes into the user turn that carried the audio. Answers come from
+        the client as text, so they are re-tokenised with the rest of the prompt."""
+        return render_text([PromptTurn(t.user, int(t.audio), t.assistant) for t in turns], self.template,
+                           self.end_sym, hint="send the audio as an input_audio part instead")
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenizer(text, add_special_tokens=False).input_ids)

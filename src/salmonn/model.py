@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, Whi
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from . import audio as A
+from . import whisper as W
 from .checkpoint import (IGNORED_REFERENCE_KEYS, check_keys, load_beats, read_prefixed, read_state_dict,
                          save_ours, save_reference_pth, load_strict)
 from .config import Config, config_to_dict, load_config
@@ -269,39 +270,67 @@ class SALMONN(nn.Module):
             return
         yield from segments
 
-    def encode_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
-        """A batch of <=30 s waveforms -> audio tokens [B, 88, d_llm] (faithful to the reference's batch)."""
+    def encode_segments(self, segments: list[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+        """A batch of <=30 s waveforms -> audio tokens [B, 88, d_llm] (faithful to the reference's batch); with
+        model.whisper_full_window=False a list of [L_i, d_llm], L_i = token_counts of each segment's frames."""
         spectrogram = A.whisper_log_mel(segments, self.feature_extractor).to(self.device)
         raw_wav, padding_mask = A.batch_waveforms(segments)
-        return self.encode_speech(spectrogram, raw_wav.to(self.device), padding_mask.to(self.device))
+        frozen = self.encode_frozen(spectrogram, raw_wav.to(self.device), padding_mask.to(self.device))
+        return self.connect(*frozen) if len(frozen) == 3 else self.segment_tokens(*frozen)
 
     def encode_speech(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,
                       padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Whisper log-mel [B, 80, 3000] (+ raw 16 kHz audio [B, N] for BEATs) -> audio tokens [B, L, d_llm]."""
+        """Whisper log-mel [B, 80, 3000] (+ raw 16 kHz audio [B, N] for BEATs) -> audio tokens [B, L, d_llm]
+        (with model.whisper_full_window=False: rows padded to the longest; see segment_tokens)."""
         return self.connect(*self.encode_frozen(spectrogram, raw_wav, padding_mask))
 
     def encode_frozen(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,
-                      padding_mask: torch.Tensor | None = None):
+                      padding_mask: torch.Tensor | None = None, num_samples: torch.Tensor | None = None):
         """The frozen encoders' outputs: Whisper [B, 1500, Cs], BEATs [B, T', Ca] or None, BEATs pad mask or None.
 
+        With model.whisper_full_window=False, Whisper runs on each clip's own frames only and a fourth item is
+        returned: the Whisper frames of each clip [B] (Whisper is then [B, max frames, Cs]; later positions of a
+        row are padding). The clip lengths come from `num_samples`, else `padding_mask`, else raw_wav's width.
         Nothing here is trained, so these can be computed once and cached; `connect` does the rest.
         """
-        speech = self.speech_encoder(spectrogram.to(self.speech_encoder.conv1.weight.dtype)).last_hidden_state
-        if self.beats is None or raw_wav is None:
-            return speech, None, None
-        exact = not self.config.model.reference_batching
-        audio, mask = self.beats.extract_features(raw_wav, padding_mask, exact_padding=exact)
-        return speech, audio, (mask if exact else None)
+        frames = None
+        if not self.config.model.whisper_full_window:
+            if num_samples is None:
+                num_samples = (~padding_mask).sum(-1) if padding_mask is not None else \
+                    torch.full((spectrogram.shape[0],), raw_wav.shape[1] if raw_wav is not None else W.MAX_FRAMES
+                               * W.SAMPLES_PER_FRAME)
+            frames = W.frames_for(num_samples).to(spectrogram.device)
+            speech = W.encode(self.speech_encoder, spectrogram.to(self.speech_encoder.conv1.weight.dtype), frames)
+        else:
+            speech = self.speech_encoder(spectrogram.to(self.speech_encoder.conv1.weight.dtype)).last_hidden_state
+        audio = mask = None
+        if self.beats is not None and raw_wav is not None:
+            exact = not self.config.model.reference_batching
+            audio, mask = self.beats.extract_features(raw_wav, padding_mask, exact_padding=exact)
+            mask = mask if exact else None
+        return (speech, audio, mask) if frames is None else (speech, audio, mask, frames)
+
+    def token_counts(self, speech_frames: torch.Tensor) -> torch.Tensor:
+        """Audio tokens of segments with these Whisper frame counts [B]: windows (frames - k) // s + 1 (at least
+        one) times the queries per window; without window-level Q-Former, the queries."""
+        m = self.config.model
+        queries = m.num_speech_query_token
+        if not m.window_level_Qformer:
+            return torch.full_like(speech_frames, queries)
+        kernel, stride = window_size(m.second_per_window), window_size(m.second_stride)
+        return (torch.div(speech_frames.clamp(min=kernel) - kernel, stride, rounding_mode="floor") + 1) * queries
 
     def connect(self, speech: torch.Tensor, audio: torch.Tensor | None = None,
-                audio_mask: torch.Tensor | None = None) -> torch.Tensor:
+                audio_mask: torch.Tensor | None = None, speech_frames: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder outputs -> layer norms -> Q-Former per window -> LLM-space tokens [B, L * Q, d_llm].
 
-        audio_mask (True = padding) zeroes BEATs tokens a clip would not have on its own.
+        audio_mask (True = padding) zeroes BEATs tokens a clip would not have on its own. speech_frames [B]
+        (Whisper on each clip's own length): row b holds token_counts(speech_frames)[b] tokens, then zeros; only
+        those windows go through the Q-Former.
         """
         m = self.config.model
         dtype = self.ln_speech.weight.dtype
-        speech = self.ln_speech(speech.to(dtype))  # [B, 1500, Cs]
+        speech = self.ln_speech(speech.to(dtype))  # [B, T, Cs]
         if audio is not None:
             audio = self.ln_audio(audio.to(dtype))  # [B, T', Ca]
             if audio_mask is not None:  # padded tokens become the zeros a single clip gets from padding
@@ -310,9 +339,28 @@ class SALMONN(nn.Module):
         batch = x.shape[0]
         if m.window_level_Qformer:
             x = split_windows(x, window_size(m.second_per_window), window_size(m.second_stride))  # [B * L, k, C]
-        queries = self.speech_query_tokens.expand(x.shape[0], -1, -1)  # [B * L, Q, H]
-        out = self.speech_llama_proj(self.speech_Qformer(queries, x))  # [B * L, Q, d_llm]
-        return out.reshape(batch, -1, out.shape[-1])  # [B, L * Q, d_llm]
+        if speech_frames is None:
+            queries = self.speech_query_tokens.expand(x.shape[0], -1, -1)  # [B * L, Q, H]
+            out = self.speech_llama_proj(self.speech_Qformer(queries, x))  # [B * L, Q, d_llm]
+            return out.reshape(batch, -1, out.shape[-1])  # [B, L * Q, d_llm]
+        q = m.num_speech_query_token
+        per_row = x.shape[0] // batch  # windows per row (1 without window-level Q-Former)
+        windows = torch.div(self.token_counts(speech_frames.to(x.device)), q, rounding_mode="floor")  # [B]
+        keep = (torch.arange(per_row, device=x.device)[None, :] < windows[:, None]).reshape(-1)  # [B * L]
+        queries = self.speech_query_tokens.expand(int(keep.sum()), -1, -1)
+        out = self.speech_llama_proj(self.speech_Qformer(queries, x[keep]))  # [valid windows, Q, d_llm]
+        tokens = out.new_zeros(batch * per_row, q, out.shape[-1])
+        tokens[keep] = out
+        return tokens.reshape(batch, -1, out.shape[-1])  # [B, L * Q, d_llm], zeros past each row's own windows
+
+    def segment_tokens(self, speech: torch.Tensor, audio: torch.Tensor | None = None,
+                       audio_mask: torch.Tensor | None = None,
+                       speech_frames: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """`connect`, split into each segment's own tokens: a list of [L_b, d_llm]."""
+        tokens = self.connect(speech, audio, audio_mask, speech_frames)
+        if speech_frames is None:
+            return list(tokens)
+        return [row[:n] for row, n in zip(tokens, self.token_counts(speech_frames).tolist())]
 
     def encode_audio(self, items: Sequence[AudioInput], sample_rate: int | None = None, *,
                      errors: str = "raise") -> list[torch.Tensor]:
@@ -330,7 +378,7 @@ class SALMONN(nn.Module):
         pending: list[tuple[int, np.ndarray]] = []  # (clip index, segment) not yet encoded
 
         def flush() -> None:
-            tokens = self.encode_segments([segment for _, segment in pending])  # [n, 88, d]
+            tokens = self.encode_segments([segment for _, segment in pending])  # [n, 88, d] or n x [L_i, d]
             for (index, _), row in zip(pending, tokens):
                 pieces[index].append(row)
             pending.clear()

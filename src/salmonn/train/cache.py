@@ -7,6 +7,8 @@ so editing a file or changing a backbone makes a new entry instead of reusing a 
 
 Each entry holds `whisper` [segments, 1500, Cs] and, with BEATs, `beats` [segments, T', Ca] with each segment's
 valid length `beats_len` [segments] (the tokens a clip has on its own: batch padding never enters the cache).
+With model.whisper_full_window=False, `whisper` is [segments, F, Cs] (F = the clip's longest segment's frames)
+and `whisper_len` [segments] holds each segment's own Whisper frames.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def encoder_identity(model_cfg) -> str:
     parts = {"format": CACHE_FORMAT, "whisper": _stat(m.whisper_path) if Path(m.whisper_path).exists() else m.whisper_path,
              "beats": _stat(m.beats_path) if m.beats_path else "", "dtype": m.dtype, "channel": m.channel,
              "resample": m.resample, "long_audio": m.long_audio}
+    if not m.whisper_full_window:  # only then, so that existing full-window entries keep their keys
+        parts["whisper_frames"] = "clip"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -72,14 +76,21 @@ class FrozenCache:
     def load(self, sample: Sample) -> dict[str, torch.Tensor]:
         tensors = load_file(self.file(sample))
         out = {"whisper": tensors["whisper"].float()}
+        if "whisper_len" in tensors:
+            out["whisper_len"] = tensors["whisper_len"]
         if "beats" in tensors:
             out.update(beats=tensors["beats"].float(), beats_len=tensors["beats_len"])
         else:
             out["beats"] = None
         return out
 
-    def store(self, sample: Sample, whisper: torch.Tensor, beats: torch.Tensor | None, beats_len: torch.Tensor | None):
+    def store(self, sample: Sample, whisper: torch.Tensor, beats: torch.Tensor | None, beats_len: torch.Tensor | None,
+              whisper_len: torch.Tensor | None = None):
+        if whisper_len is not None:
+            whisper = whisper[:, :int(whisper_len.max())]
         tensors = {"whisper": whisper.detach().to("cpu", self.dtype).contiguous()}
+        if whisper_len is not None:
+            tensors["whisper_len"] = whisper_len.to("cpu", torch.int64).contiguous()
         if beats is not None:
             width = int(beats_len.max())
             tensors["beats"] = beats[:, :width].detach().to("cpu", self.dtype).contiguous()
@@ -103,12 +114,15 @@ def fill_cache(model, samples: Sequence[Sample], cache: FrozenCache, batch_size:
         segments = [seg for clip in clips for seg in clip]
         spectrogram = A.whisper_log_mel(segments, model.feature_extractor).to(model.device)
         raw_wav, padding_mask = A.batch_waveforms(segments)
-        whisper, beats, mask = model.encode_frozen(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
+        frozen = model.encode_frozen(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
+        whisper, beats, mask = frozen[:3]
+        frames = frozen[3] if len(frozen) > 3 else None  # Whisper on each clip's own length
         at = 0
         for sample, clip in zip(chunk, clips):
             n = len(clip)
             lengths = None if beats is None else (~mask[at:at + n]).sum(-1)
-            cache.store(sample, whisper[at:at + n], None if beats is None else beats[at:at + n], lengths)
+            cache.store(sample, whisper[at:at + n], None if beats is None else beats[at:at + n], lengths,
+                        None if frames is None else frames[at:at + n])
             at += n
         if bar is not None:
             bar.update(len(chunk))

@@ -357,7 +357,14 @@ def collate(items: list[dict]) -> dict:
              "n_tokens": sum(len(it["target"]) for it in items if it["weight"] > 0)}
     if "whisper" in items[0]:
         batch["n_segments"] = [it["whisper"].shape[0] for it in items]
-        batch["whisper"] = torch.cat([it["whisper"] for it in items])  # [S, 1500, Cs]
+        if "whisper_len" in items[0]:  # Whisper on each clip's own length: pad to the longest, keep the lengths
+            frames = max(it["whisper"].shape[1] for it in items)
+            pad = [(0, 0, 0, frames - it["whisper"].shape[1]) for it in items]
+            batch["whisper"] = torch.cat([torch.nn.functional.pad(it["whisper"], p)
+                                          for it, p in zip(items, pad)])  # [S, F, Cs]
+            batch["whisper_len"] = torch.cat([it["whisper_len"] for it in items])  # [S]
+        else:
+            batch["whisper"] = torch.cat([it["whisper"] for it in items])  # [S, 1500, Cs]
         if items[0].get("beats") is not None:
             lengths = torch.cat([it["beats_len"] for it in items])  # [S]
             width = int(lengths.max())

@@ -49,13 +49,15 @@ class TrainStep(nn.Module):
         m = self.model
         if "whisper" in batch:
             frozen = batch["whisper"], batch.get("beats"), batch.get("beats_mask")
+            if "whisper_len" in batch:  # cached with Whisper on each clip's own length
+                frozen += (batch["whisper_len"],)
         else:
             with contextlib.nullcontext() if self.encoders_trainable else torch.no_grad():
                 frozen = m.encode_frozen(batch["spectrogram"], batch["raw_wav"], batch["padding_mask"])
-        tokens = m.connect(*frozen)  # [S, L, d]
+        tokens = m.segment_tokens(*frozen)  # S x [L_s, d]
         out, at = [], 0
         for n in batch["n_segments"]:
-            out.append(tokens[at:at + n].reshape(-1, tokens.shape[-1]))  # [n * L, d]
+            out.append(torch.cat(tokens[at:at + n]))  # [sum of L_s, d]
             at += n
         return out
 

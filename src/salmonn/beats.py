@@ -141,15 +141,16 @@ class MultiheadAttention(nn.Module):
         batch, length, dim = x.shape
         q, k, v = (proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
-        bias = torch.zeros(batch, self.heads, length, length, dtype=q.dtype, device=q.device)
+        bias = None  # additive attention bias, broadcast to [B, H, T, T] (no zero tensor: 0 + x is x)
         if position_bias is not None:
-            gate = 1.0
+            bias = position_bias.to(q.dtype)  # [H, T, T]
             if self.gru_rel_pos:
                 gates = self.grep_linear(q).view(batch, self.heads, length, 2, 4).sum(-1)  # [B, H, T, 2]
                 gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)  # [B, H, T, 1] each
-                gate = gate_a * (gate_b * self.grep_a - 1.0) + 2.0
-            bias = bias + gate * position_bias.to(q.dtype)
+                bias = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias  # [B, H, T, T]
         if key_padding_mask is not None:
+            if bias is None:
+                bias = torch.zeros(length, length, dtype=q.dtype, device=q.device)
             bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)

@@ -86,3 +86,10 @@ def test_fast_mode_without_beats_and_the_window_fallbacks(fast_model):
     with torch.no_grad():
         tokens = model.encode_audio([str(CLIPS[1]), str(CLIPS[2])])
     assert [t.shape[0] for t in tokens] == [7, 29]
+
+
+def test_compiled_decoding_keeps_the_reference_greedy_ids(expected, fixture_clips):
+    """model.compile=true: static KV cache + torch.compile'd per-token step; same answers on the fixture."""
+    model = SALMONN.from_config(FIXTURE / "config.yaml", ["model.compile=true"])
+    for clip, prompt, ref in zip(fixture_clips, expected["generate_prompts"], expected["generated_ids"]):
+        assert model.generate(clip, prompt, templated=True, num_beams=1, max_new_tokens=12)[0].token_ids == ref[1:]

@@ -64,6 +64,8 @@ class ModelConfig:
     lora_scale: float = 1.0  # multiplies LoRA's alpha / r at run time (paper's activation uses 0.5)
     encode_batch_size: int = 8  # 30 s segments encoded at once: bounds encoder memory whatever the audio length
     quantize: str = "none"  # LLM weights: none, 8bit or 4bit (bitsandbytes, CUDA only; low_resource=True means 8bit)
+    compile: bool = False  # torch.compile the LLM's per-token step with a static KV cache (each new batch size /
+    #                        256-token cache bucket compiles once, about a minute on a CPU; answers may differ in ulps)
     whisper_full_window: bool = True  # True: Whisper always sees 30 s (reference); False: only each clip's own
     #                                   length (fast mode: fewer audio tokens, (frames - 17) // 17 + 1 per segment)
 

@@ -511,6 +511,8 @@ class SALMONN(nn.Module):
         g: a GenerateConfig (see salmonn.decoding.decoding_config)."""
         embeds, mask, _, _ = self.assemble(rows, side="left")
         kwargs = self._hf_generate_kwargs(g)
+        if self.config.model.compile:
+            kwargs.update(_compiled_decoding(embeds.shape[1] + g.max_new_tokens))
         if return_scores:
             kwargs.update(output_scores=True, return_dict_in_generate=True)
         with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else [],
@@ -556,6 +558,20 @@ class SALMONN(nn.Module):
                         ids = ids[:n]
                         break
         return Answer(text=text, token_ids=ids, score=score)
+
+
+COMPILE_CACHE_BUCKET = 256  # static KV cache lengths are rounded up to this: fewer recompilations
+
+
+def _compiled_decoding(length: int) -> dict:
+    """generate() arguments that run the per-token step through torch.compile with a static KV cache (on any
+    device: transformers compiles automatically only on CUDA). The cache is sized in COMPILE_CACHE_BUCKET steps and
+    transformers keeps the largest size seen, so a compiled step is reused across calls of the same batch size."""
+    from transformers import CompileConfig
+    config = CompileConfig(fullgraph=False, dynamic=False)
+    config._compile_all_devices = True  # noqa: SLF001 - the documented switch has no public setter
+    bucket = -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
+    return {"cache_implementation": "static", "compile_config": config, "max_cache_len": bucket}
 
 
 def _sequence_scores(out, g, eos_token_id: int) -> list[float]:

@@ -62,26 +62,26 @@ class StageClock:
         self.times[stage] = self.times.get(stage, 0.0) + now - self.last
         self.last = now
 
-    def _pre(self, stage: str):
-        return lambda *args: self.mark(stage)
-
-    def _post(self, stage: str):
-        return lambda *args: self.mark(stage)
+    def _hook(self, stage: str):
+        import torch
+        # opaque to torch.compile (model.compile): run eagerly between graphs, never traced or guarded on
+        return torch.compiler.disable(lambda *args: self.mark(stage))
 
     def _llm_post(self, *args) -> None:
         self.llm_calls += 1
         self.mark("prefill" if self.llm_calls == 1 else "decode")
 
     def __enter__(self) -> "StageClock":
+        import torch
         m = self.model
         whisper = m.speech_encoder
-        self.handles += [whisper.conv1.register_forward_pre_hook(self._pre("features")),
-                         whisper.layer_norm.register_forward_hook(self._post("whisper")),
-                         m.speech_llama_proj.register_forward_hook(self._post("qformer")),
-                         _llm_body(m.llama_model).register_forward_hook(self._llm_post)]
+        self.handles += [whisper.conv1.register_forward_pre_hook(self._hook("features")),
+                         whisper.layer_norm.register_forward_hook(self._hook("whisper")),
+                         m.speech_llama_proj.register_forward_hook(self._hook("qformer")),
+                         _llm_body(m.llama_model).register_forward_hook(torch.compiler.disable(self._llm_post))]
         if m.beats is not None:
-            self.handles += [m.beats.patch_embedding.register_forward_pre_hook(self._pre("features")),
-                             m.beats.encoder.register_forward_hook(self._post("beats"))]
+            self.handles += [m.beats.patch_embedding.register_forward_pre_hook(self._hook("features")),
+                             m.beats.encoder.register_forward_hook(self._hook("beats"))]
         return self
 
     def start(self) -> None:

@@ -512,6 +512,7 @@ class SALMONN(nn.Module):
         embeds, mask, _, _ = self.assemble(rows, side="left")
         kwargs = self._hf_generate_kwargs(g)
         if self.config.model.compile:
+            _stream_small_linears(self.llama_model)
             kwargs.update(_compiled_decoding(embeds.shape[1] + g.max_new_tokens))
         if return_scores:
             kwargs.update(output_scores=True, return_dict_in_generate=True)
@@ -572,6 +573,34 @@ def _compiled_decoding(length: int) -> dict:
     config._compile_all_devices = True  # noqa: SLF001 - the documented switch has no public setter
     bucket = -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
     return {"cache_implementation": "static", "compile_config": config, "max_cache_len": bucket}
+
+
+STREAMING_MAX_ROWS = 8  # compiled linears with at most this many input rows (decoding steps) stream their weight
+
+
+def _streaming_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear.forward, except inside torch.compile for a few input rows (a decoding step): the product is
+    written as a weight-major reduction that inductor turns into one parallel, vectorised pass over the weight.
+    Decoding is bound by reading the weights, and this reads them about twice as fast as BLAS's matrix-vector
+    product on 2 AVX2 cores (benchmarks/RESULTS.md). Eager calls (the prompt) keep F.linear."""
+    if torch.compiler.is_compiling() and x.dim() >= 2 and x.shape[:-1].numel() <= STREAMING_MAX_ROWS:
+        rows = x.reshape(-1, x.shape[-1]).to(self.weight.dtype)  # [M, K]
+        out = (self.weight[:, None, :] * rows[None, :, :]).sum(-1).t()  # [N, M, K] -> [N, M] -> [M, N]
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+    return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def _stream_small_linears(llm: nn.Module) -> None:
+    """Route the LLM's nn.Linear modules through _streaming_linear_forward (once; harmless to eager calls)."""
+    if getattr(llm, "_salmonn_streaming_linears", False):
+        return
+    import types
+    for module in llm.modules():
+        if type(module) is nn.Linear:
+            module.forward = types.MethodType(_streaming_linear_forward, module)
+    llm._salmonn_streaming_linears = True
 
 
 def _sequence_scores(out, g, eos_token_id: int) -> list[float]:

@@ -149,9 +149,12 @@ class MultiheadAttention(nn.Module):
                 gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)  # [B, H, T, 1] each
                 bias = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias  # [B, H, T, T]
         if key_padding_mask is not None:
-            if bias is None:
-                bias = torch.zeros(length, length, dtype=q.dtype, device=q.device)
-            bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            pad = key_padding_mask[:, None, None, :]  # [B, 1, 1, T]
+            if bias is not None and bias.shape == (batch, self.heads, length, length):
+                bias = bias.masked_fill_(pad, float("-inf"))  # the gated bias is a fresh tensor: fill it in place
+            else:
+                bias = (bias if bias is not None else torch.zeros(length, length, dtype=q.dtype, device=q.device)
+                        ).masked_fill(pad, float("-inf"))
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))  # [B, T, C]

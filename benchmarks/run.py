@@ -113,6 +113,7 @@ def inference(config: Path, reps: int, with_bf16: bool, roofline_bw: float) -> d
         ("fast fp32", model, 1, dict(whisper_full_window=False, compile=False)),
         ("fast fp32 + compiled decode", model, 1, dict(whisper_full_window=False, compile=True)),
         ("faithful fp32, batch 8", model, 8, dict(whisper_full_window=True, compile=False)),
+        ("faithful fp32 + compiled decode, batch 8", model, 8, dict(whisper_full_window=True, compile=True)),
         ("fast fp32 + compiled decode, batch 8", model, 8, dict(whisper_full_window=False, compile=True)),
     ]
     slow = []

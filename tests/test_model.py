@@ -40,6 +40,15 @@ def test_batch_training_loss_matches_reference(reference_model, expected, fixtur
     assert abs(loss.item() - expected["loss"]) < 1e-4
 
 
+@torch.no_grad()
+def test_training_loss_without_full_logits_is_the_same_loss(reference_model, expected, fixture_clips):
+    tokens = reference_model.encode_audio(fixture_clips)
+    prompts = [expected["train_prompt"]] * 2
+    loss, logits, _ = reference_model(tokens, prompts, expected["texts"], return_logits=False)
+    assert logits is None
+    assert abs(loss.item() - expected["loss"]) < 1e-4
+
+
 def test_greedy_ids_match_reference_one_clip_at_a_time(tiny_model, expected, fixture_clips):
     for clip, prompt, ref in zip(fixture_clips, expected["generate_prompts"], expected["generated_ids"]):
         answer = tiny_model.generate(clip, prompt, templated=True, num_beams=1, max_new_tokens=12)[0]

@@ -446,13 +446,27 @@ class SALMONN(nn.Module):
         return embeds, mask, labels, positions
 
     # ------------------------------------------------------------------ training loss / scoring
-    def forward(self, audio_tokens: list[torch.Tensor], prompts: list[str], texts: list[str | list[int]]):
-        """Mean next-token loss over all target tokens of the batch (the reference's training loss) + logits."""
+    def forward(self, audio_tokens: list[torch.Tensor], prompts: list[str], texts: list[str | list[int]],
+                return_logits: bool = True):
+        """Mean next-token loss over all target tokens of the batch (the reference's training loss) + logits.
+
+        return_logits=False (training) applies the LM head to the target positions only: the same loss without
+        the [B, L, vocab] logits, which are a fifth of a small LLM's compute (SmolLM2: 49k vocab); logits is None.
+        """
         rows = [self.prompt_segments(p, a) + [self.target_segment(t)]
                 for p, a, t in zip(prompts, audio_tokens, texts)]
         embeds, mask, labels, positions = self.assemble(rows, side="right")
-        out = self.llama_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, labels=labels)
-        return out.loss, out.logits, labels
+        if return_logits:
+            out = self.llama_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, labels=labels)
+            return out.loss, out.logits, labels
+        causal_lm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") \
+            else self.llama_model
+        hidden = causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX  # [B, L-1]: positions whose next token is a target
+        logits = causal_lm.lm_head(hidden[:, :-1][keep])  # [n_targets, vocab]
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep])
+        return loss, None, labels
 
     def training_loss(self, audio: Sequence[AudioInput], prompts: list[str], texts: list[str]) -> torch.Tensor:
         """Loss of full prompts (templated, with <SpeechHere>) and target texts for a batch of clips."""

@@ -62,7 +62,7 @@ class TrainStep(nn.Module):
         return out
 
     def forward(self, batch: dict):
-        loss, _, labels = self.model(self.audio_tokens(batch), batch["prompts"], batch["targets"])
+        loss, _, labels = self.model(self.audio_tokens(batch), batch["prompts"], batch["targets"], return_logits=False)
         return loss, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     @torch.no_grad()

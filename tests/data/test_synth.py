@@ -103,15 +103,15 @@ def test_annotation_schema_and_prompts(corpus):
     for split, path in paths.items():
         assert path == root / f"{split}.json" and path.is_file()
         for e in _load(path):
-            assert set(e) <= {"path", "text", "task", "Q"}
+            assert set(e) <= {"path", "text", "task", "Q", "question"}
             assert isinstance(e["path"], str) and not Path(e["path"]).is_absolute()
             assert isinstance(e["text"], str) and e["text"].strip() == e["text"] and e["text"]
             assert re.fullmatch(r"[a-z' -]+", e["text"]), e["text"]  # lower case, no punctuation
             assert e["task"] in prompts
             if e["task"] == "QA":
-                assert e["Q"] == ""
+                assert e["Q"] == "" and e["question"] and e["text"] not in ("", e["question"])
             else:
-                assert "Q" not in e
+                assert "Q" not in e and "question" not in e
             seen.add(e["task"])
     assert seen == expected_tasks
     assert {e["task"] for e in _load(paths["sqa_test"])} == {"QA"}

@@ -12,7 +12,8 @@ Content (16 kHz mono PCM16 wav, 1-8 s per clip):
 * ``speech``: espeak-ng voices (8 English accents x male/female variants), sentences from the
   ``fortunes`` packages. Tasks ``asr`` and ``gender_recognition`` on the same clip.
 * ``qa``: spoken questions with known answers (arithmetic, capitals, colours, animals, next
-  day/month); task ``QA``, ``Q`` empty (the question is in the audio), text = the answer.
+  day/month); task ``QA``, ``Q`` empty (the question is in the audio), text = the answer,
+  ``question`` = what is said (so that following-rate checks can tell an echo from an answer).
   The ``opposites`` family never appears in train/test; it forms the ``sqa_test`` split, for
   evaluating spoken-question answering as an untrained instruction.
 * ``events``: ten procedurally synthesised sound-event classes (one or two per clip). Tasks
@@ -878,7 +879,7 @@ def _render(job: dict) -> dict:
         x, meta["rate"] = _speak_fitting(job["question"] + "?", job, MAX_SECONDS * 0.88)
         x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SR)), x])
         x, meta["aug"] = augment(x, rng)
-        entries.append({"path": rel, "text": job["answer"], "task": "QA", "Q": ""})
+        entries.append({"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]})
     elif kind == "events":
         seconds = float(rng.uniform(2.0, 6.0))
         classes = job["classes"]

@@ -46,6 +46,7 @@ def test_stage1_loss_falls_and_the_run_leaves_everything_it_promises(stage1):
     assert sum(losses[-3:]) / 3 < 0.6 * losses[0], losses
     valid = metrics(out, "valid")
     assert [r["step"] for r in valid] == [8, 16] and valid[1]["loss"] < valid[0]["loss"]
+    assert all(isinstance(r["listening_gap"], float) for r in valid)  # validation batches hold >= 2 clips
     assert all(r["lr"] > 0 and r["samples_per_s"] > 0 for r in train)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [8, 16] and "answer" in samples[0]

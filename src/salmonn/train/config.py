@@ -76,6 +76,7 @@ class RunConfig:
     resume: bool = False  # continue from the latest checkpoint in output_dir (same as --resume)
     valid_every: int = 0  # validation every N optimizer steps (0 = at the end of each epoch)
     valid_max_batches: int = 0  # cap on validation batches per rank (0 = the whole set)
+    valid_listening: bool = True  # also score each validation clip with another clip's audio: listening_gap
     num_sample_generations: int = 3  # validation clips answered (greedy) and logged at each validation
     sample_max_new_tokens: int = 60  # length cap of those answers
     disable_dropout: bool = False  # set every dropout to 0 (exact multi-process equivalence tests)

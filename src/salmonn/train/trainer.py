@@ -66,9 +66,14 @@ class TrainStep(nn.Module):
         return loss, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     @torch.no_grad()
-    def per_sample(self, batch: dict):
-        """Per-sample summed token NLL, token count and correct argmax tokens (validation)."""
-        _, logits, labels = self.model(self.audio_tokens(batch), batch["prompts"], batch["targets"])
+    def per_sample(self, batch: dict, other_audio: bool = False):
+        """Per-sample summed token NLL, token count and correct argmax tokens (validation).
+
+        other_audio: each sample gets the next sample's audio tokens (a model that listens does clearly worse)."""
+        tokens = self.audio_tokens(batch)
+        if other_audio:
+            tokens = tokens[1:] + tokens[:1]
+        _, logits, labels = self.model(tokens, batch["prompts"], batch["targets"])
         logits, labels = logits[:, :-1].float(), labels[:, 1:]
         valid = labels != IGNORE_INDEX
         nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
@@ -461,20 +466,30 @@ class Trainer:
         saved = rng_state()
         self.model.eval()
         try:
-            sums = torch.zeros(3, dtype=torch.float64, device=self._collective_device())
+            # sums: NLL, tokens, correct; then NLL and NLL-with-another-clip's-audio and tokens of batches >= 2
+            sums = torch.zeros(6, dtype=torch.float64, device=self._collective_device())
             batches = eval_batches(len(self.valid_set), run.batch_size_eval, env.rank, env.world,
                                    run.valid_max_batches)
             for keys in batches:
                 batch = _to(collate([self.valid_set[k] for k in keys]), env.device)
                 with self._autocast():
                     nll, count, correct = self.step_module.per_sample(batch)
+                    other = self.step_module.per_sample(batch, other_audio=True)[0] \
+                        if run.valid_listening and len(keys) > 1 else None
                 w = batch["weights"].to(nll.device)
-                sums += torch.stack([(nll * w).sum(), (count * w).sum(), (correct * w).sum()]).double().to(sums.device)
+                row = [(nll * w).sum(), (count * w).sum(), (correct * w).sum()]
+                row += [(nll * w).sum(), (other * w).sum(), (count * w).sum()] if other is not None else [0 * nll.sum()] * 3
+                sums += torch.stack(row).double().to(sums.device)
             sums = dist.all_reduce_sum(sums)
             result = {"type": "valid", "step": self.step, "loss": float(sums[0] / sums[1]),
                       "accuracy": float(sums[2] / sums[1]), "tokens": int(sums[1])}
+            message = f"step {self.step}: valid loss {result['loss']:.4f}, token accuracy {result['accuracy']:.3f}"
+            if sums[5] > 0:
+                result["listening_gap"] = float((sums[4] - sums[3]) / sums[5])
+                message += (f", listening gap {result['listening_gap']:.4f} (loss with another clip's audio minus "
+                            "with its own: ~0 means the model ignores the audio)")
             self._write_jsonl("metrics.jsonl", result)
-            self.log(f"step {self.step}: valid loss {result['loss']:.4f}, token accuracy {result['accuracy']:.3f}")
+            self.log(message)
             self._sample_generations()
             return result
         finally:

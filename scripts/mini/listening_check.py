@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -32,9 +33,10 @@ def main() -> None:
     model = SALMONN.from_config(args.config).eval()
     if args.checkpoint:
         model.load_checkpoint(args.checkpoint)
-    prompts = json.loads(open(model.config.model.prompt_path).read()) if model.config.model.prompt_path else {}
+    path = model.config.model.prompt_path
+    prompts = json.loads(Path(path).read_text()) if path else {}
     by_task = defaultdict(list)
-    for line in open(args.manifest):
+    for line in Path(args.manifest).read_text().splitlines():
         record = json.loads(line)
         if len(by_task[record["task"]]) < args.n:
             by_task[record["task"]].append(record)

@@ -78,7 +78,7 @@ class StageClock:
         self.handles += [whisper.conv1.register_forward_pre_hook(self._hook("features")),
                          whisper.layer_norm.register_forward_hook(self._hook("whisper")),
                          m.speech_llama_proj.register_forward_hook(self._hook("qformer")),
-                         _llm_body(m.llama_model).register_forward_hook(torch.compiler.disable(self._llm_post))]
+                         m.causal_lm.register_forward_hook(torch.compiler.disable(self._llm_post))]
         if m.beats is not None:
             self.handles += [m.beats.patch_embedding.register_forward_pre_hook(self._hook("features")),
                              m.beats.encoder.register_forward_hook(self._hook("beats"))]
@@ -96,12 +96,6 @@ class StageClock:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-
-
-def _llm_body(llm):
-    """The module whose forward runs once per generated token (the causal LM under any peft wrapper)."""
-    inner = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
-    return inner
 
 
 def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int = 3, batch: int = 1,

@@ -208,6 +208,12 @@ class SALMONN(nn.Module):
         return self.speech_query_tokens.device
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The LLM's causal-LM module under any peft wrapper (`.model` the decoder, `.lm_head` the head)."""
+        llm = self.llama_model
+        return llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable tensors under the reference's key names (what the reference trainer saves)."""
         return {k: v for k, v in self.state_dict(keep_vars=True).items() if v.requires_grad}
@@ -459,8 +465,7 @@ class SALMONN(nn.Module):
         if return_logits:
             out = self.llama_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, labels=labels)
             return out.loss, out.logits, labels
-        causal_lm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") \
-            else self.llama_model
+        causal_lm = self.causal_lm
         hidden = causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX  # [B, L-1]: positions whose next token is a target

@@ -66,13 +66,12 @@ class TrainStep(nn.Module):
         return loss, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     @torch.no_grad()
-    def per_sample(self, batch: dict, other_audio: bool = False):
+    def per_sample(self, batch: dict, tokens: list[torch.Tensor] | None = None):
         """Per-sample summed token NLL, token count and correct argmax tokens (validation).
 
-        other_audio: each sample gets the next sample's audio tokens (a model that listens does clearly worse)."""
-        tokens = self.audio_tokens(batch)
-        if other_audio:
-            tokens = tokens[1:] + tokens[:1]
+        tokens: the batch's audio tokens if already computed (validation also scores them rolled by one sample,
+        each target with another clip's audio: a model that listens does clearly worse there)."""
+        tokens = self.audio_tokens(batch) if tokens is None else tokens
         _, logits, labels = self.model(tokens, batch["prompts"], batch["targets"])
         logits, labels = logits[:, :-1].float(), labels[:, 1:]
         valid = labels != IGNORE_INDEX
@@ -225,8 +224,7 @@ class Trainer:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         device = self.env.device
-        llm = self.model.llama_model
-        base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+        base = self.model.causal_lm
         layers = getattr(getattr(base, "model", base), "layers", None)
         if layers is None:
             raise ConfigError("run.parallel=fsdp: cannot find the LLM's decoder layers (model.layers)")
@@ -473,8 +471,9 @@ class Trainer:
             for keys in batches:
                 batch = _to(collate([self.valid_set[k] for k in keys]), env.device)
                 with self._autocast():
-                    nll, count, correct = self.step_module.per_sample(batch)
-                    other = self.step_module.per_sample(batch, other_audio=True)[0] \
+                    tokens = self.step_module.audio_tokens(batch)
+                    nll, count, correct = self.step_module.per_sample(batch, tokens)
+                    other = self.step_module.per_sample(batch, tokens[1:] + tokens[:1])[0] \
                         if run.valid_listening and len(keys) > 1 else None
                 w = batch["weights"].to(nll.device)
                 row = [(nll * w).sum(), (count * w).sum(), (correct * w).sum()]

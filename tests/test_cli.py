@@ -62,3 +62,19 @@ def test_bad_input_is_one_line_without_traceback(args, message):
 def test_debug_shows_the_traceback():
     result = run("--debug", "infer", "--config", CONFIG, "--prompt", "x", "--audio", "/no/such/file.wav")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_the_cli_needs_no_optional_extra():
+    """`salmonn infer` on a base install: no eval/serve/train extra may be imported to build the parser."""
+    blocked = ["jiwer", "sacrebleu", "pycocoevalcap", "matplotlib", "fastapi", "uvicorn", "bitsandbytes"]
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from salmonn.cli import build_parser\n"
+            "parser = build_parser()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in " + repr(blocked) + "))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -1,8 +1,19 @@
-"""Metrics for ``salmonn eval``: ``compute_metrics(task, hyps, refs, samples)`` and its parts."""
+"""Metrics for ``salmonn eval``: ``compute_metrics(task, hyps, refs, samples)`` and its parts.
 
-from salmonn.evaluation.following import FOLLOWING_RULES, distinct_n, following_rate, repeat_rate
-from salmonn.evaluation.metrics import (METRIC_UNITS, TASK_METRICS, compute_metrics, confusion_matrix,
-                                        plot_confusion)
+The names below load on first use: importing ``salmonn.evaluation.run`` (which registers ``salmonn eval`` with
+the CLI) must not need the ``eval`` extra (jiwer, sacrebleu, ...), or every ``salmonn`` command would.
+"""
 
-__all__ = ["FOLLOWING_RULES", "METRIC_UNITS", "TASK_METRICS", "compute_metrics", "confusion_matrix",
-           "distinct_n", "following_rate", "plot_confusion", "repeat_rate"]
+import importlib
+
+_HOMES = {"FOLLOWING_RULES": "following", "distinct_n": "following", "following_rate": "following",
+          "repeat_rate": "following", "METRIC_UNITS": "metrics", "TASK_METRICS": "metrics",
+          "compute_metrics": "metrics", "confusion_matrix": "metrics", "plot_confusion": "metrics"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -68,6 +68,7 @@ class RunConfig:
     amp_on_cpu: bool = False  # autocast bf16 on CPU too (slow on most CPUs)
     init_from: str = ""  # checkpoint to start from (previous stage); "" = model.ckpt, or fresh weights
     init_allow_missing: list[str] = dataclasses.field(default_factory=list)  # key substrings init may lack
+    connector_init: str = ""  # "data": a fresh connector starts standardised on the training clips (train/init.py)
     unfreeze: list[str] = dataclasses.field(default_factory=list)  # extra param-name substrings to train
     train_only: list[str] = dataclasses.field(default_factory=list)  # if set, train only names containing one
     max_steps: int = 0  # stop after this many optimizer steps in total (0 = the whole schedule)
@@ -131,6 +132,7 @@ class TrainConfig:
 
 _CHOICES = {("run", "parallel"): ("ddp", "fsdp"), ("run", "amp_dtype"): ("bfloat16", "float16"),
             ("run", "loss_normalization"): ("tokens", "batch"),
+            ("run", "connector_init"): ("", "data"),
             ("run", "stage"): ("", "pretrain", "instruct", "activation"),
             ("datasets", "cache_dtype"): ("float32", "float16", "bfloat16")}
 _PATHS = {"datasets": ("train_ann_path", "valid_ann_path", "test_ann_path", "cache_dir"),

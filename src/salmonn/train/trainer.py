@@ -285,6 +285,13 @@ class Trainer:
             wrote = int(dist.all_reduce_sum(torch.tensor([wrote], device=self._collective_device())).item())
             dist.barrier()
             self.log(f"encoder cache: {wrote} new entries in {time.time() - start:.1f} s ({cache.root})")
+        fresh = not (run.init_from or m.ckpt or self.resume_dir is not None)
+        if run.connector_init == "data" and fresh:
+            from .init import init_connector_from_data
+            stats = init_connector_from_data(self.model, train, cache)
+            self.log(f"connector initialised from the data ({stats['clips']} clips, {stats['frames']} frames)")
+        elif run.connector_init == "data":
+            self.log("run.connector_init=data ignored: the connector comes from a checkpoint")
         fe = self.model.feature_extractor
         self.train_set = TrainDataset(train, self.prompts, run.seed, m, fe, cache)
         self.valid_set = TrainDataset(valid, self.prompts, run.seed, m, fe, cache) if valid else None

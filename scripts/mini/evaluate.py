@@ -1,7 +1,7 @@
 """Evaluate a SALMONN-mini checkpoint on the held-out synthetic splits (one model load, `salmonn eval` per task).
 
     .venv/bin/python scripts/mini/evaluate.py runs/mini/stage2/final/infer.yaml runs/mini/eval/stage2 \
-        [--tasks asr,QA] [--qa-scales 1x,0.75x,0.5x,0.25x] [--limit 0]
+        [key=value ...] [--tasks asr,QA] [--qa-scales 1x,0.75x,0.5x,0.25x] [--limit 0]
 
 Tasks and manifests come from `salmonn data synth` + make_manifests.py under --corpus (default data/mini):
 test_<task>.jsonl for the trained tasks and sqa_test.json (the spoken-question family no stage trains) for QA,
@@ -44,13 +44,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config")
     parser.add_argument("output", type=Path)
+    parser.add_argument("overrides", nargs="*", help="config key=value items, e.g. "
+                        "model.test_prompt_path=src/salmonn/assets/mini/test_prompts.json")
     parser.add_argument("--corpus", type=Path, default=Path("data/mini"))
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--qa-scales", default="1x", help="LoRA scalings for QA, e.g. 1x,0.75x,0.5x,0.25x")
     parser.add_argument("--limit", type=int, default=0, help="first N records per task (0: all)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    model = SALMONN.from_config(args.config)
+    model = SALMONN.from_config(args.config, args.overrides)
     for task in args.tasks.split(","):
         start = time.time()
         summary = evaluate(model, manifest_for(args.corpus, task, args.limit, args.output), task, args.output,

@@ -285,7 +285,7 @@ class Trainer:
             wrote = int(dist.all_reduce_sum(torch.tensor([wrote], device=self._collective_device())).item())
             dist.barrier()
             self.log(f"encoder cache: {wrote} new entries in {time.time() - start:.1f} s ({cache.root})")
-        fresh = not (run.init_from or m.ckpt or self.resume_dir is not None)
+        fresh = not (run.init_from or m.ckpt or m.speech_llama_proj_model or self.resume_dir is not None)
         if run.connector_init == "data" and fresh:
             from .init import init_connector_from_data
             stats = init_connector_from_data(self.model, train, cache)

@@ -17,7 +17,7 @@ from .conftest import metrics, run_stage
 WINDOWS = 29  # audio tokens of a 10 s clip (the rest of its 30 s window is padding)
 
 
-def _setup(corpus, tmp_path):
+def _setup(corpus):
     model = SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).eval()
     prompts = PromptBook({"audiocaption": ["Describe."]}, model.config.model.prompt_template)
     samples = load_samples([str(corpus / "train.jsonl")], prompts, model.tokenizer, model.config.model)
@@ -36,7 +36,7 @@ def _mean_cosine(tokens):
 
 
 def test_data_init_standardises_features_scales_tokens_and_separates_clips(corpus, tmp_path):
-    model, prompts, samples = _setup(corpus, tmp_path)
+    model, prompts, samples = _setup(corpus)
     before = _tokens(model, prompts, samples)
     cache = FrozenCache(tmp_path / "cache", encoder_identity(model.config.model))
     fill_cache(model, samples, cache, batch_size=2)
@@ -52,7 +52,7 @@ def test_data_init_standardises_features_scales_tokens_and_separates_clips(corpu
     assert 0.5 < rms / embedding_rms < 2.0, (rms, embedding_rms)
     assert _mean_cosine(after) < _mean_cosine(before) - 0.05, (_mean_cosine(before), _mean_cosine(after))
     # without a cache the encoders run: the same statistics
-    fresh, _, _ = _setup(corpus, tmp_path)
+    fresh, _, _ = _setup(corpus)
     init_connector_from_data(fresh, samples, None)
     torch.testing.assert_close(fresh.ln_speech.weight, model.ln_speech.weight, rtol=1e-3, atol=1e-4)
 

@@ -100,6 +100,32 @@ class FrozenCache:
 
 
 @torch.no_grad()
+def encode_clips(model, samples: Sequence[Sample]) -> list[dict[str, torch.Tensor | None]]:
+    """The frozen encoders' outputs of each sample, as `FrozenCache.load` gives them: `whisper` [segments, F, Cs]
+    (+ `whisper_len` with model.whisper_full_window=False), `beats` [segments, T', Ca] + `beats_len`, or None."""
+    clips = [load_segments(s, model.config.model) for s in samples]
+    segments = [seg for clip in clips for seg in clip]
+    spectrogram = A.whisper_log_mel(segments, model.feature_extractor).to(model.device)
+    raw_wav, padding_mask = A.batch_waveforms(segments)
+    frozen = model.encode_frozen(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
+    whisper, beats, mask = frozen[:3]
+    frames = frozen[3] if len(frozen) > 3 else None  # Whisper on each clip's own length
+    out, at = [], 0
+    for clip in clips:
+        n = len(clip)
+        entry = {"whisper": whisper[at:at + n], "beats": None}
+        if frames is not None:
+            entry["whisper_len"] = frames[at:at + n]
+            entry["whisper"] = entry["whisper"][:, :int(entry["whisper_len"].max())]
+        if beats is not None:
+            lengths = (~mask[at:at + n]).sum(-1)
+            entry.update(beats=beats[at:at + n, :int(lengths.max())], beats_len=lengths)
+        out.append(entry)
+        at += n
+    return out
+
+
+@torch.no_grad()
 def fill_cache(model, samples: Sequence[Sample], cache: FrozenCache, batch_size: int, rank: int = 0, world: int = 1,
                progress: Callable | None = None) -> int:
     """Compute and store the entries that are missing (this rank's share). Returns how many this rank wrote."""
@@ -110,20 +136,8 @@ def fill_cache(model, samples: Sequence[Sample], cache: FrozenCache, batch_size:
     bar = progress(total=len(missing)) if progress and missing else None
     for start in range(0, len(missing), batch_size):
         chunk = missing[start:start + batch_size]
-        clips = [load_segments(s, model.config.model) for s in chunk]
-        segments = [seg for clip in clips for seg in clip]
-        spectrogram = A.whisper_log_mel(segments, model.feature_extractor).to(model.device)
-        raw_wav, padding_mask = A.batch_waveforms(segments)
-        frozen = model.encode_frozen(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
-        whisper, beats, mask = frozen[:3]
-        frames = frozen[3] if len(frozen) > 3 else None  # Whisper on each clip's own length
-        at = 0
-        for sample, clip in zip(chunk, clips):
-            n = len(clip)
-            lengths = None if beats is None else (~mask[at:at + n]).sum(-1)
-            cache.store(sample, whisper[at:at + n], None if beats is None else beats[at:at + n], lengths,
-                        None if frames is None else frames[at:at + n])
-            at += n
+        for sample, entry in zip(chunk, encode_clips(model, chunk)):
+            cache.store(sample, entry["whisper"], entry["beats"], entry.get("beats_len"), entry.get("whisper_len"))
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:

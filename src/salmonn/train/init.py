@@ -24,8 +24,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import audio as A
-from .data import Sample, load_segments
+from .cache import encode_clips
+from .data import Sample
 
 CROSS_GAIN = 4.0  # scale of the fresh cross-attention value/output weights (variance x16)
 STAT_CLIPS = 400  # clips whose frames give the feature statistics
@@ -36,23 +36,13 @@ def _frames(model, samples: Sequence[Sample], cache) -> tuple[torch.Tensor, torc
     """LayerNormed (no affine) Whisper frames [N, Cs] and BEATs frames [N', Ca] (or None) of the clips' own lengths."""
     speech, audio = [], []
     for sample in samples:
-        if cache is not None:
-            entry = cache.load(sample)
-            whisper, beats = entry["whisper"], entry.get("beats")
-            whisper_len, beats_len = entry.get("whisper_len"), entry.get("beats_len")
-        else:
-            segments = load_segments(sample, model.config.model)
-            spectrogram = A.whisper_log_mel(segments, model.feature_extractor).to(model.device)
-            raw_wav, padding_mask = A.batch_waveforms(segments)
-            frozen = model.encode_frozen(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
-            whisper, beats = frozen[0], frozen[1]
-            whisper_len = frozen[3] if len(frozen) > 3 else None
-            beats_len = None if frozen[2] is None else (~frozen[2]).sum(-1)
+        entry = cache.load(sample) if cache is not None else encode_clips(model, [sample])[0]
+        whisper, beats = entry["whisper"], entry["beats"]
         for s in range(whisper.shape[0]):
-            n = int(whisper_len[s]) if whisper_len is not None else whisper.shape[1]
+            n = int(entry["whisper_len"][s]) if "whisper_len" in entry else whisper.shape[1]
             speech.append(F.layer_norm(whisper[s, :n].float(), whisper.shape[-1:]))
             if beats is not None:
-                n = int(beats_len[s]) if beats_len is not None else beats.shape[1]
+                n = int(entry["beats_len"][s])
                 audio.append(F.layer_norm(beats[s, :n].float(), beats.shape[-1:]))
     return torch.cat(speech), (torch.cat(audio) if audio else None)
 
@@ -70,7 +60,7 @@ def init_connector_from_data(model, samples: Sequence[Sample], cache=None, clips
     chosen = list(samples)[:: max(1, len(samples) // clips)][:clips]
     speech, audio = _frames(model, chosen, cache)
     _standardise(model.ln_speech, speech)
-    if audio is not None and getattr(model, "ln_audio", None) is not None:
+    if audio is not None:  # BEATs outputs exist only when the model has BEATs, hence ln_audio
         _standardise(model.ln_audio, audio)
     for name, p in model.speech_Qformer.named_parameters():
         if ".crossattention." in name and name.endswith("weight") and (".value." in name or ".output.dense." in name):

@@ -69,6 +69,11 @@ class RunConfig:
     init_from: str = ""  # checkpoint to start from (previous stage); "" = model.ckpt, or fresh weights
     init_allow_missing: list[str] = dataclasses.field(default_factory=list)  # key substrings init may lack
     connector_init: str = ""  # "data": a fresh connector starts standardised on the training clips (train/init.py)
+    ctc_weight: float = 0.0  # auxiliary CTC loss spelling ctc_tasks' targets from the audio tokens (train/ctc.py); 0 = off
+    ctc_tasks: list[str] = dataclasses.field(default_factory=lambda: ["asr"])  # tasks whose target is a transcript
+    ctc_blank: str = " "  # text of the one token whose embedding stands for CTC's blank
+    ctc_scale: float = 16.0  # temperature of the cosine classifier against the embedding table
+    lm_weight: float = 1.0  # weight of the LM loss; 0 skips the LLM (connector-only CTC warm-up, needs ctc_weight)
     unfreeze: list[str] = dataclasses.field(default_factory=list)  # extra param-name substrings to train
     train_only: list[str] = dataclasses.field(default_factory=list)  # if set, train only names containing one
     max_steps: int = 0  # stop after this many optimizer steps in total (0 = the whole schedule)
@@ -260,6 +265,9 @@ def _check(run: RunConfig, datasets: DatasetsConfig, where: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+    if run.lm_weight < 0 or run.ctc_weight < 0 or run.lm_weight + run.ctc_weight == 0:
+        raise ConfigError(f"{where} [run]: lm_weight ({run.lm_weight}) and ctc_weight ({run.ctc_weight}) must be >= 0 "
+                          "and not both 0")
     if not run.epoch_based and run.iters_per_epoch % run.accum_grad_iters:
         raise ConfigError(f"{where} [run]: iters_per_epoch ({run.iters_per_epoch}) must be a multiple of "
                           f"accum_grad_iters ({run.accum_grad_iters})")

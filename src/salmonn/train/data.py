@@ -338,7 +338,7 @@ class TrainDataset(torch.utils.data.Dataset):
         epoch, index, weight = key
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index, 0x9A])
-        item = {"index": index, "weight": weight, "prompt": self.prompts.sample(sample.task, sample.question, rng),
+        item = {"index": index, "weight": weight, "task": sample.task, "prompt": self.prompts.sample(sample.task, sample.question, rng),
                 "target": sample.target_ids}
         if self.cache is not None:
             item.update(self.cache.load(sample))
@@ -351,7 +351,8 @@ class TrainDataset(torch.utils.data.Dataset):
 
 def collate(items: list[dict]) -> dict:
     """Items -> a batch. Cached BEATs outputs of different lengths are zero-padded with a True (= pad) mask."""
-    batch = {"index": [it["index"] for it in items], "prompts": [it["prompt"] for it in items],
+    batch = {"index": [it["index"] for it in items], "tasks": [it["task"] for it in items],
+             "prompts": [it["prompt"] for it in items],
              "targets": [it["target"] for it in items],
              "weights": torch.tensor([it["weight"] for it in items], dtype=torch.float32),
              "n_tokens": sum(len(it["target"]) for it in items if it["weight"] > 0)}

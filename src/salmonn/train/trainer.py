@@ -40,10 +40,18 @@ ENCODER_PREFIXES = ("speech_encoder.", "beats.")
 class TrainStep(nn.Module):
     """What DDP wraps: a batch -> (mean loss over its target tokens, number of target tokens)."""
 
-    def __init__(self, model: SALMONN, encoders_trainable: bool = False):
+    def __init__(self, model: SALMONN, encoders_trainable: bool = False, run=None, tokenizer=None):
         super().__init__()
         self.model = model
         self.encoders_trainable = encoders_trainable
+        self.lm_weight = run.lm_weight if run is not None else 1.0
+        self.ctc_weight = run.ctc_weight if run is not None else 0.0
+        self.last_ctc: float | None = None  # the latest CTC loss per target token (metrics)
+        if self.ctc_weight:
+            from .ctc import blank_id
+            self.ctc_tasks, self.ctc_scale = set(run.ctc_tasks), run.ctc_scale
+            self.ctc_blank = blank_id(tokenizer, run.ctc_blank)
+            self.end_ids = tokenizer(model.config.model.end_sym, add_special_tokens=False).input_ids
 
     def audio_tokens(self, batch: dict) -> list[torch.Tensor]:
         m = self.model
@@ -62,8 +70,31 @@ class TrainStep(nn.Module):
         return out
 
     def forward(self, batch: dict):
-        loss, _, labels = self.model(self.audio_tokens(batch), batch["prompts"], batch["targets"], return_logits=False)
-        return loss, (labels[:, 1:] != IGNORE_INDEX).sum()
+        tokens = self.audio_tokens(batch)
+        n = torch.tensor(batch["n_tokens"])
+        loss = torch.zeros((), device=tokens[0].device)
+        if self.lm_weight:
+            lm, _, labels = self.model(tokens, batch["prompts"], batch["targets"], return_logits=False)
+            n = (labels[:, 1:] != IGNORE_INDEX).sum()
+            loss = self.lm_weight * lm
+        if self.ctc_weight:  # summed over transcript tokens, then per LM target token like the LM loss
+            ctc, count = self.ctc_loss(tokens, batch)
+            loss = loss + self.ctc_weight * ctc / n.clamp(min=1).to(ctc.device)
+        return loss, n
+
+    def ctc_loss(self, tokens: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, int]:
+        """Summed CTC loss of the batch's ctc_tasks samples (train/ctc.py) and their transcript token count."""
+        from .ctc import ctc_loss_sum
+        rows = [i for i, task in enumerate(batch["tasks"]) if task in self.ctc_tasks and batch["weights"][i] > 0]
+        if not rows:
+            self.last_ctc = None
+            return sum(t.sum() for t in tokens) * 0.0, 0  # keeps every connector parameter in the graph (DDP)
+        k = len(self.end_ids)
+        targets = [t[:-k] if t[-k:] == self.end_ids else t for t in (batch["targets"][i] for i in rows)]
+        table = self.model.llama_model.get_input_embeddings().weight.detach()
+        loss, count = ctc_loss_sum([tokens[i] for i in rows], targets, table, self.ctc_blank, self.ctc_scale)
+        self.last_ctc = float(loss.detach()) / max(count, 1)
+        return loss, count
 
     @torch.no_grad()
     def per_sample(self, batch: dict, tokens: list[torch.Tensor] | None = None):
@@ -201,7 +232,7 @@ class Trainer:
         return out
 
     def _wrap(self) -> None:
-        self.step_module = TrainStep(self.model, self.encoders_trainable)
+        self.step_module = TrainStep(self.model, self.encoders_trainable, self.run, self.tokenizer)
         self.engine, self.sharded, self.manual_sync = self.step_module, [], []
         if not self.env.distributed:
             if self.run.parallel == "fsdp":
@@ -439,7 +470,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = dist.all_reduce_sum(total.to(self._collective_device()))
         loss = float(total) / (n_global if by_tokens else len(micro) * env.world)
-        return {"loss": loss, "grad_norm": grad_norm, "tokens": int(n_global)}
+        stats = {"loss": loss, "grad_norm": grad_norm, "tokens": int(n_global)}
+        if self.step_module.last_ctc is not None:
+            stats["ctc_loss"] = self.step_module.last_ctc  # this rank's last micro-batch, per transcript token
+        return stats
 
     def _clip(self, max_norm: float) -> float:
         """Global gradient norm over replicated and sharded parameters; clip to max_norm when > 0."""
@@ -551,6 +585,8 @@ class Trainer:
                           "loss": stats["loss"], "lr": lr, "grad_norm": stats["grad_norm"],
                           "samples_per_s": global_samples / elapsed, "tokens_per_s": stats["tokens"] / elapsed,
                           "step_time_s": elapsed, "time": time.time()}
+                if "ctc_loss" in stats:
+                    record["ctc_loss"] = stats["ctc_loss"]
                 self._write_jsonl("metrics.jsonl", record)
                 self.bar.update(1)
                 if self.step % max(1, run.log_freq) == 0 or self.step == stop:

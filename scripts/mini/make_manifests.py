@@ -1,9 +1,10 @@
 """Split the synthetic corpus into the SALMONN-mini stage manifests (JSONL, absolute paths).
 
-Stage 1 (pre-training) sees ASR and captioning; stage 2 (instruction tuning) every trained task except spoken
-question answering, which stays an *untrained* instruction so that task over-fitting can be measured on it.
+Stage 0 (the connector's CTC warm-up) sees ASR only; stage 1 (pre-training) ASR and captioning; stage 2
+(instruction tuning) every trained task except spoken question answering, which stays an *untrained* instruction so
+that task over-fitting can be measured on it. Test manifests come from the first corpus only.
 
-    .venv/bin/python scripts/mini/make_manifests.py data/mini
+    .venv/bin/python scripts/mini/make_manifests.py data/mini --extra data/mini-speech
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from salmonn.data.manifest import read_manifest
 
 STAGE_TASKS = {
+    "stage0": ("asr",),
     "stage1": ("asr", "audiocaption"),
     "stage2": ("asr", "audiocaption", "gender_recognition", "sound_event", "music_description", "instrument"),
 }
+EXTRA_STAGES = ("stage0", "stage1")  # --extra speech aligns the connector; stage 2 keeps its task balance
 VALID_PER_TASK = 16
 
 
@@ -29,12 +32,19 @@ def write_jsonl(records: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", type=Path)
+    parser.add_argument("--extra", type=Path, nargs="*", default=[],
+                        help="more corpora (another --seed) whose train split joins the stage 0 and 1 manifests")
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
+    more = [r for extra in args.extra for r in read_manifest(extra.resolve() / "train.json")]
     random.Random(0).shuffle(train)
     for stage, tasks in STAGE_TASKS.items():
-        write_jsonl([r for r in train if r["task"] in tasks], args.corpus / f"{stage}_train.jsonl")
+        pool = train
+        if stage in EXTRA_STAGES and more:
+            pool = train + more
+            random.Random(2).shuffle(pool)
+        write_jsonl([r for r in pool if r["task"] in tasks], args.corpus / f"{stage}_train.jsonl")
         valid = [r for task in tasks for r in [x for x in test if x["task"] == task][:VALID_PER_TASK]]
         write_jsonl(valid, args.corpus / f"{stage}_valid.jsonl")
     captions = [r for r in train if r["task"] == "audiocaption"]

@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/mini/plots.py --runs runs/mini --evals runs/mini/eval --out docs/mini
 
-training.png: training loss of the three stages against the step (and validation loss where logged).
+training.png: training loss of stage 0 (the connector's CTC warm-up) and the three stages against the step, with
+the CTC term per transcript token and the validation loss where logged.
 phenomenon.png: following rate on the untrained spoken-question instruction against the LoRA scaling after
 stage 2 and after stage 3 (activation tuning), beside the ASR WER at the trained scaling: the paper's task
 over-fitting, its partial relief by a lower LoRA scale, and its cure by activation tuning, at small scale.
@@ -21,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STAGES = ("stage1", "stage2", "stage3")
+TRAINING_STAGES = ("stage0", *STAGES)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -28,13 +30,17 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def training_figure(runs: Path, out: Path) -> None:
-    fig, axes = plt.subplots(1, len(STAGES), figsize=(12, 3.2))
-    for ax, stage in zip(axes, STAGES):
+    stages = [s for s in TRAINING_STAGES if (runs / s / "metrics.jsonl").is_file()] or list(STAGES)
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2))
+    for ax, stage in zip(axes, stages):
         rows = read_jsonl(runs / stage / "metrics.jsonl")
         train = [r for r in rows if r.get("type") == "train"]
         valid = [r for r in rows if r.get("type") == "valid"]
         if train:
             ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.6, alpha=0.6, label="train")
+        ctc = [r for r in train if "ctc_loss" in r]
+        if ctc:
+            ax.plot([r["step"] for r in ctc], [r["ctc_loss"] for r in ctc], lw=0.6, alpha=0.6, label="CTC term")
         if valid:
             ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="valid")
         ax.set_title(stage)

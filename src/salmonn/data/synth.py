@@ -1030,6 +1030,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": dict(n_speech=12, n_qa=6, n_events=20, n_music=10, n_mix=6, n_sqa=8, test_fraction=0.25),
     "full": dict(n_speech=1600, n_qa=600, n_events=1000, n_music=600, n_mix=600, n_sqa=200,
                  test_fraction=0.1),
+    # more read speech (ASR + gender) to add to a full corpus: use another --seed than that corpus's
+    "speech": dict(n_speech=4000, n_qa=0, n_events=0, n_music=0, n_mix=0, n_sqa=0, test_fraction=0.01),
 }
 
 
@@ -1143,7 +1145,8 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small") -> None:
     test.json, sqa_test.json (held-out spoken-question family, for untrained-instruction
     evaluation), prompts.json, summary.json and meta/. The same seed gives byte-identical files.
     --size small: 77 clips (5 min of audio, 10 MB, about 10 CPU-seconds), for demos and tests;
-    --size full: 5,040 clips (4.9 h of audio, 550 MB, about 6.5 CPU-minutes) for training.
+    --size full: 5,040 clips (4.9 h of audio, 550 MB, about 6.5 CPU-minutes) for training;
+    --size speech: 4,040 more speech clips (asr, gender) to add to a full corpus of another --seed.
     Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min.
     """
     if size not in SIZES:

@@ -46,7 +46,7 @@ class TrainStep(nn.Module):
         self.encoders_trainable = encoders_trainable
         self.lm_weight = run.lm_weight if run is not None else 1.0
         self.ctc_weight = run.ctc_weight if run is not None else 0.0
-        self.last_ctc: float | None = None  # the latest CTC loss per target token (metrics)
+        self.last_ctc: float | None = None  # the latest CTC loss per transcript token (metrics)
         if self.ctc_weight:
             from .ctc import blank_id
             self.ctc_tasks, self.ctc_scale = set(run.ctc_tasks), run.ctc_scale
@@ -78,7 +78,7 @@ class TrainStep(nn.Module):
             n = (labels[:, 1:] != IGNORE_INDEX).sum()
             loss = self.lm_weight * lm
         if self.ctc_weight:  # summed over transcript tokens, then per LM target token like the LM loss
-            ctc, count = self.ctc_loss(tokens, batch)
+            ctc, _ = self.ctc_loss(tokens, batch)
             loss = loss + self.ctc_weight * ctc / n.clamp(min=1).to(ctc.device)
         return loss, n
 

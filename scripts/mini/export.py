@@ -24,8 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(args.checkpoint).items()}
     save_file(tensors, str(args.out), metadata={"source": str(args.checkpoint)})
-    size = args.out.stat().st_size
-    print(f"{args.out}: {len(tensors)} tensors, {sum(t.numel() for t in tensors.values()):,} values, {size / 1e6:.1f} MB")
+    values, size = sum(t.numel() for t in tensors.values()), args.out.stat().st_size
+    print(f"{args.out}: {len(tensors)} tensors, {values:,} values, {size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class RunConfig:
     init_from: str = ""  # checkpoint to start from (previous stage); "" = model.ckpt, or fresh weights
     init_allow_missing: list[str] = dataclasses.field(default_factory=list)  # key substrings init may lack
     connector_init: str = ""  # "data": a fresh connector starts standardised on the training clips (train/init.py)
-    ctc_weight: float = 0.0  # auxiliary CTC loss spelling ctc_tasks' targets from the audio tokens (train/ctc.py); 0 = off
+    ctc_weight: float = 0.0  # CTC loss spelling ctc_tasks' targets from the audio tokens (train/ctc.py); 0 = off
     ctc_tasks: list[str] = dataclasses.field(default_factory=lambda: ["asr"])  # tasks whose target is a transcript
     ctc_blank: str = " "  # text of the one token whose embedding stands for CTC's blank
     ctc_scale: float = 16.0  # temperature of the cosine classifier against the embedding table

@@ -338,8 +338,8 @@ class TrainDataset(torch.utils.data.Dataset):
         epoch, index, weight = key
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index, 0x9A])
-        item = {"index": index, "weight": weight, "task": sample.task, "prompt": self.prompts.sample(sample.task, sample.question, rng),
-                "target": sample.target_ids}
+        item = {"index": index, "weight": weight, "task": sample.task,
+                "prompt": self.prompts.sample(sample.task, sample.question, rng), "target": sample.target_ids}
         if self.cache is not None:
             item.update(self.cache.load(sample))
         else:

@@ -71,30 +71,30 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: dict):
         tokens = self.audio_tokens(batch)
-        n = torch.tensor(batch["n_tokens"])
-        loss = torch.zeros((), device=tokens[0].device)
         if self.lm_weight:
             lm, _, labels = self.model(tokens, batch["prompts"], batch["targets"], return_logits=False)
             n = (labels[:, 1:] != IGNORE_INDEX).sum()
             loss = self.lm_weight * lm
+        else:  # connector only: the LLM does not run; the CTC sum is still taken per LM target token
+            n = torch.tensor(batch["n_tokens"])
+            loss = torch.zeros((), device=tokens[0].device)
         if self.ctc_weight:  # summed over transcript tokens, then per LM target token like the LM loss
-            ctc, _ = self.ctc_loss(tokens, batch)
-            loss = loss + self.ctc_weight * ctc / n.clamp(min=1).to(ctc.device)
+            loss = loss + self.ctc_weight * self.ctc_loss(tokens, batch) / n.clamp(min=1).to(loss.device)
         return loss, n
 
-    def ctc_loss(self, tokens: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, int]:
-        """Summed CTC loss of the batch's ctc_tasks samples (train/ctc.py) and their transcript token count."""
+    def ctc_loss(self, tokens: list[torch.Tensor], batch: dict) -> torch.Tensor:
+        """Summed CTC loss of the batch's ctc_tasks samples (train/ctc.py); its per-token mean goes to last_ctc."""
         from .ctc import ctc_loss_sum
         rows = [i for i, task in enumerate(batch["tasks"]) if task in self.ctc_tasks and batch["weights"][i] > 0]
         if not rows:
             self.last_ctc = None
-            return sum(t.sum() for t in tokens) * 0.0, 0  # keeps every connector parameter in the graph (DDP)
+            return sum(t.sum() for t in tokens) * 0.0  # keeps every connector parameter in the graph (DDP)
         k = len(self.end_ids)
         targets = [t[:-k] if t[-k:] == self.end_ids else t for t in (batch["targets"][i] for i in rows)]
         table = self.model.llama_model.get_input_embeddings().weight.detach()
         loss, count = ctc_loss_sum([tokens[i] for i in rows], targets, table, self.ctc_blank, self.ctc_scale)
         self.last_ctc = float(loss.detach()) / max(count, 1)
-        return loss, count
+        return loss
 
     @torch.no_grad()
     def per_sample(self, batch: dict, tokens: list[torch.Tensor] | None = None):

@@ -1,0 +1,44 @@
+"""WER of a checkpoint's connector alone: the CTC best path of its audio tokens (train/ctc.py), no LLM decoding.
+
+    .venv/bin/python scripts/mini/ctc_wer.py runs/mini/stage0/final/infer.yaml [--limit 48] [--blank " "]
+
+Reads data/mini/test_asr.jsonl (make_manifests.py); prints a few transcripts and the corpus WER (%), normalised
+as `salmonn eval` does. What the model card quotes for stage 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from salmonn.evaluation.metrics import english_words, error_rate
+from salmonn.model import SALMONN
+from salmonn.train.ctc import blank_id, ctc_greedy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("--manifest", type=Path, default=Path("data/mini/test_asr.jsonl"))
+    parser.add_argument("--limit", type=int, default=48)
+    parser.add_argument("--blank", default=" ", help="run.ctc_blank of the training run")
+    args = parser.parse_args()
+    model = SALMONN.from_config(args.config).eval()
+    rows = [json.loads(line) for line in args.manifest.read_text().splitlines()][:args.limit]
+    table = model.llama_model.get_input_embeddings().weight.detach()
+    blank = blank_id(model.tokenizer, args.blank)
+    with torch.no_grad():
+        tokens = model.encode_audio([r["path"] for r in rows])
+    hyps = [model.tokenizer.decode(ctc_greedy(t, table, blank)).strip() for t in tokens]
+    refs = [r["text"] for r in rows]
+    for hyp, ref in list(zip(hyps, refs))[:4]:
+        print(f"REF {ref}\nHYP {hyp}")
+    wer, _ = error_rate(hyps, refs, english_words())
+    print(f"CTC best-path WER on {len(rows)} clips: {wer:.1f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,12 +28,22 @@ from salmonn.audio import (
 )
 from salmonn.errors import AudioError
 
-SHARED = Path("/work/shared")
-AUDIO = SHARED / "audio"
-FIXTURE = SHARED / "fixtures" / "reference-tiny"
+from .conftest import AUDIO, FIXTURE, ROOT
+
 FIXTURE_CLIPS = ["excitement.wav", "mountain.wav"]
 
-needs_shared = pytest.mark.skipif(not FIXTURE.is_dir(), reason="shared fixtures not present")
+
+@pytest.fixture(scope="session")
+def shared_folder() -> None:
+    """The reference fixture and clips next to the checkout (../shared): a test that needs them fails, never
+    skips, when they are missing, so that a CI run cannot pass without checking fixture parity."""
+    missing = [str(p) for p in (FIXTURE, AUDIO) if not p.is_dir()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: the audio tests need the shared fixtures and clips in "
+                    f"../shared next to the checkout ({ROOT})")
+
+
+needs_shared = pytest.mark.usefixtures("shared_folder")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,3 +442,21 @@ def test_beats_fbank_normalisation():
     floor = math.log(torch.finfo(torch.float32).eps)
     expected = (floor - FBANK_MEAN) / (2 * FBANK_STD)
     assert torch.allclose(beats_fbank(wav), torch.full((1, 4, 128), expected))
+
+
+def test_fixture_tests_fail_when_the_shared_folder_is_missing(tmp_path):
+    """A checkout without ../shared next to it: the parity tests fail (they must not pass on another machine's
+    absolute path, nor skip)."""
+    import shutil
+    import subprocess
+    import sys
+
+    checkout = tmp_path / "checkout"
+    (checkout / "tests").mkdir(parents=True)
+    for name in ("__init__.py", "conftest.py", "test_audio.py"):
+        shutil.copy(ROOT / "tests" / name, checkout / "tests" / name)
+    node = "tests/test_audio.py::test_fixture_raw_wav_and_padding_mask_exact"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node], cwd=checkout,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "1 error" in result.stdout, result.stdout[-2000:]
+    assert f"{tmp_path / 'shared' / 'audio'} not found: the audio tests need the shared fixtures" in result.stdout

@@ -8,6 +8,7 @@ longer than 30 s are split into segments instead of being cut.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -382,21 +383,27 @@ def iter_segments(
     zero-padded to MIN_SAMPLES), decoding files as it goes: memory holds one segment and a decoder block, not the
     whole file. The samples are exactly those of split_segments(load_audio(...)) (soxr streams bit-exactly), and
     every problem load_audio reports is reported here too, with the same words; a file longer than `max_seconds`
-    stops with an AudioError as soon as that is clear. Bytes and arrays are already in memory: loaded whole.
+    stops with an AudioError as soon as that is clear. The bytes of a file are decoded the same way (a short
+    file that declares no duration cannot make its decoder expand hours of audio); arrays are loaded whole.
     """
     if channel not in ("first", "mean"):
         raise ValueError(f"channel must be 'first' or 'mean', got {channel!r}")
-    if not isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        if not source:
+            raise AudioError(f"{label}: no data (0 bytes); pass the content of an audio file")
+        file: Path | BinaryIO = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        label = name or str(source)
+        file = Path(source)
+        _check_path(file, label)
+    else:
         wav = load_audio(source, sample_rate, channel=channel, resample=resample, name=name)
-        _check_length(len(wav), max_seconds, name or ("<bytes>" if isinstance(source, (bytes, bytearray,
-                                                                                     memoryview)) else "<array>"))
+        _check_length(len(wav), max_seconds, name or "<array>")
         for piece in split_segments(wav):
             yield pad_to_min(piece)
         return
-    label = name or str(source)
-    path = Path(source)
-    _check_path(path, label)
-    rate, blocks = _open_blocks(path, label)
+    rate, blocks = _open_blocks(file, label)
     try:
         _check_given_rate(sample_rate, rate, label)
         if rate <= 0:
@@ -439,11 +446,15 @@ def iter_segments(
         blocks.close()
 
 
+class AudioTooLong(AudioError):
+    """Audio longer than the `max_seconds` it was loaded with."""
+
+
 def _check_length(samples: int, max_seconds: float | None, label: str, partial: bool = False) -> None:
     if max_seconds is None or samples <= max_seconds * SAMPLE_RATE:
         return
     seconds = f"more than {max_seconds:g} s" if partial else f"{samples / SAMPLE_RATE:.1f} s"
-    raise AudioError(f"{label}: {seconds} is longer than max_audio_seconds={max_seconds:g}; "
+    raise AudioTooLong(f"{label}: {seconds} is longer than max_audio_seconds={max_seconds:g}; "
                      "raise it (model.max_audio_seconds=...) or cut the file")
 
 
@@ -456,16 +467,19 @@ def _check_path(path: Path, label: str) -> None:
         raise AudioError(f"{label}: file is empty (0 bytes); re-export or re-download it")
 
 
-def _open_blocks(path: Path, label: str):
-    """(sample rate, generator of [n, C] float32 blocks) for a file, soundfile first where it reads the container,
-    else PyAV. The first block is decoded before returning, so a file neither can read fails here."""
-    with open(path, "rb") as file:
-        head = file.read(16)
+def _open_blocks(file: Path | BinaryIO, label: str):
+    """(sample rate, generator of [n, C] float32 blocks) for a file (a path or the file's bytes in a BytesIO),
+    soundfile first where it reads the container, else PyAV. The first block is decoded before returning, so a
+    file neither can read fails here."""
+    with (open(file, "rb") if isinstance(file, Path) else contextlib.nullcontext(file)) as raw:
+        head = raw.read(16)
         if _soundfile_first(head):
-            _check_wav_complete(file, label)
+            _check_wav_complete(raw, label)
+        raw.seek(0)
+    source = str(file) if isinstance(file, Path) else file
     if _soundfile_first(head):
         try:
-            handle = sf.SoundFile(str(path))
+            handle = sf.SoundFile(source)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
             handle = None
         if handle is not None and handle.subtype == "OPUS":  # libsndfile returns garbage for Opus read in blocks
@@ -478,7 +492,9 @@ def _open_blocks(path: Path, label: str):
                 handle.close()
             else:
                 return int(handle.samplerate), _soundfile_blocks(handle, first, label)
-    return _av_blocks(str(path), label)
+        if not isinstance(source, str):
+            source.seek(0)
+    return _av_blocks(source, label)
 
 
 def _soundfile_blocks(handle, first: np.ndarray, label: str) -> Iterator[np.ndarray]:
@@ -495,7 +511,7 @@ def _soundfile_blocks(handle, first: np.ndarray, label: str) -> Iterator[np.ndar
         handle.close()
 
 
-def _av_blocks(file: str, label: str):
+def _av_blocks(file: str | BinaryIO, label: str):
     """Like _read_with_av, block by block: (rate of the first frame, generator of [n, C] float32 blocks)."""
     try:
         container = av.open(file, mode="r")

@@ -1,9 +1,8 @@
-"""The frozen-encoder cache gives the same audio tokens as encoding every batch, and is much faster."""
+"""The frozen-encoder cache gives the same audio tokens as encoding every batch, without the encoders."""
 
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import soundfile as sf
@@ -18,7 +17,9 @@ from ..conftest import FIXTURE
 from .conftest import SR, make_clip, write_jsonl
 
 
-def test_cached_tokens_equal_encoded_tokens_and_are_faster(corpus, tmp_path):
+def test_cached_tokens_equal_encoded_tokens_without_running_the_encoders(corpus, tmp_path):
+    """Speed is measured in benchmarks/train_cache.py; here: the cache gives the same tokens and the frozen
+    encoders do not run at all for a cached batch."""
     sf.write(tmp_path / "short.wav", make_clip("tone", 3.3).astype(np.float32), SR)  # BEATs pads it in a batch
     manifest = write_jsonl(tmp_path / "m.jsonl", [
         {"path": str(corpus / "noise.wav"), "text": "a", "task": "t"},
@@ -32,18 +33,22 @@ def test_cached_tokens_equal_encoded_tokens_and_are_faster(corpus, tmp_path):
     assert fill_cache(model, samples, cache, batch_size=2) == 0
     step = TrainStep(model)
     keys = [(0, i, 1.0) for i in range(3)]
-    timings = {}
-    tokens = {}
+    tokens, encoder_calls = {}, {}
     for name, c in (("encode", None), ("cache", cache)):
         dataset = TrainDataset(samples, prompts, 0, model.config.model, model.feature_extractor, c)
-        start = time.perf_counter()
-        with torch.no_grad():
-            tokens[name] = step.audio_tokens(collate([dataset[k] for k in keys]))
-        timings[name] = time.perf_counter() - start
-    for a, b in zip(tokens["encode"], tokens["cache"]):
+        calls = []
+        hooks = [encoder.register_forward_hook(lambda *_: calls.append(1))
+                 for encoder in (model.speech_encoder, model.beats)]
+        try:
+            with torch.no_grad():
+                tokens[name] = step.audio_tokens(collate([dataset[k] for k in keys]))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        encoder_calls[name] = len(calls)
+    assert encoder_calls["encode"] > 0 and encoder_calls["cache"] == 0
+    for a, b in zip(tokens["encode"], tokens["cache"], strict=True):
         assert a.shape == b.shape and (a - b).abs().max() < 1e-5
-    print(f"\naudio tokens for 3 clips: encoders {timings['encode']:.2f} s, cache {timings['cache']:.3f} s")
-    assert timings["cache"] < timings["encode"] / 3
     # an edited file is a new entry, never a stale hit
     os.utime(tmp_path / "short.wav", ns=(1, 1))
     assert cache.has(samples[0]) and not cache.has(samples[1]) and not cache.has(samples[2])

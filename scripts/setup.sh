@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv/ at the project root with the salmonn package (editable) and its dependencies.
 #   scripts/setup.sh           what inference needs
-#   scripts/setup.sh --test    + test dependencies and the Debian tools the tests use
+#   scripts/setup.sh --test    + test dependencies, the Debian tools the tests use, the corpus generator's
+#                              neural voices (salmonn[voices]) and the asterisk real-speech test set
 # torch is pinned (torch==2.13.0) so that pip takes the CPU build; install a CUDA torch first if you want one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ if [[ "${1:-}" == "--test" ]]; then
   [[ -d /usr/share/games/fortunes ]] || missing+=(fortunes)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v chromium >/dev/null || missing+=(chromium)  # the web demo test (playwright drives it)
+  # real recorded speech, a test set only (salmonn data asterisk): wavs + their transcripts
+  compgen -G "/usr/share/asterisk/sounds/en*/hello-world.wav" >/dev/null || missing+=(asterisk-core-sounds-en-wav)
+  compgen -G "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt*" >/dev/null || missing+=(asterisk-core-sounds-en)
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "installing Debian packages: ${missing[*]}"

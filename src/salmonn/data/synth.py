@@ -60,7 +60,6 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from salmonn.cli import command
 from salmonn.errors import SalmonnError
 
 SR = 16000
@@ -92,6 +91,7 @@ TEST_VARIANTS = {
     "female": ("f5", "Andrea", "Annie", "grandma"),
 }
 RATE_WPM = (120, 200)
+NEURAL_SPEED = (0.85, 1.2)  # Kokoro's speed factor (1 = its natural rate)
 PITCH = {"male": (30, 60), "female": (40, 70)}  # espeak-ng -p, 0..99
 
 # ----------------------------------------------------------------------------- sentences
@@ -235,6 +235,23 @@ def _qa_families() -> dict[str, list[tuple[list[str], str]]]:
 QA_FAMILIES = _qa_families()
 SQA_FAMILY = "opposites"  # never in train/test: the sqa_test split (untrained-instruction eval)
 TRAINED_QA_FAMILIES = tuple(f for f in QA_FAMILIES if f != SQA_FAMILY)
+
+_OPEN_TOPICS = (
+    "a bicycle", "a kitchen", "the moon", "a river", "a library", "a piano", "an umbrella", "a volcano",
+    "a hospital", "the ocean", "a garden", "a camera", "a bridge", "a forest", "a clock", "a train",
+    "a desert", "a farm", "a museum", "the weather", "a mountain", "a market", "a lighthouse", "a computer",
+    "a teacher", "a doctor", "a painter", "a baker", "a pilot", "a farmer", "an island", "a castle",
+    "a rainbow", "a storm", "winter", "summer", "breakfast", "a birthday", "a map", "a letter",
+    "a telescope", "a candle", "a violin", "a honey bee", "a whale", "a penguin", "an airport", "a school",
+)
+_OPEN_FORMS = ("tell me one thing about {}", "what is {} used for", "describe {} in one sentence",
+               "why do people like {}", "what do you know about {}")
+
+
+def open_questions() -> list[str]:
+    """Everyday questions without a reference answer: their targets are SmolLM2's own answers."""
+    return [form.format(topic) for topic in _OPEN_TOPICS for form in _OPEN_FORMS]
+
 
 # ----------------------------------------------------------------------------- prompts
 
@@ -623,8 +640,10 @@ def espeak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
     return soxr.resample(x, sr, SR) if sr != SR else x
 
 
-def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray, int]:
-    """espeak, raising the rate (deterministically) until the clip fits ``max_seconds``."""
+def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray, float]:
+    """Speak with the job's engine, raising the rate (deterministically) until the clip fits ``max_seconds``."""
+    if job.get("engine") == "kokoro":
+        return _kokoro_fitting(text, job, max_seconds)
     rate = job["rate"]
     voice = f"{job['accent']}+{job['variant']}"
     for _ in range(4):
@@ -632,6 +651,20 @@ def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray
         if len(x) <= max_seconds * SR:
             return x, rate
         rate = min(400, int(math.ceil(rate * len(x) / (max_seconds * SR) * 1.05)))
+    raise SalmonnError(f"sentence too long to fit {max_seconds} s: {text!r}")
+
+
+def _kokoro_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray, float]:
+    """A neural voice (salmonn.data.voices) at the job's speed, faster until it fits ``max_seconds``."""
+    from salmonn.data.voices import shared_voices, speaker_named
+
+    speaker, speed = speaker_named(job["speaker"]), job["speed"]
+    question = text.endswith("?")
+    for _ in range(4):
+        x = shared_voices().speak(text.rstrip("?"), speaker, speed, question=question)
+        if len(x) <= max_seconds * SR:
+            return x, speed
+        speed = round(speed * len(x) / (max_seconds * SR) * 1.05, 4)
     raise SalmonnError(f"sentence too long to fit {max_seconds} s: {text!r}")
 
 
@@ -863,6 +896,37 @@ def _speaker_phrase(gender: str, rng: np.random.Generator) -> tuple[str, str]:
     return str(rng.choice((f"{who} speaks", f"{who} is talking", f"{who} is speaking"))), who
 
 
+NO_SPEECH_TEXT = "there is no speech in this audio"
+NO_QUESTION_TEXT = "there is no question in this audio"
+QUIET_VARIETIES = {  # variety -> (level range in dBFS, caption)
+    "silence": ((-75.0, -60.0), "silence, nothing can be heard"),
+    "room tone": ((-55.0, -40.0), "a quiet room with faint background noise"),
+    "hum": ((-40.0, -20.0), "a low electrical hum"),
+    "white noise": ((-40.0, -15.0), "steady white noise"),
+    "pink noise": ((-40.0, -15.0), "steady hissing noise"),
+    "brown noise": ((-40.0, -15.0), "a steady low rumbling noise like a fan"),
+}
+
+
+def render_quiet(variety: str, rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """A clip without speech or events: near-silence, room tone, mains hum or coloured noise."""
+    n = int(seconds * SR)
+    if variety == "hum":
+        mains = float(rng.choice((50.0, 60.0)))
+        t = np.arange(n) / SR
+        x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3)) for k in range(1, 6))
+        x = x + 0.05 * _band_noise(rng, n, 20, 8000)
+    elif variety in ("silence", "room tone"):
+        x = _band_noise(rng, n, 20, 8000, slope=1.5)
+    else:
+        x = _band_noise(rng, n, 20, 8000, slope={"white noise": 0.0, "pink noise": 1.0, "brown noise": 2.0}[variety])
+    lo, hi = QUIET_VARIETIES[variety][0]
+    return _fade(x * 10 ** (float(rng.uniform(lo, hi)) / 20) / _rms(x), 0.05)
+
+
+_BASE_KIND = {"voice": "speech", "voice_qa": "qa", "voice_mix": "mix"}  # neural-voice twins of espeak kinds
+
+
 def _render(job: dict) -> dict:
     """Render one clip: write its wav, return its annotation entries and metadata."""
     kind, rel = job["kind"], job["path"]
@@ -870,16 +934,25 @@ def _render(job: dict) -> dict:
     path = Path(job["root"]) / rel
     meta = {k: v for k, v in job.items() if k not in ("root", "soundfont")}
     entries: list[dict] = []
-    if kind == "speech":
+    base = _BASE_KIND.get(kind, kind)
+    if kind == "quiet":
+        x = render_quiet(job["variety"], rng, float(rng.uniform(1.5, 6.0)))
+        entries += [{"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"},
+                    {"path": rel, "text": QUIET_VARIETIES[job["variety"]][1], "task": "audiocaption"},
+                    {"path": rel, "text": NO_QUESTION_TEXT, "task": "QA", "Q": "", "question": ""}]
+    elif base == "speech":
         x, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.88)
         x, meta["aug"] = augment(x, rng)
         entries += [{"path": rel, "text": job["text"], "task": "asr"},
                     {"path": rel, "text": job["gender"], "task": "gender_recognition"}]
-    elif kind == "qa":
+    elif base == "qa":
         x, meta["rate"] = _speak_fitting(job["question"] + "?", job, MAX_SECONDS * 0.88)
         x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SR)), x])
         x, meta["aug"] = augment(x, rng)
-        entries.append({"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]})
+        entry = {"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]}
+        if kind == "voice_qa":  # the target becomes SmolLM2's text answer when the corpus is assembled
+            entry.update(reference=job["answer"], family=job["family"])
+        entries.append(entry)
     elif kind == "events":
         seconds = float(rng.uniform(2.0, 6.0))
         classes = job["classes"]
@@ -905,6 +978,8 @@ def _render(job: dict) -> dict:
         entries.append({"path": rel, "text": caption, "task": "audiocaption"})
         if len(classes) == 1:
             entries.append({"path": rel, "text": classes[0], "task": "sound_event"})
+        if job.get("no_speech"):
+            entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
     elif kind == "music":
         inst = job["instrument"]
         lo_bpm, hi_bpm = TEMPI[job["tempo"]]
@@ -931,7 +1006,9 @@ def _render(job: dict) -> dict:
         entries += [{"path": rel, "task": "music_description",
                      "text": _music_description(rng, job["tempo"], inst, job["texture"], job["mode"])},
                     {"path": rel, "text": inst, "task": "instrument"}]
-    elif kind == "mix":
+        if job.get("no_speech"):
+            entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
+    elif base == "mix":
         sp, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.75)
         pad_a, pad_b = (int(rng.uniform(0.1, 0.5) * SR) for _ in range(2))
         n = len(sp) + pad_a + pad_b
@@ -974,7 +1051,7 @@ class _Cycle:
 
 
 def _plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequence[str],
-                root: str, soundfont: str) -> list[dict]:
+                root: str, soundfont: str, no_speech: bool = False) -> list[dict]:
     """Everything discrete about each clip of one split; the rest is drawn from its own rng."""
     rng = np.random.default_rng([seed, _code(split), 0])
     held = split != "train"
@@ -1022,7 +1099,48 @@ def _plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequen
     snrs = _Cycle((0, 5, 10, 20), rng)
     for i in range(counts.get("mix", 0)):
         add("mix", i, text=next(sent), event=next(mix_ev), snr_db=next(snrs), **voice())
+    if no_speech:
+        for j in jobs:
+            if j["kind"] in ("events", "music"):
+                j["no_speech"] = True
+    _plan_neural(split, counts, rng, sent, add)
     return jobs
+
+
+def _plan_neural(split: str, counts: dict[str, int], rng: np.random.Generator, sent: _Cycle, add) -> None:
+    """Jobs of the neural-voice kinds (voice, voice_qa, voice_mix) and of speech-free clips (quiet)."""
+    if not any(counts.get(k, 0) for k in ("voice", "voice_qa", "voice_mix", "quiet")):
+        return
+    from salmonn.data.voices import speakers_for
+
+    held = split != "train"
+    pools = {g: _Cycle([s.name for s in speakers_for(held, g)], rng) for g in ("male", "female")}
+
+    def neural() -> dict:
+        gender = "male" if rng.random() < 0.5 else "female"
+        return {"engine": "kokoro", "speaker": next(pools[gender]), "gender": gender,
+                "speed": round(float(rng.uniform(*NEURAL_SPEED)), 3)}
+
+    for i in range(counts.get("voice", 0)):
+        add("voice", i, text=next(sent), **neural())
+    if split == "sqa_test":
+        families: _Cycle = _Cycle([SQA_FAMILY], rng)
+        items = {SQA_FAMILY: _Cycle(QA_FAMILIES[SQA_FAMILY], rng)}
+    else:
+        pool = {f: QA_FAMILIES[f] for f in TRAINED_QA_FAMILIES} | {"open": [([q], "") for q in open_questions()]}
+        families = _Cycle(list(pool), rng)
+        items = {f: _Cycle([it for it in v if _held_out(it[0][0]) == held], rng) for f, v in pool.items()}
+    for i in range(counts.get("voice_qa", 0)):
+        fam = next(families)
+        forms, answer = next(items[fam])
+        add("voice_qa", i, family=fam, question=str(rng.choice(forms)), answer=answer, **neural())
+    mix_ev = _Cycle(EVENT_NAMES, rng)
+    snrs = _Cycle((0, 5, 10, 20), rng)
+    for i in range(counts.get("voice_mix", 0)):
+        add("voice_mix", i, text=next(sent), event=next(mix_ev), snr_db=next(snrs), **neural())
+    quiet = _Cycle(list(QUIET_VARIETIES), rng)
+    for i in range(counts.get("quiet", 0)):
+        add("quiet", i, variety=next(quiet))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -1032,27 +1150,130 @@ SIZES: dict[str, dict[str, Any]] = {
                  test_fraction=0.1),
     # more read speech (ASR + gender) to add to a full corpus: use another --seed than that corpus's
     "speech": dict(n_speech=4000, n_qa=0, n_events=0, n_music=0, n_mix=0, n_sqa=0, test_fraction=0.01),
+    # mini v2 (issue 15): the full corpus + neural voices (about 18 h of Kokoro speech), spoken questions
+    # answered by SmolLM2, speech-free clips; hours of CPU: generate once, in the background, resumable
+    "mini-v2": dict(n_speech=1600, n_qa=600, n_events=1000, n_music=600, n_mix=600, n_sqa=200,
+                    n_voice=14000, n_voice_qa=3000, n_voice_mix=2000, n_quiet=600, no_speech=True,
+                    test_fraction=0.05),
+    # the same kinds at demo size (a few CPU-minutes): checks the neural path end to end
+    "mini-v2-sample": dict(n_speech=4, n_qa=2, n_events=4, n_music=2, n_mix=2, n_sqa=2,
+                           n_voice=8, n_voice_qa=6, n_voice_mix=2, n_quiet=4, no_speech=True,
+                           test_fraction=0.5),
 }
+CHUNK_CLIPS = 40  # clips per resumable unit (one chunks/<split>-<k>.jsonl each)
+_KINDS = ("speech", "qa", "events", "music", "mix", "voice", "voice_qa", "voice_mix", "quiet")
+
+
+def _chunk_name(split: str, k: int) -> str:
+    return f"{split}-{k:05d}.jsonl"
+
+
+def _render_chunk(task: tuple[list[dict], str]) -> int:
+    """Render a chunk of clips and write its results atomically (the marker that it is done)."""
+    jobs, path = task
+    lines = [json.dumps(_render(j), sort_keys=True) for j in jobs]
+    tmp = Path(path + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return len(jobs)
+
+
+def _read_chunk(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _check_plan(out: Path, jobs: list[dict]) -> None:
+    """Refuse to resume into a folder that holds clips of another plan (seed, size, code)."""
+    digest = hashlib.sha1(json.dumps([{k: v for k, v in j.items() if k != "root"} for j in jobs],
+                                     sort_keys=True).encode()).hexdigest()
+    plan = out / "chunks" / "plan.json"
+    if plan.is_file() and json.loads(plan.read_text())["sha1"] != digest:
+        raise SalmonnError(f"{out}: holds a corpus of another plan (other seed, size or generator version); "
+                           "write to a new folder or delete this one")
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    plan.write_text(json.dumps({"sha1": digest, "clips": len(jobs)}) + "\n")
+
+
+def _ordered_chunks(plans: dict[str, list[dict]], chunk_dir: Path) -> list[tuple[list[dict], str]]:
+    """All chunks; held-out splits first, then the kinds of a split interleaved (a partial run is balanced)."""
+    chunks = []
+    for order, (split, plan) in enumerate(sorted(plans.items(), key=lambda kv: kv[0] == "train")):
+        per_kind: dict[str, int] = {}
+        for j in plan:
+            per_kind[j["kind"]] = per_kind.get(j["kind"], 0) + 1
+        for k in range(0, len(plan), CHUNK_CLIPS):
+            first = plan[k]
+            position = first["idx"] / per_kind[first["kind"]]
+            chunks.append(((order, position), (plan[k:k + CHUNK_CLIPS], str(chunk_dir / _chunk_name(split, k // CHUNK_CLIPS)))))
+    return [c for _, c in sorted(chunks, key=lambda c: c[0])]
+
+
+def _run_chunks(chunks: list[tuple[list[dict], str]], n_total: int, workers: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    todo = [c for c in chunks if not Path(c[1]).is_file()]
+    done = n_total - sum(len(c[0]) for c in todo)
+    with tqdm(total=n_total, initial=done, desc="synth corpus", unit="clip", disable=not progress,
+              smoothing=0.05) as bar:
+        if workers == 1:
+            for c in todo:
+                bar.update(_render_chunk(c))
+            return
+        # fork where there is one: a spawned worker would re-import the package (torch, transformers)
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ctx.Pool(workers) as pool:
+            for n in pool.imap_unordered(_render_chunk, todo):
+                bar.update(n)
+
+
+def _llm_targets(results: list[dict], out: Path, progress: bool) -> dict[str, dict]:
+    """SmolLM2's answers to every neural spoken question (cached in answers.jsonl)."""
+    questions = sorted({e["question"] for r in results for e in r["entries"] if "reference" in e})
+    if not questions:
+        return {}
+    from salmonn.data.spoken_qa import llm_answers
+    return llm_answers(questions, out / "answers.jsonl", progress=progress)
+
+
+def _entries(result: dict, answers: dict[str, dict]) -> list[dict]:
+    """A clip's annotation entries; a neural spoken question gets SmolLM2's answer (or is dropped)."""
+    entries = []
+    for e in result["entries"]:
+        if "reference" in e:
+            record = answers.get(e["question"])
+            if record is None or record["drop"]:
+                continue
+            e = dict(e, text=record["answer"])
+        entries.append(e)
+    return entries
 
 
 def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 6, n_events: int = 20,
-                 n_music: int = 10, n_mix: int = 6, n_sqa: int = 8, test_fraction: float = 0.25,
+                 n_music: int = 10, n_mix: int = 6, n_sqa: int = 8, n_voice: int = 0, n_voice_qa: int = 0,
+                 n_voice_mix: int = 0, n_quiet: int = 0, no_speech: bool = False, test_fraction: float = 0.25,
                  seed: int = 0, splits: Sequence[str] = ("train", "test"), workers: int | None = None,
                  soundfont: str | os.PathLike = DEFAULT_SOUNDFONT,
                  fortunes_dir: str | os.PathLike = DEFAULT_FORTUNES_DIR,
-                 progress: bool = True) -> dict[str, Path]:
+                 progress: bool = True, partial: bool = False) -> dict[str, Path]:
     """Generate the corpus under ``out_dir``; return split -> annotation file.
 
     ``n_*`` are clip counts of the ``train`` split; every other split gets
     ``ceil(n * test_fraction)`` of each kind (from held-out sentences, voices and QA items). When
     ``n_sqa > 0`` a ``sqa_test`` split is added: spoken questions of the held-out family
-    (:data:`SQA_FAMILY`) in held-out voices. ``workers``: processes (default: CPU count); the
-    output does not depend on it. Writes ``<split>.json``, ``<split>/...wav``,
-    ``meta/<split>.jsonl``, ``prompts.json`` and ``summary.json``.
+    (:data:`SQA_FAMILY`) in held-out voices (also in neural voices when ``n_voice_qa > 0``).
+    ``n_voice``/``n_voice_qa``/``n_voice_mix``: the speech kinds again in neural voices
+    (:mod:`salmonn.data.voices`); a neural spoken question's target is SmolLM2's text answer
+    (:mod:`salmonn.data.spoken_qa`, its known answer stays as ``reference``). ``n_quiet``: clips of
+    silence, hum or noise whose asr/QA targets say there is no speech; ``no_speech`` adds that asr
+    target to the event and music clips. ``workers``: processes (default: CPU count); the output does
+    not depend on it. Clips are rendered in chunks of :data:`CHUNK_CLIPS` recorded under ``chunks/``;
+    a rerun skips finished chunks. ``partial``: write the annotations of the finished chunks only,
+    rendering nothing. Writes ``<split>.json``, ``<split>/...wav``, ``meta/<split>.jsonl``,
+    ``prompts.json`` and ``summary.json``.
     """
-    from tqdm import tqdm
-
-    counts = dict(speech=n_speech, qa=n_qa, events=n_events, music=n_music, mix=n_mix)
+    counts = dict(speech=n_speech, qa=n_qa, events=n_events, music=n_music, mix=n_mix, voice=n_voice,
+                  voice_qa=n_voice_qa, voice_mix=n_voice_mix, quiet=n_quiet)
     for k, v in [*counts.items(), ("sqa", n_sqa)]:
         if not isinstance(v, int) or v < 0:
             raise SalmonnError(f"n_{k}={v!r}: must be an integer >= 0")
@@ -1060,10 +1281,14 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
         raise SalmonnError(f"test_fraction={test_fraction!r}: must be in (0, 1]")
     splits = list(dict.fromkeys(splits))
     for s in splits:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", s) or s in ("meta", "prompts", "summary", "sqa_test"):
-            raise SalmonnError(f"split name {s!r}: use letters, digits, '_' or '-' (not meta/prompts/summary/sqa_test)")
-    need_speech = any(counts[k] for k in ("speech", "qa", "mix")) or n_sqa > 0
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", s) or s in ("meta", "prompts", "summary", "sqa_test", "chunks"):
+            raise SalmonnError(f"split name {s!r}: use letters, digits, '_' or '-' "
+                               "(not meta/prompts/summary/sqa_test/chunks)")
+    need_speech = any(counts[k] for k in ("speech", "qa", "mix", "voice", "voice_qa", "voice_mix")) or n_sqa > 0
     check_tools(speech=need_speech, music=n_music > 0, soundfont=soundfont, fortunes_dir=fortunes_dir)
+    if any(counts[k] for k in ("voice", "voice_qa", "voice_mix")):
+        from salmonn.data.voices import check_voices
+        check_voices()
     sentences = load_sentences(fortunes_dir) if need_speech else []
 
     out = Path(out_dir)
@@ -1072,40 +1297,41 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
     plans: dict[str, list[dict]] = {}
     for s in splits:
         c = counts if s == "train" else {k: math.ceil(v * test_fraction) for k, v in counts.items()}
-        plans[s] = _plan_split(s, c, seed, sentences, root, str(soundfont))
+        plans[s] = _plan_split(s, c, seed, sentences, root, str(soundfont), no_speech)
     if n_sqa > 0:
-        plans["sqa_test"] = _plan_split("sqa_test", {"qa": n_sqa}, seed, sentences, root, str(soundfont))
+        sqa = {"qa": n_sqa, "voice_qa": n_sqa if n_voice_qa else 0}
+        plans["sqa_test"] = _plan_split("sqa_test", sqa, seed, sentences, root, str(soundfont))
 
     jobs = [j for p in plans.values() for j in p]
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    results: list[dict] = []
-    if n_workers == 1:
-        with tqdm(total=len(jobs), desc="synth corpus", unit="clip", disable=not progress) as bar:
-            for j in jobs:
-                results.append(_render(j))
-                bar.update()
-    else:
-        # fork where there is one: a spawned worker would re-import the package (torch, transformers)
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(n_workers) as pool:  # before tqdm starts its monitor thread
-            with tqdm(total=len(jobs), desc="synth corpus", unit="clip", disable=not progress) as bar:
-                for r in pool.imap(_render, jobs, chunksize=2):
-                    results.append(r)
-                    bar.update()
+    _check_plan(out, jobs)
+    chunks = _ordered_chunks(plans, out / "chunks")
+    if not partial:
+        n_workers = max(1, min(workers or os.cpu_count() or 1, len(chunks) or 1))
+        _run_chunks(chunks, len(jobs), n_workers, progress)
+    results: dict[str, list[dict]] = {s: [] for s in plans}
+    for split, plan in plans.items():
+        for k in range(0, len(plan), CHUNK_CLIPS):
+            chunk = out / "chunks" / _chunk_name(split, k // CHUNK_CLIPS)
+            if chunk.is_file():
+                results[split] += _read_chunk(chunk)
+    answers = _llm_targets([r for res in results.values() for r in res], out, progress)
+    return _write_corpus(out, plans, results, answers, dict(counts, sqa=n_sqa, test_fraction=test_fraction,
+                                                              no_speech=no_speech), seed)
 
+
+def _write_corpus(out: Path, plans: dict[str, list[dict]], results: dict[str, list[dict]],
+                  answers: dict[str, dict], counts: dict[str, Any], seed: int) -> dict[str, Path]:
+    """Annotation files, per-clip metadata, prompts and the summary from the rendered clips."""
     paths: dict[str, Path] = {}
-    summary: dict[str, Any] = {
-        "seed": seed, "sample_rate": SR,
-        "counts": dict(counts, sqa=n_sqa, test_fraction=test_fraction),
-        "sqa_family": SQA_FAMILY, "splits": {},
-    }
+    summary: dict[str, Any] = {"seed": seed, "sample_rate": SR, "counts": counts, "sqa_family": SQA_FAMILY,
+                               "complete": all(len(results[s]) == len(p) for s, p in plans.items()), "splits": {}}
+    if answers:
+        reasons = [r["drop"] for r in answers.values()]
+        summary["llm_answers"] = {"questions": len(reasons), "kept": reasons.count(None),
+                                  **{f"dropped_{why}": reasons.count(why) for why in ("empty", "refusal", "echo")}}
     (out / "meta").mkdir(exist_ok=True)
-    k = 0
-    for s, plan in plans.items():
-        res = results[k:k + len(plan)]
-        k += len(plan)
-        ann = [e for r in res for e in r["entries"]]
+    for s, res in results.items():
+        ann = [e for r in res for e in _entries(r, answers)]
         p = out / f"{s}.json"
         p.write_text(json.dumps({"annotation": ann}, indent=1, ensure_ascii=True) + "\n")
         paths[s] = p
@@ -1122,10 +1348,15 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
             d["hours"] += r["seconds"] / 3600
         for d in kinds.values():
             d["hours"] = round(d["hours"], 4)
+        genders: dict[str, int] = {}
+        for r in res:
+            if "gender" in r:
+                key = f"{r.get('engine', 'espeak')} {r['gender']}"
+                genders[key] = genders.get(key, 0) + 1
         summary["splits"][s] = {
-            "annotation": p.name, "clips": len(res), "entries": len(ann),
+            "annotation": p.name, "clips": len(res), "planned_clips": len(plans[s]), "entries": len(ann),
             "hours": round(sum(r["seconds"] for r in res) / 3600, 4),
-            "tasks": dict(sorted(tasks.items())), "kinds": kinds,
+            "tasks": dict(sorted(tasks.items())), "kinds": kinds, "speakers": dict(sorted(genders.items())),
         }
     summary["total_clips"] = sum(v["clips"] for v in summary["splits"].values())
     summary["total_hours"] = round(sum(v["hours"] for v in summary["splits"].values()), 4)
@@ -1134,9 +1365,9 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
     return paths
 
 
-@command(name="data synth")
-def synth(out_dir: str, /, seed: int = 0, size: str = "small") -> None:
-    """Generate the seeded synthetic SALMONN-mini corpus into OUT_DIR.
+def synth(out_dir: str, /, seed: int = 0, size: str = "small", workers: int | None = None,
+          partial: bool = False) -> None:
+    """Generate the seeded synthetic SALMONN-mini corpus into OUT_DIR (resumable: a rerun skips finished clips).
 
     Speech (espeak-ng voices reading fortune sentences: asr, gender_recognition), spoken
     questions (QA), procedural sound events (audiocaption, sound_event), General-MIDI music
@@ -1146,14 +1377,20 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small") -> None:
     evaluation), prompts.json, summary.json and meta/. The same seed gives byte-identical files.
     --size small: 77 clips (5 min of audio, 10 MB, about 10 CPU-seconds), for demos and tests;
     --size full: 5,040 clips (4.9 h of audio, 550 MB, about 6.5 CPU-minutes) for training;
-    --size speech: 4,040 more speech clips (asr, gender) to add to a full corpus of another --seed.
-    Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min.
+    --size speech: 4,040 more speech clips (asr, gender) to add to a full corpus of another --seed;
+    --size mini-v2: full + 19,600 clips in neural voices (Kokoro; spoken questions answered by SmolLM2)
+    + 600 speech-free clips: many CPU-hours, run it in the background (nohup nice ...) and rerun to resume;
+    --size mini-v2-sample: the same kinds at demo size.
+    --partial: write the annotations of the clips finished so far (renders nothing).
+    Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min; the neural
+    voices need pip install 'salmonn[voices]' (scripts/setup.sh installs both).
     """
     if size not in SIZES:
         raise SalmonnError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
-    paths = synth_corpus(out_dir, seed=seed, **SIZES[size])
+    paths = synth_corpus(out_dir, seed=seed, workers=workers, partial=partial, **SIZES[size])
     summary = json.loads((Path(out_dir) / "summary.json").read_text())
     for split, p in paths.items():
         s = summary["splits"][split]
-        print(f"{split}: {s['clips']} clips, {s['entries']} entries, {s['hours']:.2f} h -> {p}")
+        print(f"{split}: {s['clips']} of {s['planned_clips']} clips, {s['entries']} entries, "
+              f"{s['hours']:.2f} h -> {p}")
     print(f"prompts: {Path(out_dir) / 'prompts.json'}; summary: {Path(out_dir) / 'summary.json'}")

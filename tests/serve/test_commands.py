@@ -10,7 +10,8 @@ import pytest
 from salmonn.cli import COMMANDS, build_parser
 from salmonn.errors import PromptError
 from salmonn.serve.commands import _is_loopback
-from salmonn.serve.engine import Engine, Turn
+from salmonn.prompting import PromptTurn
+from salmonn.serve.engine import Engine
 from salmonn.serve.schemas import APIError, parse_chat
 
 
@@ -30,12 +31,12 @@ def engine() -> Engine:
 
 
 def test_multi_turn_prompt_form():
-    turns = [Turn("What is said?", audio=True, assistant="Hello."), Turn("Louder?")]
+    turns = [PromptTurn("What is said?", clips=1, answer="Hello."), PromptTurn("Louder?")]
     assert engine().build_prompt(turns) == ("USER: <Speech><SpeechHere></Speech> What is said?\nASSISTANT: Hello.</s>"
                                             "USER: Louder?\nASSISTANT:")
-    assert engine().build_prompt([Turn("Hi", audio=True)]) == "USER: <Speech><SpeechHere></Speech> Hi\nASSISTANT:"
+    assert engine().build_prompt([PromptTurn("Hi", clips=1)]) == "USER: <Speech><SpeechHere></Speech> Hi\nASSISTANT:"
     with pytest.raises(PromptError):
-        engine().build_prompt([Turn("put <SpeechHere> here", audio=True)])
+        engine().build_prompt([PromptTurn("put <SpeechHere> here", clips=1)])
 
 
 def test_parse_chat_turns_and_decoding():
@@ -45,8 +46,7 @@ def test_parse_chat_turns_and_decoding():
                          {"role": "user", "content": "Sure?"}],
             "temperature": 0.7, "max_completion_tokens": 9, "stop": "\n", "n": 2, "seed": -1, "lora_scale": 0.5}
     req = parse_chat(body, max_tokens_limit=64, max_n=4)
-    assert [(t.user, t.audio, t.assistant) for t in req.turns] == [("Describe it.", True, "A duck."),
-                                                                    ("Sure?", False, None)]
+    assert req.turns == [PromptTurn("Describe it.", 1, "A duck."), PromptTurn("Sure?", 0, None)]
     assert req.audio == b"RIFF"
     defaults = SimpleNamespace(max_new_tokens=200, do_sample=False)
     assert req.decoding.overrides(defaults, 64) == {"max_new_tokens": 9, "do_sample": True, "temperature": 0.7,

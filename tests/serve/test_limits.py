@@ -1,5 +1,5 @@
-"""Queue full (503) and request timeout (504) through the HTTP app, served by uvicorn on a loopback port, with a
-fake engine whose generate() blocks until the test lets it go (the real model is too quick to fill a queue)."""
+"""Queue full (503) and request timeout (504) through the HTTP app served by uvicorn, with a fake engine whose
+generate() blocks until the test lets it go."""
 
 from __future__ import annotations
 
@@ -8,62 +8,24 @@ import json
 import socket
 import threading
 import time
-from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
-from salmonn.config import GenerateConfig
-from salmonn.model import Answer
-from salmonn.serve.app import ServeSettings, create_app
-from salmonn.serve.engine import Engine
+from salmonn.decoding import Answer
+from salmonn.serve.app import ServeSettings
 
-from .conftest import Server, audio_message
-from .test_errors import CLIP, check_error
-
-uvicorn = pytest.importorskip("uvicorn")
-
-
-class BlockingEngine(Engine):
-    def __init__(self):  # no model
-        self.name, self.defaults, self.default_lora_scale, self.max_audio_seconds = "fake", GenerateConfig(), 1.0, 30
-        self.gate, self.calls = threading.Event(), []
-        self.model = SimpleNamespace(tokenizer=None)
-
-    def load_audio(self, data, label="audio"):
-        return np.zeros(16000, np.float32)
-
-    def build_prompt(self, turns):
-        return f"USER: <Speech><SpeechHere></Speech> {turns[-1].user}\nASSISTANT:"
-
-    def prompt_tokens(self, prompt, wav):
-        return 100
-
-    def run(self, rows, overrides, lora_scale, streamer=None):
-        self.calls.append(len(rows))
-        self.gate.wait(30)
-        return [Answer(text="fine", token_ids=[5, 6]) for _ in rows]
+from .fakes import BODY, BlockingEngine, serving
+from .test_errors import check_error
 
 
 @pytest.fixture
 def fake_server():
     engine = BlockingEngine()
-    app = create_app(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, max_queue=2, request_timeout=2.0))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield Server(None, sock.getsockname()[1], None), engine
-    engine.gate.set()
-    server.should_exit = True
-    thread.join(10)
-
-
-BODY = {"model": "fake", "max_tokens": 2, "messages": audio_message(CLIP, "Hi")}
+    with serving(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, max_queue=2, request_timeout=2.0)) as (
+            server, _, _):
+        yield server, engine
 
 
 def test_full_queue_is_503_and_slow_requests_are_504(fake_server):
@@ -108,7 +70,8 @@ class StreamingEngine(BlockingEngine):
     def __init__(self):
         super().__init__()
         self.model = SimpleNamespace(tokenizer=SimpleNamespace(
-            decode=lambda ids, skip_special_tokens=True: "".join(f"t{i} " for i in ids)))
+            eos_token_id=None, decode=lambda ids, skip_special_tokens=True: "".join(f"t{i} " for i in ids),
+            convert_ids_to_tokens=lambda ids: [f"t{i}" for i in ids]))
         self.puts, self.stopped = 0, threading.Event()
 
     def run(self, rows, overrides, lora_scale, streamer=None):
@@ -127,16 +90,8 @@ class StreamingEngine(BlockingEngine):
 
 def test_a_client_leaving_a_stream_stops_its_generation():
     engine = StreamingEngine()
-    app = create_app(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, request_timeout=60))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.02)
-        conn = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=30)
+    with serving(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, request_timeout=60)) as (server, _, _):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         conn.request("POST", "/v1/chat/completions", body=json.dumps(
             {**BODY, "stream": True, "temperature": 0, "num_beams": 1}), headers={"Content-Type": "application/json"})
         response = conn.getresponse()
@@ -150,8 +105,5 @@ def test_a_client_leaving_a_stream_stops_its_generation():
         conn.close()
         assert engine.stopped.wait(10), f"generation went on after the client left ({engine.puts} tokens)"
         assert engine.puts < 500
-        health = Server(None, sock.getsockname()[1], None).health()
+        health = server.health()
         assert health["status"] == "ok" and health["queued"] == 0
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -4,7 +4,8 @@ Requests become `Job`s. The worker takes the oldest pending job, waits up to `ma
 arrival) for more jobs with the *same key* (the same decoding settings and LoRA scale) until `max_batch_size`
 rows are gathered, and hands them to `run` in one call. Jobs with other keys wait for a later batch, so one
 generate() call never mixes settings. A job marked `alone` (a token stream) always runs on its own. The queue of
-pending jobs is bounded: `submit` raises `QueueFull` beyond `max_queue`.
+pending jobs is bounded: `submit` raises `QueueFull` beyond `max_queue`. `drain` (at shutdown) fails every job
+that has not started with `ShuttingDown` and refuses new ones, so only the running batch is waited for.
 
 The model is only ever touched from the worker thread; callers wait on a `concurrent.futures.Future`.
 """
@@ -15,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable, Hashable
@@ -24,6 +26,10 @@ log = logging.getLogger("salmonn.serve")
 
 class QueueFull(Exception):
     """The bounded queue of pending jobs is full."""
+
+
+class ShuttingDown(Exception):
+    """The server is draining: the job was not started and will not be."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -49,10 +55,11 @@ class Batcher:
         self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait_ms / 1000.0, max_queue
         self._pending: list[Job] = []
         self._cv = threading.Condition()
-        self._stopping = False
+        self._stopping = self._draining = False
         self._thread = threading.Thread(target=self._loop, name="salmonn-model-worker", daemon=True)
         self.busy = False
-        self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "rejected": 0, "errors": 0}
+        self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "rejected": 0, "errors": 0,
+                      "busy_seconds": 0.0}
 
     # ------------------------------------------------------------------ caller side (any thread)
     def start(self) -> "Batcher":
@@ -69,10 +76,21 @@ class Batcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def drain(self) -> None:
+        """Fail the jobs that have not started with ShuttingDown and refuse new ones; the running batch finishes."""
+        with self._cv:
+            self._draining = True
+            for job in self._pending:
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(ShuttingDown("the server is shutting down"))
+            self._pending.clear()
+
     def submit(self, job: Job) -> concurrent.futures.Future:
         with self._cv:
             if self._stopping:
                 raise RuntimeError("the batcher is stopped")
+            if self._draining:
+                raise ShuttingDown("the server is shutting down")
             if len(self._pending) >= self.max_queue:
                 self.stats["rejected"] += 1
                 raise QueueFull(f"{len(self._pending)} requests are waiting (max_queue={self.max_queue})")
@@ -91,6 +109,21 @@ class Batcher:
     @property
     def queued(self) -> int:
         return len(self._pending)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def accepting(self) -> bool:
+        """False when a new job would be refused (the queue is full, or the server is draining)."""
+        return not self._draining and len(self._pending) < self.max_queue
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely moved on: the batches ahead of a new job at the mean batch time."""
+        mean = self.stats["busy_seconds"] / self.stats["batches"] if self.stats["batches"] else 1.0
+        batches_ahead = math.ceil(len(self._pending) / self.max_batch_size) + 1
+        return max(1, min(60, math.ceil(batches_ahead * mean)))
 
     # ------------------------------------------------------------------ worker thread
     def _next_batch(self) -> list[Job] | None:
@@ -129,11 +162,12 @@ class Batcher:
             batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
-            self.busy = True
+            self.busy, started = True, time.monotonic()
             try:
                 self._execute(batch)
             finally:
                 self.busy = False
+                self.stats["busy_seconds"] += time.monotonic() - started
 
     def _execute(self, batch: list[Job]) -> None:
         rows = sum(job.rows for job in batch)

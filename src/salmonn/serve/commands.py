@@ -8,7 +8,6 @@ import socket
 import sys
 import threading
 
-from ..cli import _load_model, command
 from ..errors import ConfigError, SalmonnError
 
 
@@ -34,38 +33,26 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(config: str | None, host: str, port: int, api_key: str | None, model_name: str,
-               max_batch_size: int, max_wait_ms: float, max_queue: int, request_timeout: float, max_body_mb: float,
-               max_audio_seconds: float, max_tokens_limit: int, examples: str | None, log_level: str,
-               overrides: list[str], open_browser: bool = False) -> None:
-    import uvicorn
-
+def run_server(config: str | None, overrides: list[str], *, host: str, port: int, model_name: str,
+               max_audio_seconds: float, log_level: str, open_browser: bool = False, **limits) -> None:
+    """Load the model and serve it; `limits` are ServeSettings fields (max_queue, request_timeout, ...)."""
     from .app import ServeSettings, create_app
     from .engine import Engine
 
-    for name, value in (("max_batch_size", max_batch_size), ("max_queue", max_queue), ("max_tokens_limit",
-                                                                                        max_tokens_limit)):
-        if value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    for name, value in (("max_wait_ms", max_wait_ms), ("request_timeout", request_timeout),
-                        ("max_body_mb", max_body_mb), ("max_audio_seconds", max_audio_seconds)):
-        if not value >= 0 or (name != "max_wait_ms" and value == 0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    if examples is not None and not os.path.isdir(examples):
-        raise ConfigError(f"--examples {examples}: not a directory")
-    api_key = api_key or os.environ.get("SALMONN_API_KEY") or None
+    _check_limits(dict(limits, max_audio_seconds=max_audio_seconds))
+    if limits.get("examples_dir") is not None and not os.path.isdir(limits["examples_dir"]):
+        raise ConfigError(f"--examples {limits['examples_dir']}: not a directory")
+    limits["api_key"] = limits.get("api_key") or os.environ.get("SALMONN_API_KEY") or None
     sock = _listen(host, port)  # fail fast, before the model loads, when the port is taken
     port = sock.getsockname()[1]
-    if not _is_loopback(host) and not api_key:
+    if not _is_loopback(host) and not limits["api_key"]:
         print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the model",
               file=sys.stderr)
     print(f"loading the model ({config or 'default'}) ...", file=sys.stderr, flush=True)
-    engine = Engine(_load_model(config, overrides), name=model_name, max_audio_seconds=max_audio_seconds)
-    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             request_timeout=request_timeout, max_body_mb=max_body_mb,
-                             max_tokens_limit=max_tokens_limit, api_key=api_key, examples_dir=examples)
-    app = create_app(engine, settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_keep_alive=30))
+    from ..builder import load_model
+    engine = Engine(load_model(config, overrides), name=model_name, max_audio_seconds=max_audio_seconds)
+    settings = ServeSettings(**limits)
+    server = make_server(create_app(engine, settings), log_level, settings.drain_timeout)
     shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
 
@@ -82,24 +69,51 @@ def run_server(config: str | None, host: str, port: int, api_key: str | None, mo
     server.run(sockets=[sock])
 
 
-@command
+def _check_limits(limits: dict) -> None:
+    for name in ("max_batch_size", "max_queue", "max_tokens_limit"):
+        if name in limits and limits[name] < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {limits[name]}")
+    for name in ("max_wait_ms", "drain_timeout", "request_timeout", "max_body_mb", "max_audio_seconds"):
+        value = limits.get(name, 1)
+        if not value >= 0 or (name not in ("max_wait_ms", "drain_timeout") and value == 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def make_server(app, log_level: str, drain_timeout: float):
+    """uvicorn for `app`. On SIGTERM / Ctrl-C the queued requests are refused at once (503) and the running ones
+    get `drain_timeout` seconds before they are cancelled: a shutdown never waits for the whole queue."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # a signal handler must not take the batcher's lock (the interrupted code may hold it): drain elsewhere
+            threading.Thread(target=app.state.batcher.drain, daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(uvicorn.Config(app, log_level=log_level, timeout_keep_alive=30,
+                                         timeout_graceful_shutdown=drain_timeout))
+
+
 def serve(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           model_name: str = "salmonn", max_batch_size: int = 8, max_wait_ms: float = 10.0, max_queue: int = 128,
-          request_timeout: float = 300.0, max_body_mb: float = 25.0, max_audio_seconds: float = 300.0,
-          max_tokens_limit: int = 1024, examples: str | None = None, log_level: str = "info",
-          overrides: list[str] = ()) -> None:
+          request_timeout: float = 300.0, drain_timeout: float = 10.0, max_body_mb: float = 25.0,
+          max_audio_seconds: float = 300.0, max_tokens_limit: int = 1024, examples: str | None = None,
+          log_level: str = "info", overrides: list[str] = ()) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (+ the web demo at /).
 
     Endpoints: POST /v1/chat/completions (messages with text and input_audio parts, stream, n, stop, seed,
     lora_scale), POST /v1/audio/transcriptions, GET /v1/models, GET /health. Concurrent requests with the same
     decoding settings are answered in batches of up to --max-batch-size, gathered for at most --max-wait-ms.
-    Binds to 127.0.0.1 by default; --api-key (or $SALMONN_API_KEY) makes /v1/* require 'Bearer KEY'.
+    Binds to 127.0.0.1 by default; --api-key (or $SALMONN_API_KEY) makes /v1/* require 'Bearer KEY'. On SIGTERM
+    queued requests get 503 at once and running ones --drain-timeout seconds to finish.
     """
-    run_server(config, host, port, api_key, model_name, max_batch_size, max_wait_ms, max_queue, request_timeout,
-               max_body_mb, max_audio_seconds, max_tokens_limit, examples, log_level, list(overrides))
+    run_server(config, list(overrides), host=host, port=port, model_name=model_name,
+               max_audio_seconds=max_audio_seconds, log_level=log_level, api_key=api_key,
+               max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+               request_timeout=request_timeout, drain_timeout=drain_timeout, max_body_mb=max_body_mb,
+               max_tokens_limit=max_tokens_limit, examples_dir=examples)
 
 
-@command
 def demo(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
          model_name: str = "salmonn", max_batch_size: int = 8, max_wait_ms: float = 10.0,
          max_audio_seconds: float = 300.0, examples: str | None = None, no_browser: bool = False,
@@ -110,5 +124,6 @@ def demo(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, a
     the LoRA scale, and watch the answer stream in. Same server as `salmonn serve`; --no-browser only prints
     the address.
     """
-    run_server(config, host, port, api_key, model_name, max_batch_size, max_wait_ms, 128, 300.0, 25.0,
-               max_audio_seconds, 1024, examples, log_level, list(overrides), open_browser=not no_browser)
+    run_server(config, list(overrides), host=host, port=port, model_name=model_name,
+               max_audio_seconds=max_audio_seconds, log_level=log_level, open_browser=not no_browser,
+               api_key=api_key, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, examples_dir=examples)

@@ -1,5 +1,5 @@
-"""What the server needs from a SALMONN model, in one place: audio decoding and limits, prompts, token counts,
-and one batched generate() call with its decoding settings and LoRA scale.
+"""What the server needs from a SALMONN model, in one place: audio decoding and limits, prompts, token counts
+against the LLM's context, and one batched generate() call with its decoding settings and LoRA scale.
 
 Everything except `run` is safe to call from any thread (no model state is touched); `run` is only called on the
 batcher's worker thread.
@@ -7,26 +7,27 @@ batcher's worker thread.
 
 from __future__ import annotations
 
-import dataclasses
-import io
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from .. import audio as A
-from ..errors import AudioError
-from ..model import AUDIO_PLACEHOLDER, Answer
-from ..prompting import PromptTurn, render_text
+from ..decoding import Answer, cut_at_stop
+from ..errors import AudioError, PromptError
+from ..frames import clip_tokens
+from ..prompting import AUDIO_PLACEHOLDER, PromptTurn, render_text
 
 ASR_INSTRUCTION = "Recognize the speech and give me the transcription."
+DURATION_SLACK = 0.05  # s: header durations are rounded
 
 
-@dataclasses.dataclass
-class Turn:
-    """One user turn (+ the assistant's answer to it, for earlier turns of a conversation)."""
-    user: str
-    audio: bool = False  # the clip belongs to this turn
-    assistant: str | None = None
+class AudioTooLong(AudioError):
+    """Audio longer than the server accepts."""
+
+
+class ContextExceeded(PromptError):
+    """A prompt whose tokens and max_tokens do not fit in the LLM's context."""
 
 
 class Engine:
@@ -37,70 +38,79 @@ class Engine:
         self.defaults = model.config.generate
         self.default_lora_scale = float(m.lora_scale)
         self.template, self.end_sym = m.prompt_template, m.end_sym
-        self.truncate_long = m.long_audio == "truncate"
-        # audio tokens per <=30 s segment (also warms the encoders up)
-        self.tokens_per_segment = int(model.encode_audio([(np.zeros(A.SAMPLE_RATE, np.float32), A.SAMPLE_RATE)])[0]
-                                      .shape[0])
+        self.context = int(model.llama_model.config.max_position_embeddings)
+        self.longest_token_chars = _longest_token_chars(model.tokenizer)
+        model.encode_audio([(np.zeros(A.SAMPLE_RATE, np.float32), A.SAMPLE_RATE)])  # warm the encoders up
 
     # ------------------------------------------------------------------ audio
-    def probe_seconds(self, data: bytes) -> float | None:
-        """Duration from the file header when it can be read cheaply (None: unknown until decoded)."""
-        try:
-            import soundfile as sf
-            info = sf.info(io.BytesIO(data))
-            if info.samplerate > 0 and info.frames > 0:
-                return info.frames / info.samplerate
-        except Exception:  # noqa: BLE001 - not a soundfile format: ask the container
-            pass
-        try:
-            import av
-            with av.open(io.BytesIO(data)) as container:
-                if container.duration:
-                    return container.duration / 1_000_000
-        except Exception:  # noqa: BLE001
-            pass
-        return None
-
     def load_audio(self, data: bytes, label: str = "audio") -> np.ndarray:
-        """Encoded audio bytes -> 16 kHz mono float32; AudioError (one line) when unusable or too long."""
+        """Encoded audio bytes -> 16 kHz mono float32; AudioError (one line) when unusable or too long. Decoding
+        stops as soon as the limit is passed, whatever the header says (or does not say)."""
         if not data:
             raise AudioError(f"{label}: empty audio")
         limit = self.max_audio_seconds
-        seconds = self.probe_seconds(data)
-        if seconds is not None and seconds > limit + 0.05:
-            raise AudioTooLong(f"{label}: {seconds:.1f} s is longer than this server's limit of {limit:g} s")
+        declared = A.probe_seconds(data)
+        if declared is not None and declared > limit + DURATION_SLACK:
+            raise self._too_long(label, f"{declared:.1f} s")
         m = self.model.config.model
         try:
-            wav = A.load_audio(data, channel=m.channel, resample=m.resample, name=label)
+            segments = list(A.iter_segments(data, channel=m.channel, resample=m.resample, name=label,
+                                            max_seconds=limit + DURATION_SLACK))
+        except A.AudioTooLong:
+            raise self._too_long(label, f"more than {limit:g} s") from None
         except AudioError:
             raise
         except Exception as err:  # noqa: BLE001 - a decoder failure is a property of the input
             raise AudioError(f"{label}: could not decode the audio ({type(err).__name__}: {err})") from None
-        seconds = len(wav) / A.SAMPLE_RATE
-        if seconds > limit + 0.05:
-            raise AudioTooLong(f"{label}: {seconds:.1f} s is longer than this server's limit of {limit:g} s")
-        return wav
+        return np.concatenate(segments)
+
+    def _too_long(self, label: str, seconds: str) -> AudioTooLong:
+        return AudioTooLong(f"{label}: {seconds} is longer than this server's limit of {self.max_audio_seconds:g} s")
 
     def audio_tokens(self, wav: np.ndarray) -> int:
-        segments = 1 if self.truncate_long else len(A.split_segments(wav))
-        return segments * self.tokens_per_segment
+        return clip_tokens(len(wav), self.model.config.model)
 
     # ------------------------------------------------------------------ prompts
-    def build_prompt(self, turns: Sequence[Turn]) -> str:
-        """The full templated prompt, rendered by salmonn.prompting.render_text (the form ChatSession uses too):
-        each earlier turn as template(user) + " " + answer + end_sym, then template(last user turn); the clip's
-        `<Speech><SpeechHere></Speech> ` prefix goes into the user turn that carried the audio. Answers come from
-        the client as text, so they are re-tokenised with the rest of the prompt."""
-        return render_text([PromptTurn(t.user, int(t.audio), t.assistant) for t in turns], self.template,
-                           self.end_sym, hint="send the audio as an input_audio part instead")
+    def build_prompt(self, turns: Sequence[PromptTurn]) -> str:
+        """The full templated prompt, rendered by salmonn.prompting.render_text (the form ChatSession uses too).
+        Answers come from the client as text, so they are re-tokenised with the rest of the prompt."""
+        return render_text(turns, self.template, self.end_sym, hint="send the audio as an input_audio part instead")
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenizer(text, add_special_tokens=False).input_ids)
 
-    def prompt_tokens(self, prompt: str, wav: np.ndarray) -> int:
-        """BOS + text tokens around the audio + audio tokens: the LLM input length of this prompt."""
+    def prompt_tokens(self, prompt: str, wav: np.ndarray, max_new_tokens: int | None = None) -> int:
+        """BOS + text tokens around the audio + audio tokens: the LLM input length of this prompt. With
+        `max_new_tokens`, ContextExceeded when the prompt and the answer cannot fit in the LLM's context; a text
+        too long for any tokenisation to fit is refused before it is tokenised."""
+        audio = self.audio_tokens(wav)
         before, after = prompt.split(AUDIO_PLACEHOLDER)
-        return 1 + self.count_tokens(before) + self.audio_tokens(wav) + self.count_tokens(after)
+        if max_new_tokens is not None:
+            at_least = 1 + audio + math.ceil((len(before) + len(after)) / self.longest_token_chars)
+            self._check_fits(at_least, audio, max_new_tokens, "at least ")
+        tokens = 1 + self.count_tokens(before) + audio + self.count_tokens(after)
+        if max_new_tokens is not None:
+            self._check_fits(tokens, audio, max_new_tokens)
+        return tokens
+
+    def _check_fits(self, tokens: int, audio: int, max_new_tokens: int, qualifier: str = "") -> None:
+        if tokens + max_new_tokens > self.context:
+            raise ContextExceeded(
+                f"the prompt is {qualifier}{tokens} tokens ({audio} of them audio) and max_tokens is "
+                f"{max_new_tokens}: together more than the model's context of {self.context} tokens; shorten the "
+                "conversation or the audio, or ask for fewer max_tokens")
+
+    # ------------------------------------------------------------------ answers
+    def finish(self, answer: Answer, overrides: dict[str, Any]) -> tuple[str, str]:
+        """(text, finish_reason): text cut before the first stop string; "length" when max_tokens ran out without
+        an end of sequence or a stop string."""
+        stops = overrides.get("stop", self.defaults.stop) or []
+        text, found = cut_at_stop(answer.text, stops)
+        if found or (stops and cut_at_stop(self.model.tokenizer.decode(answer.token_ids, skip_special_tokens=True),
+                                           stops)[1]):
+            return text, "stop"  # (the model cuts the text before the stop string itself)
+        limit = overrides.get("max_new_tokens", self.defaults.max_new_tokens)
+        return text, "length" if len(answer.token_ids) >= limit else "stop"
 
     # ------------------------------------------------------------------ generation (worker thread only)
     def run(self, rows: list[tuple[np.ndarray, str]], overrides: dict[str, Any], lora_scale: float,
@@ -116,5 +126,8 @@ class Engine:
                 model.set_lora_scale(self.default_lora_scale)
 
 
-class AudioTooLong(AudioError):
-    """Audio longer than the server accepts."""
+def _longest_token_chars(tokenizer) -> int:
+    """The most characters of text one token can stand for (a bound: no text of n characters is fewer than
+    n / this tokens). Token strings spell a text's characters or bytes, so their lengths bound it from above."""
+    vocabulary = tokenizer.get_vocab()
+    return max(1, max(len(token) for token in vocabulary))

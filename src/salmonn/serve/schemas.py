@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from .engine import Turn
+from ..prompting import PromptTurn
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "mp4")
 MAX_STOP = 4
@@ -25,9 +25,9 @@ class APIError(Exception):
     """An error answered as `{"error": {"message", "type", "param", "code"}}` with an HTTP status."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str | None = None):
+                 type: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
         self.type = type or {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
                              413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error",
                              504: "timeout_error"}.get(status, "server_error" if status >= 500 else
@@ -78,7 +78,7 @@ class Decoding:
 
 @dataclasses.dataclass
 class ChatRequest:
-    turns: list[Turn]
+    turns: list[PromptTurn]
     audio: bytes
     audio_param: str
     decoding: Decoding
@@ -121,6 +121,8 @@ def parse_decoding(body: dict, max_tokens_limit: int, max_n: int) -> Decoding:
         stops = [stop] if isinstance(stop, str) else stop
         if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
             raise bad("'stop' must be a non-empty string or a list of non-empty strings", "stop", "invalid_type")
+        for i, s in enumerate(stops):
+            check_text(s, "stop" if isinstance(stop, str) else f"stop[{i}]")
         if len(stops) > MAX_STOP:
             raise bad(f"'stop' takes at most {MAX_STOP} sequences, got {len(stops)}", "stop")
         d.stop = stops or None
@@ -142,6 +144,18 @@ def check_unsupported(body: dict) -> None:
     if modalities is not None and modalities != ["text"]:
         raise bad("SALMONN answers in text only: modalities must be [\"text\"]", "modalities",
                   "unsupported_parameter")
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def check_text(text: str, param: str) -> str:
+    """`text`, unless it holds a lone UTF-16 surrogate (a JSON "\\ud800" escape), which no tokenizer can encode."""
+    found = _SURROGATE.search(text)
+    if found:
+        raise bad(f"the text holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x} at character "
+                  f"{found.start()}), which is not a character: send valid Unicode", param, "invalid_text")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- messages
@@ -176,7 +190,7 @@ def _looks_base64(data: str) -> bool:
 def _message_parts(content: Any, param: str) -> list[tuple[str, Any, str]]:
     """(kind, value, param) for a message's content: ("text", str) or ("audio", (data, format))."""
     if isinstance(content, str):
-        return [("text", content, param)]
+        return [("text", check_text(content, param), param)]
     if not isinstance(content, list):
         raise bad("message content must be a string or a list of content parts", param, "invalid_type")
     parts = []
@@ -188,7 +202,7 @@ def _message_parts(content: Any, param: str) -> list[tuple[str, Any, str]]:
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise bad("a text part needs a string 'text'", f"{where}.text", "invalid_type")
-            parts.append(("text", part["text"], f"{where}.text"))
+            parts.append(("text", check_text(part["text"], f"{where}.text"), f"{where}.text"))
         elif kind == "input_audio":
             audio = part.get("input_audio")
             if not isinstance(audio, dict):
@@ -233,7 +247,7 @@ def parse_chat(body: Any, max_tokens_limit: int, max_n: int) -> ChatRequest:
         raise bad("'messages' must be a non-empty list of messages", "messages",
                   "missing_required_parameter" if messages is None else "invalid_type")
 
-    turns: list[Turn] = []
+    turns: list[PromptTurn] = []
     audio: tuple[Any, str] | None = None
     last_role = None
     for i, message in enumerate(messages):
@@ -255,18 +269,18 @@ def parse_chat(body: Any, max_tokens_limit: int, max_n: int) -> ChatRequest:
                 raise bad("assistant messages cannot carry audio", audios[0][1], "unsupported_content")
             if last_role != "user":
                 raise bad("an assistant message must follow a user message", f"{param}.role")
-            turns[-1].assistant = text
+            turns[-1] = dataclasses.replace(turns[-1], answer=text)
         else:
             if last_role == "user":  # consecutive user messages form one turn
-                turns[-1].user = " ".join(t for t in (turns[-1].user, text) if t)
+                turns[-1] = dataclasses.replace(turns[-1], user=" ".join(t for t in (turns[-1].user, text) if t))
             else:
-                turns.append(Turn(user=text))
+                turns.append(PromptTurn(user=text))
             for value, where in audios:
                 if audio is not None:
                     raise bad("only one audio clip per conversation is supported (SALMONN hears one clip per "
                               "prompt)", where, "too_many_audio")
                 audio = (value, where)
-                turns[-1].audio = True
+                turns[-1] = dataclasses.replace(turns[-1], clips=1)
         last_role = role
     if last_role != "user":
         raise bad("the last message must be a user message (the instruction to answer)",
@@ -280,3 +294,23 @@ def parse_chat(body: Any, max_tokens_limit: int, max_n: int) -> ChatRequest:
     raw = decode_base64_audio(audio[0], audio[1])
     return ChatRequest(turns=turns, audio=raw, audio_param=audio[1], decoding=decoding, stream=stream,
                        include_usage=bool(options.get("include_usage")), model=model)
+
+
+def parse_transcription(form, max_tokens_limit: int) -> tuple[Any, str, Decoding]:
+    """(the uploaded file, response_format, decoding) of a /v1/audio/transcriptions form."""
+    upload = form.get("file")
+    if isinstance(upload, str) or upload is None or not hasattr(upload, "read"):
+        raise bad("missing 'file': upload the audio as a multipart file field named 'file'", "file",
+                  "missing_required_parameter")
+    response_format = form.get("response_format") or "json"
+    if response_format not in ("json", "text"):
+        raise bad(f"response_format must be 'json' or 'text' (got {response_format!r})", "response_format",
+                  "unsupported_value")
+    fields = {}
+    temperature = form.get("temperature")
+    if isinstance(temperature, str) and temperature.strip():
+        try:
+            fields["temperature"] = float(temperature)
+        except ValueError:
+            raise bad("'temperature' must be a number", "temperature", "invalid_type") from None
+    return upload, response_format, parse_decoding(fields, max_tokens_limit, 1)

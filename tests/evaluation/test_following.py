@@ -35,6 +35,36 @@ def test_spoken_qa_rule(answer: str, follows: bool):
     assert FOLLOWING_RULES["QA"](answer, {"Q": QUESTION["transcript"]}) is follows
 
 
+OPPOSITE = {"question": "what is the opposite of hard", "Q": "", "text": "soft", "task": "QA"}  # a sqa_test record
+SUM = {"question": "what is two plus eight", "reference": "ten", "text": "Two plus eight is ten."}  # neural QA
+OPEN = {"question": "what is a bicycle used for", "text": "A bicycle is used for riding from place to place."}
+
+
+@pytest.mark.parametrize("answer, sample, follows", [
+    ("soft", OPPOSITE, True),
+    ("The opposite of hard is soft.", OPPOSITE, True),
+    ("what is the object of the hand", OPPOSITE, False),   # the audit's garbled copy: WER 0.5, scored as following before
+    ("what is the opposite of soft", OPPOSITE, False),     # contains the answer, but is a near-echo
+    ("hard", OPPOSITE, False),                             # wrong answer
+    ("male", OPPOSITE, False),                             # a trained task's label (True before)
+    ("dog barking", OPPOSITE, False),
+    ("It is 10.", SUM, True),                              # numbers normalised: "ten" == "10"
+    ("two plus eight is eleven", SUM, False),
+    ("You use it for riding to work.", OPEN, True),          # no reference: anything that answers
+    ("A piano.", OPEN, False),                             # label with an article
+    ("female", OPEN, False),
+    ("what is the bicycle used for", OPEN, False),         # near-echo without a reference
+    ("what is a bicycle", OPEN, False),                    # WER 0.33 of the question
+])
+def test_spoken_qa_is_scored_against_references_and_rejects_labels_and_near_echoes(answer, sample, follows):
+    assert F.follows_spoken_qa(answer, sample) is follows
+
+
+def test_labels_come_from_the_trained_tasks():
+    assert F.is_label("Dog barking.") and F.is_label("a violin") and F.is_label("Female")
+    assert not F.is_label("a dog is barking in the yard") and not F.is_label("paris")
+
+
 def test_story_rule():
     rule = FOLLOWING_RULES["audio_story_telling"]
     assert len(STORY.split()) >= 30 and rule(STORY, {"caption": "Rain falls on a roof while a dog sleeps."})

@@ -1381,9 +1381,14 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small", workers: int | No
     --size mini-v2: full + 19,600 clips in neural voices (Kokoro; spoken questions answered by SmolLM2)
     + 600 speech-free clips: many CPU-hours, run it in the background (nohup nice ...) and rerun to resume;
     --size mini-v2-sample: the same kinds at demo size.
-    --partial: write the annotations of the clips finished so far (renders nothing).
     Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min; the neural
-    voices need pip install 'salmonn[voices]' (scripts/setup.sh installs both).
+    voices need pip install 'salmonn[voices]' (scripts/setup.sh --test installs both).
+
+    Options:
+      seed: the corpus seed (the held-out sentences, voices and questions do not depend on it)
+      size: small, full, speech, mini-v2 or mini-v2-sample
+      workers: processes (default: CPU count); the output does not depend on it
+      partial: write the annotations of the clips finished so far and render nothing
     """
     if size not in SIZES:
         raise SalmonnError(f"--size {size!r}: choose one of {', '.join(SIZES)}")

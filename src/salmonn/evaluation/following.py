@@ -7,7 +7,14 @@ followed the instruction. The following rate is the share of answers for which t
 
 Sample fields the rules read (all optional; a missing field disables the check that needs it):
 ``transcript`` (what is said in the audio, e.g. the spoken question), ``Q`` or ``question``
-(the text question of the prompt), ``caption`` (a caption of the audio).
+(the text question of the prompt), ``caption`` (a caption of the audio), ``reference`` (the known
+answer of a spoken question; the synthetic corpus's QA records with a ``question`` and a short ``text``
+carry it as ``text``).
+
+Spoken QA is scored strictly (an outside audit found that a garbled copy of the question and a trained
+task's label passed as "following"): with a known answer the answer must contain it; without one it
+must not be a near-echo (WER <= 0.5 against the question) nor a trained task's label ("male", "dog
+barking", "piano"...).
 
 Shared definitions:
 - *empty*: no word characters after stripping.
@@ -19,6 +26,7 @@ Shared definitions:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -33,6 +41,8 @@ Sample = Mapping[str, Any]
 Rule = Callable[[str, Sample], bool]
 
 ECHO_WER = 0.3
+NEAR_ECHO_WER = 0.5  # spoken QA: "what is the object of the hand" for "what is the opposite of hard" is 0.5
+REFERENCE_MAX_WORDS = 4  # a synthetic QA record's ``text`` this short is its known answer
 STORY_MIN_WORDS = 30
 STORY_MIN_SENTENCES = 2
 KEYWORD_MAX_WORDS = 40
@@ -106,9 +116,54 @@ def _script_of(char: str) -> str:
     return "other"
 
 
+@functools.cache
+def trained_labels() -> frozenset[str]:
+    """Answers of SALMONN-mini's closed-set tasks (genders, sound events, instruments), normalised."""
+    from salmonn.data.synth import EVENT_NAMES, INSTRUMENT_NAMES
+
+    return frozenset(normalize_english(x) for x in ("male", "female", "man", "woman", *EVENT_NAMES, *INSTRUMENT_NAMES))
+
+
+def is_label(answer: str) -> bool:
+    """True when the answer is just a trained task's label ("male", "dog barking", "a piano.")."""
+    words = [w for w in normalize_english(answer).split() if w not in ("a", "an", "the")]
+    return bool(words) and " ".join(words) in trained_labels()
+
+
+def is_near_echo(answer: str, source: str) -> bool:
+    """An echo, or a garbled copy of the source (WER <= 0.5 against it)."""
+    if is_echo(answer, source):
+        return True
+    src, ans = normalize_english(source), normalize_english(answer)
+    return bool(src and ans) and jiwer.process_words(src, ans).wer <= NEAR_ECHO_WER
+
+
+def qa_reference(sample: Sample) -> str | None:
+    """The known answer of a spoken question: ``reference``, or a synthetic QA record's short ``text``."""
+    ref = sample.get("reference")
+    if isinstance(ref, str) and ref.strip():
+        return ref
+    text = sample.get("text")
+    if "question" in sample and isinstance(text, str) and 0 < len(simple_words(text)) <= REFERENCE_MAX_WORDS:
+        return text
+    return None
+
+
+def contains_answer(answer: str, reference: str) -> bool:
+    """True when the reference's normalised words occur, in order and contiguous, in the answer's."""
+    ref, ans = normalize_english(reference).split(), normalize_english(answer).split()
+    return bool(ref) and any(ans[i:i + len(ref)] == ref for i in range(len(ans) - len(ref) + 1))
+
+
 def follows_spoken_qa(answer: str, sample: Sample) -> bool:
-    """Spoken/text QA: follows unless empty, a refusal, or an echo of the transcript/question/Q."""
-    return _answers_something(answer, sample)
+    """Spoken/text QA: contains the known answer (if any); never empty, a refusal, a near-echo of the
+    transcript/question/Q (WER <= 0.5) or a trained task's label."""
+    if is_empty(answer) or is_refusal(answer) or is_label(answer):
+        return False
+    if any(is_near_echo(answer, s) for s in _sources(sample)):
+        return False
+    reference = qa_reference(sample)
+    return reference is None or contains_answer(answer, reference)
 
 
 def follows_story(answer: str, sample: Sample) -> bool:

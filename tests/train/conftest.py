@@ -75,7 +75,7 @@ def metrics(out: Path, kind: str = "train") -> list[dict]:
     return [r for r in rows if r["type"] == kind]
 
 
-def run_stage(config: str, corpus: Path, out: Path, *extra: str, resume: bool = False):
+def run_stage(config: str, corpus: Path, out: Path, *extra: str, resume: bool = False, **options):
     from salmonn.train.config import load_train_config
     from salmonn.train.trainer import train
-    return train(load_train_config(CONFIGS / config, tiny(corpus, out, *extra)), resume=resume)
+    return train(load_train_config(CONFIGS / config, tiny(corpus, out, *extra)), resume=resume, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -40,3 +41,66 @@ def test_resume_refuses_a_different_global_batch(corpus, tmp_path):
     with pytest.raises(ConfigError, match="global batch 2"):
         run_stage("stage1_pretrain.yaml", corpus, tmp_path, "run.iters_per_epoch=2", "run.optims.max_epoch=1",
                   "run.batch_size_train=4", resume=True)
+
+
+ONE_STEP = ("run.iters_per_epoch=2", "run.optims.max_epoch=1", "run.max_steps=1", "run.save_every=1",
+            "run.plot=false")
+
+
+@pytest.fixture(scope="module")
+def one_step_run(corpus, tmp_path_factory):
+    """A run stopped after step 1 with its checkpoint (copied by each test that changes it)."""
+    out = tmp_path_factory.mktemp("one_step")
+    run_stage("stage1_pretrain.yaml", corpus, out, *ONE_STEP)
+    return out
+
+
+def copy_run(source, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    return out
+
+
+def test_a_fresh_run_refuses_a_folder_with_another_runs_checkpoints(corpus, one_step_run, tmp_path):
+    from salmonn.errors import ConfigError
+    out = copy_run(one_step_run, tmp_path)
+    with pytest.raises(ConfigError, match=r"checkpoints.*step 1.*--resume.*--restart"):
+        run_stage("stage1_pretrain.yaml", corpus, out, *ONE_STEP)
+    assert [d.name for d in sorted((out / "checkpoints").glob("step_*"))] == ["step_00000001"]  # left alone
+    assert [r["step"] for r in metrics(out)] == [1]
+
+
+def test_restart_clears_the_earlier_run(corpus, one_step_run, tmp_path):
+    """The earlier run went further (step 2): without clearing it, pruning kept its step 2 over the new step 1 and
+    --resume continued the old run."""
+    out = copy_run(one_step_run, tmp_path)
+    old = out / "checkpoints" / "step_00000002"
+    shutil.copytree(out / "checkpoints" / "step_00000001", old)
+    (out / "final").mkdir()
+    run_stage("stage1_pretrain.yaml", corpus, out, *ONE_STEP, "run.keep_last=1", "run.optims.init_lr=1e-3",
+              restart=True)
+    assert [d.name for d in (out / "checkpoints").glob("step_*")] == ["step_00000001"]
+    assert (out / "checkpoints" / "latest").read_text() == "step_00000001"
+    assert not (out / "final").exists() and [r["step"] for r in metrics(out)] == [1]
+    saved = json.loads((out / "checkpoints" / "step_00000001" / "config.json").read_text())
+    assert saved["run"]["optims"]["init_lr"] == 1e-3  # the new run's own checkpoint, not the earlier one
+
+
+def test_resume_refuses_a_changed_learning_rate(corpus, one_step_run, tmp_path):
+    from salmonn.errors import ConfigError
+    out = copy_run(one_step_run, tmp_path)
+    with pytest.raises(ConfigError, match=r"step_00000001.*run\.optims\.init_lr: 0\.005 there, 0\.001 here"):
+        run_stage("stage1_pretrain.yaml", corpus, out, *ONE_STEP, "run.optims.init_lr=1e-3", resume=True)
+
+
+def test_resume_survives_cut_off_last_lines(corpus, one_step_run, tmp_path):
+    """A full disk or power loss cut the last line of metrics.jsonl and samples.jsonl."""
+    out = copy_run(one_step_run, tmp_path)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"type": "train", "step": 2, "lo')
+    (out / "samples.jsonl").write_text('{"step": 1, "source": "a.wav", "answer": "x"}\n{"step": 1, "sou')
+    run_stage("stage1_pretrain.yaml", corpus, out, "run.iters_per_epoch=2", "run.optims.max_epoch=1",
+              "run.save_every=1", resume=True)
+    assert [r["step"] for r in metrics(out)] == [1, 2]
+    assert (out / "samples.jsonl").read_text() == '{"step": 1, "source": "a.wav", "answer": "x"}\n'
+    assert (out / "curves.png").is_file()

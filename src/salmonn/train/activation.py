@@ -22,8 +22,7 @@ from .data import DataError, PromptBook, load_segments, load_samples
 
 def write_stories(trainer) -> Path:
     """Generate, judge and store the stories; returns the JSONL manifest to train on (reused on --resume)."""
-    tc, env, model = trainer.tc, trainer.env, trainer.model
-    act, run, m = tc.activation, tc.run, tc.config.model
+    act, run, m = trainer.tc.activation, trainer.tc.run, trainer.tc.config.model
     path = Path(act.stories_path or Path(run.output_dir) / "stories.jsonl")
     if trainer.resume and path.is_file():
         trainer.log(f"activation: reusing the stories in {path}")
@@ -31,8 +30,35 @@ def write_stories(trainer) -> Path:
     from ..evaluation.following import FOLLOWING_RULES
     if act.judge not in FOLLOWING_RULES:
         raise ConfigError(f"activation.judge: {act.judge!r} is not a following rule ({sorted(FOLLOWING_RULES)})")
-    rule = FOLLOWING_RULES[act.judge]
     prompts = PromptBook.load(m.prompt_path, m.prompt_template, {act.story_task: [act.story_prompt]})
+    samples, captions = _candidates(trainer, prompts, path)
+    results = _tell_stories(trainer, prompts, samples, captions, FOLLOWING_RULES[act.judge])
+    kept = [r for r in results if r["follows"]][:act.num_stories]
+    trainer.log(f"activation: {sum(r['follows'] for r in results)} of {len(results)} stories written at LoRA scale "
+                f"{act.generation_lora_scale:g} follow the instruction; keeping {len(kept)}")
+    if trainer.env.main:
+        with open(path.parent / "stories_all.jsonl", "w", encoding="utf-8") as f:
+            for r in results:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if len(kept) < act.min_stories:
+        raise DataError(f"activation: only {len(kept)} of {len(results)} generated stories follow the instruction "
+                        f"(need activation.min_stories={act.min_stories}); see {path.parent / 'stories_all.jsonl'}. "
+                        f"Try a lower activation.generation_lora_scale or more activation.max_candidates")
+    if trainer.env.main:
+        tmp_out = path.parent / f".{path.name}.tmp"
+        lines = [{"path": r["path"], "text": r["story"], "task": act.story_task,
+                  **({"expand_wav": r["expand_wav"]} if r["expand_wav"] else {})} for r in kept]
+        tmp_out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8")
+        tmp_out.replace(path)
+    dist.barrier()
+    return path
+
+
+def _candidates(trainer, prompts: PromptBook, path: Path) -> tuple[list, dict[str, str]]:
+    """Up to max_candidates clips of the source tasks (seeded choice), checked like training data; and their
+    captions by path."""
+    tc, env = trainer.tc, trainer.env
+    act, run, m = tc.activation, tc.run, tc.config.model
     sources = act.source_ann_path or tc.datasets.train_ann_path
     records = []
     for manifest in sources:
@@ -49,10 +75,17 @@ def write_stories(trainer) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text("".join(json.dumps(r) + "\n" for r in relabelled))
     dist.barrier()
-    samples = load_samples([str(tmp)], prompts, model.tokenizer, m, what="activation source clips")
+    samples = load_samples([str(tmp)], prompts, trainer.model.tokenizer, m, what="activation source clips")
     dist.barrier()
     if env.main:
         tmp.unlink(missing_ok=True)
+    return samples, captions
+
+
+def _tell_stories(trainer, prompts: PromptBook, samples: list, captions: dict[str, str], rule) -> list[dict]:
+    """Every candidate's story at the generation LoRA scale and the rule's verdict, in candidate order."""
+    env, model = trainer.env, trainer.model
+    act, run, m = trainer.tc.activation, trainer.tc.run, trainer.tc.config.model
     # FSDP ranks must run the same forwards, so every rank writes every story; DDP ranks split the work.
     mine = samples if trainer.fsdp else samples[env.rank::env.world]
     batch = max(1, run.batch_size_eval)
@@ -80,22 +113,4 @@ def write_stories(trainer) -> Path:
     if not trainer.fsdp:
         results = [r for part in dist.all_gather_objects(results) for r in part]
     results.sort(key=lambda r: r["order"])
-    kept = [r for r in results if r["follows"]][:act.num_stories]
-    trainer.log(f"activation: {sum(r['follows'] for r in results)} of {len(results)} stories written at LoRA scale "
-                f"{act.generation_lora_scale:g} follow the instruction; keeping {len(kept)}")
-    if env.main:
-        with open(path.parent / "stories_all.jsonl", "w", encoding="utf-8") as f:
-            for r in results:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    if len(kept) < act.min_stories:
-        raise DataError(f"activation: only {len(kept)} of {len(results)} generated stories follow the instruction "
-                        f"(need activation.min_stories={act.min_stories}); see {path.parent / 'stories_all.jsonl'}. "
-                        f"Try a lower activation.generation_lora_scale or more activation.max_candidates")
-    if env.main:
-        tmp_out = path.parent / f".{path.name}.tmp"
-        lines = [{"path": r["path"], "text": r["story"], "task": act.story_task,
-                  **({"expand_wav": r["expand_wav"]} if r["expand_wav"] else {})} for r in kept]
-        tmp_out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8")
-        tmp_out.replace(path)
-    dist.barrier()
-    return path
+    return results

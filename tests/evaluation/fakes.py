@@ -16,8 +16,8 @@ class FakeAnswer:
 
 
 class FakeModel:
-    """Implements what ``salmonn.evaluation.run.evaluate`` uses: config, lora_scale, set_lora_scale,
-    generation_kwargs and generate. ``log``: a file that gets one line "RANK AUDIO SCALE" per answered clip."""
+    """Implements what ``salmonn.evaluation.run.evaluate`` uses: config, lora_scale, set_lora_scale and
+    generate. ``log``: a file that gets one line "RANK AUDIO SCALE" per answered clip."""
 
     def __init__(self, log: str | Path | None = None, answer=None):
         self.config = Config()
@@ -28,9 +28,6 @@ class FakeModel:
 
     def set_lora_scale(self, scale: float) -> None:
         self.lora_scale = scale
-
-    def generation_kwargs(self, **overrides) -> dict:
-        return {"num_beams": 1, "max_new_tokens": 8, **overrides}
 
     def generate(self, audio, prompts, **decoding):
         assert len(audio) == len(prompts)

@@ -352,3 +352,65 @@ def test_a_bad_clip_fails_alone_and_scores_as_wrong(tmp_path: Path):
     assert [r["hypothesis"] for r in rows] == ["hello", "", "hello"]
     assert "error" not in rows[0] and rows[1]["error"] == "/clips/bad1.wav: not an audio file; check the path"
     assert summary["runs"][0]["metrics"]["wer"] == pytest.approx(100 / 3)
+    assert summary["runs"][0]["failed"] == {"count": 1, "first": "/clips/bad1.wav: not an audio file; check the path"}
+    assert "1 of 3 clips failed" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_rerun_after_the_references_changed_writes_the_new_references(tmp_path: Path):
+    records = [{"path": f"/clips/{name}.wav", "task": "asr", "text": "hello there"} for name in ("a", "b")]
+    manifest = write_manifest(tmp_path / "m.jsonl", records)
+    model = FakeModel(answer=lambda name, prompt: "hello there")
+    R.evaluate(model, manifest, "asr", tmp_path / "out", progress=False)
+    records[1]["text"] = "goodbye"
+    write_manifest(manifest, records)
+    summary = R.evaluate(model, manifest, "asr", tmp_path / "out", progress=False)
+    rows = read_jsonl(tmp_path / "out" / summary["runs"][0]["samples_file"])
+    assert [r["reference"] for r in rows] == ["hello there", "goodbye"]
+    lib = compute_metrics("asr", [r["hypothesis"] for r in rows], [r["reference"] for r in rows])
+    assert summary["runs"][0]["metrics"] == lib["metrics"] and [r["score"] for r in rows] == lib["per_sample"]
+
+
+FIXTURE_CONFIG = ROOT.parent / "shared" / "fixtures" / "reference-tiny" / "config.yaml"
+
+
+def run_eval_cli(manifest: Path, out: Path, *args: str, python: list[str] | None = None):
+    command = python or [str(Path(sys.executable).parent / "salmonn")]
+    return subprocess.run([*command, "eval", "--config", str(FIXTURE_CONFIG), "--manifest", str(manifest),
+                           "--output", str(out), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_cli_without_the_eval_extra_says_what_to_install(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"path": "/c/a.wav", "text": "a"}])
+    no_jiwer = ["-c", "import sys; sys.modules['jiwer'] = None; from salmonn.cli import main; sys.exit(main())"]
+    result = run_eval_cli(manifest, tmp_path / "out", "--task", "asr", python=[sys.executable, *no_jiwer])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "salmonn eval: error: salmonn eval needs the [eval] extra (jiwer is not installed): "
+        "pip install 'salmonn[eval]' (in a checkout: pip install -e '.[eval]')"]
+
+
+def test_cli_counts_failed_clips_and_exits_1(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"path": str(AUDIO / "excitement.wav"), "text": "a"},
+                                                      {"path": str(tmp_path / "typo.wav"), "text": "b"}])
+    result = run_eval_cli(manifest, tmp_path / "out", "--task", "asr", "num_beams=1", "max_new_tokens=2")
+    assert result.returncode == 1, result.stderr
+    assert "| asr | wer | % | 2 |" in result.stdout  # the report is still written and printed
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("salmonn eval: error: 1 of 2 clips failed")
+    assert "typo.wav" in last and "asr.scaling-4.jsonl" in last
+    summary = json.loads((tmp_path / "out" / "asr.summary.json").read_text())
+    assert summary["runs"][0]["failed"]["count"] == 1
+
+
+def test_rerun_tries_failed_clips_again(tmp_path: Path):
+    records = [{"path": f"/clips/{name}.wav", "task": "asr", "text": "hello"} for name in ("a", "bad1")]
+    manifest = write_manifest(tmp_path / "m.jsonl", records)
+    first = R.evaluate(_FailsOnBadClips(answer=lambda name, prompt: "hello"), manifest, "asr", tmp_path / "out",
+                       progress=False)
+    assert first["runs"][0]["failed"]["count"] == 1
+    fixed = FakeModel(answer=lambda name, prompt: "hello")  # e.g. the missing file was copied in
+    again = R.evaluate(fixed, manifest, "asr", tmp_path / "out", progress=False)
+    assert fixed.generated == ["bad1"] and again["runs"][0]["failed"] == {"count": 0}
+    assert again["runs"][0]["metrics"]["wer"] == 0.0
+    assert "## Failed clips" not in (tmp_path / "out" / "report.md").read_text()

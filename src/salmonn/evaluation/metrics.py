@@ -465,7 +465,7 @@ TASK_METRICS: dict[str, tuple[Scorer, ...]] = {
 }
 
 _REFLESS = {_following_scorer, _judge_missing, _story_scorer}
-_NEEDS_REFS = {task for task, scorers in TASK_METRICS.items() if not set(scorers) <= _REFLESS}
+NEEDS_REFERENCES = {task for task, scorers in TASK_METRICS.items() if not set(scorers) <= _REFLESS}
 
 
 def _check_inputs(task: str, hyps: Sequence[str], refs: Sequence[Ref] | None,
@@ -476,7 +476,7 @@ def _check_inputs(task: str, hyps: Sequence[str], refs: Sequence[Ref] | None,
     if not hyps:
         raise SalmonnError(f"task {task!r}: no hypotheses to score")
     refs = list(refs or [])
-    if task in _NEEDS_REFS and len(refs) != len(hyps):
+    if task in NEEDS_REFERENCES and len(refs) != len(hyps):
         raise SalmonnError(f"task {task!r}: {len(hyps)} hypotheses but {len(refs)} references")
     if samples is not None and len(samples) != len(hyps):
         raise SalmonnError(f"task {task!r}: {len(hyps)} hypotheses but {len(samples)} samples")

@@ -71,7 +71,8 @@ def _task_order(tasks: Sequence[str]) -> list[str]:
 
 
 def markdown_report(summaries: Mapping[str, Summary], title: str = "SALMONN evaluation") -> str:
-    """One Markdown table over tasks x metrics x LoRA scalings, the paper's numbers and a not-computed list."""
+    """One Markdown table over tasks x metrics x LoRA scalings, the paper's numbers, a not-computed list and the
+    clips that failed."""
     scalings = sorted({run["lora_scaling"] for s in summaries.values() for run in s["runs"]}, reverse=True)
     trained = sorted({s["lora"]["trained_scaling"] for s in summaries.values() if s.get("lora")})
     lines = [f"# {title}", ""]
@@ -112,10 +113,27 @@ def markdown_report(summaries: Mapping[str, Summary], title: str = "SALMONN eval
                 missing.append(f"- **{task}** `{metric}` (LoRA {', '.join(where)}): {text}")
     lines += ["", "## Not computed", ""]
     lines += missing or ["- (every metric was computed)"]
+    failed = failed_clips(summaries)
+    if failed:
+        lines += ["", "## Failed clips", "", *failed]
     notes = [f"- **{t}**: {note}" for t in _task_order(list(summaries)) for note in summaries[t].get("notes", ())]
     if notes:
         lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def failed_clips(summaries: Mapping[str, Summary]) -> list[str]:
+    """One line per task and scaling with clips that could not be used (they score as empty answers)."""
+    lines = []
+    for task in _task_order(list(summaries)):
+        s = summaries[task]
+        for run in s["runs"]:
+            failed = run.get("failed", {})
+            if failed.get("count"):
+                lines.append(f"- **{task}** (LoRA {scaling_label(run['lora_scaling'])}): {failed['count']} of "
+                             f"{s['n_samples']} clips failed and were scored as empty answers (first: "
+                             f"{failed['first']}; every error is in `{run.get('samples_file', '')}`)")
+    return lines
 
 
 def plot_lora_sweep(summaries: Mapping[str, Summary], path: str | Path) -> Path | None:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from salmonn.errors import AudioError, ConfigError, PromptError
-from salmonn.inference import ChatSession, chat_loop
+from salmonn.chat import ChatSession, chat_loop
+from salmonn.decoding import clean_answer, decoding_config, hf_generate_kwargs
 
 from .conftest import AUDIO, FIXTURE
 
@@ -58,13 +59,14 @@ def test_first_turn_is_the_single_clip_answer_and_history_is_in_the_template(cou
     expected = torch.cat([_embeds(model, [tok.bos_token_id] + ids(before)), tokens[MOUNTAIN],
                           _embeds(model, ids(after) + first.token_ids + [tok.eos_token_id]
                                   + ids(f"USER: {second_question}\nASSISTANT:"))])
-    built = torch.cat([segment[0] for segment in chat.segments(second_question)])
+    built = torch.cat([piece.embeds for piece in chat.pieces(second_question)])
     assert torch.equal(built, expected)
 
     second = chat.ask(second_question)
     direct = model.llama_model.generate(inputs_embeds=expected[None], attention_mask=torch.ones(1, len(expected),
-                                        dtype=torch.long), **model.generation_kwargs(**GREEDY))[0]
-    assert second.token_ids == model._answer(direct).token_ids  # answered with the history in context
+                                        dtype=torch.long), **hf_generate_kwargs(decoding_config(model.config.generate, **GREEDY),
+                                                                         model.tokenizer))[0]
+    assert second.token_ids == clean_answer(direct.tolist(), model.tokenizer).token_ids  # answered with the history in context
     chat.ask("Anything else?")
     assert [q for q, _ in chat.history] == ["What is said?", second_question, "Anything else?"]
     assert calls == [MOUNTAIN]  # three turns, one pass through the encoders
@@ -74,8 +76,8 @@ def test_several_clips_audio_command_and_reset(counted):
     model, calls, tokens = counted
     calls.clear()
     chat = ChatSession(model, [MOUNTAIN, DUCK], **GREEDY)
-    pieces = chat.segments("Compare them.")
-    audio = [p[0] for p in pieces if p[0].shape[0] == 88]
+    pieces = chat.pieces("Compare them.")
+    audio = [p.embeds for p in pieces if len(p) == 88]
     assert len(audio) == 2 and torch.equal(audio[0], tokens[MOUNTAIN]) and torch.equal(audio[1], tokens[DUCK])
     assert chat.transcript("Compare them.").startswith(
         "USER: <Speech><SpeechHere></Speech> <Speech><SpeechHere></Speech> Compare them.")

@@ -13,6 +13,7 @@ import torch
 from salmonn import SALMONN
 from salmonn import audio as A
 from salmonn import whisper as W
+from salmonn.frames import frames_for, tokens_for_frames
 
 from .conftest import AUDIO, FIXTURE
 
@@ -36,12 +37,12 @@ def _expected_tokens(samples: int) -> int:
 
 def test_faithful_mode_is_the_default_and_keeps_its_shapes(tiny_model):
     assert tiny_model.config.model.whisper_full_window is True
-    segments = tiny_model.load_clip(str(CLIPS[0]))
+    segments = list(tiny_model.clip_segments(str(CLIPS[0])))
     spectrogram = A.whisper_log_mel(segments, tiny_model.feature_extractor)
     raw, mask = A.batch_waveforms(segments)
     with torch.no_grad():
-        frozen = tiny_model.encode_frozen(spectrogram, raw, mask)
-    assert len(frozen) == 3 and frozen[0].shape[1] == 1500
+        frozen = tiny_model.encode(spectrogram, raw, mask)
+    assert frozen.speech_frames is None and frozen.speech.shape[1] == 1500
     assert tiny_model.encode_audio([str(CLIPS[0])])[0].shape[0] == 88
 
 
@@ -50,7 +51,7 @@ def test_full_length_masked_encode_equals_the_encoder(tiny_model):
     mel = A.whisper_log_mel([wav], tiny_model.feature_extractor)
     with torch.no_grad():
         full = tiny_model.speech_encoder(mel).last_hidden_state
-        ours = W.encode(tiny_model.speech_encoder, mel, W.frames_for(torch.tensor([len(wav)])))
+        ours = W.encode(tiny_model.speech_encoder, mel, frames_for(torch.tensor([len(wav)])))
     assert ours.shape == full.shape and (ours - full).abs().max() < 1e-5
 
 
@@ -79,7 +80,7 @@ def test_batch_equals_single_clips(fast_model):
 
 
 def test_fast_mode_without_beats_and_the_window_fallbacks(fast_model):
-    counts = fast_model.token_counts(torch.tensor([1, 16, 17, 33, 34, 1500]))
+    counts = tokens_for_frames(torch.tensor([1, 16, 17, 33, 34, 1500]), fast_model.config.model)
     assert counts.tolist() == [1, 1, 1, 1, 2, 88]
     model = SALMONN.from_config(FIXTURE / "config.yaml", ["model.whisper_full_window=false", "model.beats_path=",
                                                           "model.ckpt="])

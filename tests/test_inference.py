@@ -19,11 +19,12 @@ import soxr
 import torch
 
 from salmonn import audio as A
+from salmonn.builder import resolve_device
 from salmonn.config import load_config
-from salmonn.decoding import PRESETS, TokenStreamer
+from salmonn.decoding import PRESETS, TokenStreamer, decoding_config, hf_generate_kwargs
 from salmonn.errors import AudioError, ConfigError, SalmonnError
 from salmonn.inference import answer_all, run_manifest
-from salmonn.model import resolve_device
+from salmonn.prompting import format_prompt
 
 from .conftest import AUDIO, FIXTURE
 
@@ -114,7 +115,7 @@ def test_every_input_kind_gives_the_tokens_of_the_16k_wav(tiny_model, mountain, 
     kinds = _every_kind(tmp_path, mountain)
     exact, differ = [], []
     for name, item in kinds.items():  # through the model's own loader: decode, channel, resample, segments
-        segments = tiny_model.load_clip(item)
+        segments = list(tiny_model.clip_segments(item))
         assert len(segments) == 1, name
         (exact if np.array_equal(segments[0], mountain) else differ).append(name)
     assert set(exact) >= {"wav PCM_16", "wav PCM_24", "wav PCM_32", "wav FLOAT", "wav DOUBLE", "6-channel wav",
@@ -217,7 +218,7 @@ def test_ten_minute_file_is_encoded_in_bounded_chunks(tiny_model, tmp_path, monk
     def marker_encoder(segments):
         batches.append(len(segments))
         assert all(len(s) <= A.SEGMENT_SAMPLES for s in segments)
-        return torch.stack([torch.full((88, 64), float(s[0])) for s in segments])
+        return [torch.full((88, 64), float(s[0])) for s in segments]
 
     monkeypatch.setattr(tiny_model, "encode_segments", marker_encoder)
     monkeypatch.setattr(tiny_model.config.model, "encode_batch_size", 4)
@@ -262,7 +263,7 @@ def test_a_problem_found_mid_file_fails_that_clip_only(tiny_model, tmp_path, mon
     with pytest.raises(AudioError, match="late_nan.wav: contains NaN"):
         list(A.iter_segments(tmp_path / "late_nan.wav"))
     monkeypatch.setattr(tiny_model, "encode_segments",
-                        lambda segments: torch.stack([torch.full((88, 64), float(s[0])) for s in segments]))
+                        lambda segments: [torch.full((88, 64), float(s[0])) for s in segments])
     good = (np.full(16000, 0.5, np.float32), 16000)
     out = tiny_model.encode_audio([good, str(tmp_path / "late_nan.wav"), good], errors="return")
     assert isinstance(out[1], AudioError) and "NaN" in str(out[1])
@@ -320,21 +321,25 @@ def test_batch_answers_equal_single_answers_on_mixed_lengths_and_prompts(tiny_mo
 
 
 # ------------------------------------------------------------------------------------------- decoding
+def _hf_kwargs(model, preset=None, **options) -> dict:
+    return hf_generate_kwargs(decoding_config(model.config.generate, preset, **options), model.tokenizer)
+
+
 def test_reference_preset_and_precedence(tiny_model):
-    kwargs = tiny_model.generation_kwargs(preset="reference")
+    kwargs = _hf_kwargs(tiny_model, preset="reference")
     assert kwargs["num_beams"] == 4 and kwargs["max_new_tokens"] == 200 and kwargs["do_sample"] is False
     assert kwargs["repetition_penalty"] == 1.0 and kwargs["length_penalty"] == 1.0
     assert PRESETS["reference"]["top_p"] == 0.9 and PRESETS["reference"]["temperature"] == 1.0
     assert PRESETS["reference"]["min_length"] == 1
-    assert tiny_model.generation_kwargs(preset="reference", num_beams=1)["num_beams"] == 1  # flags win
-    sampled = tiny_model.generation_kwargs(preset="sample", top_p=0.5, top_k=7, temperature=0.7)
+    assert _hf_kwargs(tiny_model, preset="reference", num_beams=1)["num_beams"] == 1  # flags win
+    sampled = _hf_kwargs(tiny_model, preset="sample", top_p=0.5, top_k=7, temperature=0.7)
     assert (sampled["do_sample"], sampled["top_p"], sampled["top_k"], sampled["temperature"]) == (True, 0.5, 7, 0.7)
     with pytest.raises(ConfigError, match="did you mean 'num_beams'"):
-        tiny_model.generation_kwargs(num_beam=2)
+        _hf_kwargs(tiny_model, num_beam=2)
     with pytest.raises(ConfigError, match="unknown preset"):
-        tiny_model.generation_kwargs(preset="fast")
+        _hf_kwargs(tiny_model, preset="fast")
     with pytest.raises(ConfigError, match="top_p"):
-        tiny_model.generation_kwargs(top_p=1.5)
+        _hf_kwargs(tiny_model, top_p=1.5)
 
 
 def test_sampling_same_seed_same_answer_and_global_rng_untouched(tiny_model, mountain_tokens):
@@ -358,7 +363,7 @@ def test_repetition_and_length_penalties(tiny_model, mountain_tokens):
     penalised = tiny_model.generate(None, PROMPT, audio_tokens=[mountain_tokens], repetition_penalty=3.0,
                                     **GREEDY)[0].token_ids
     assert len(set(penalised)) > len(set(plain))
-    prompt = tiny_model.format_prompt(PROMPT)
+    prompt = format_prompt(PROMPT, tiny_model.config.model.prompt_template)
     for penalty in (0.0, 2.0):
         answer = tiny_model.generate(None, PROMPT, audio_tokens=[mountain_tokens], num_beams=3, max_new_tokens=8,
                                      length_penalty=penalty, return_scores=True)[0]
@@ -589,7 +594,7 @@ def test_quantization_is_refused_on_cpu_before_loading(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("loaded weights before refusing")
 
-    monkeypatch.setattr("salmonn.model.load_whisper_encoder", never)
+    monkeypatch.setattr("salmonn.builder.load_whisper_encoder", never)
     for args in (["model.quantize=8bit"], ["model.quantize=4bit"], ["model.low_resource=true"]):
         with pytest.raises(ConfigError, match="needs a CUDA GPU"):
             SALMONN.from_config(CONFIG, args + ["model.device=cpu"])  # cpu even where a GPU exists

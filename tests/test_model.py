@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 from salmonn import PromptError, SalmonnError
+from salmonn.prompting import format_prompt
 
 ATOL = 1e-4
 
@@ -20,7 +21,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def test_encoders_and_connector_match_reference_batch(reference_model, io_tensors, fixture_clips):
     m = reference_model
-    segments = [seg for clip in m.load_clips(fixture_clips) for seg in clip]
+    segments = [seg for clip in fixture_clips for seg in m.clip_segments(clip)]
     spectrogram = __import__("salmonn.audio", fromlist=["x"]).whisper_log_mel(segments, m.feature_extractor)
     assert _max_diff(spectrogram, io_tensors["spectrogram"]) < ATOL
     whisper = m.speech_encoder(spectrogram).last_hidden_state
@@ -28,7 +29,7 @@ def test_encoders_and_connector_match_reference_batch(reference_model, io_tensor
     beats, mask = m.beats.extract_features(io_tensors["raw_wav"], io_tensors["padding_mask"])
     assert _max_diff(beats, io_tensors["beats_out"]) < ATOL
     assert torch.equal(mask, io_tensors["beats_padding_mask"])
-    tokens = m.encode_segments(segments)  # from the clips on disk, through the public path
+    tokens = torch.stack(m.encode_segments(segments))  # from the clips on disk, through the public path
     assert tokens.shape == (2, 88, 64)
     assert _max_diff(tokens, io_tensors["speech_embeds"]) < ATOL
 
@@ -80,7 +81,8 @@ def test_default_batching_gives_each_clip_its_single_answer(tiny_model, expected
 
 
 def test_reference_batching_really_differs_from_single_clips(reference_model, tiny_model, fixture_clips):
-    ref = reference_model.encode_segments([seg for c in reference_model.load_clips(fixture_clips) for seg in c])
+    segments = [seg for clip in fixture_clips for seg in reference_model.clip_segments(clip)]
+    ref = reference_model.encode_segments(segments)
     single = tiny_model.encode_audio(fixture_clips[:1])[0]
     assert _max_diff(ref[0], single) > 1e-3  # the shorter clip sees the reference's padded BEATs tokens
     exact = tiny_model.encode_audio(fixture_clips)[0]
@@ -119,7 +121,7 @@ def test_long_audio_is_segmented_and_reference_truncation_is_switchable(tiny_mod
 def test_too_long_audio_is_refused(tiny_model):
     limit = tiny_model.config.model.max_audio_seconds
     with pytest.raises(SalmonnError, match="max_audio_seconds"):
-        tiny_model.load_clips([(np.zeros(int((limit + 1) * 16000), dtype=np.float32), 16000)])
+        list(tiny_model.clip_segments((np.zeros(int((limit + 1) * 16000), dtype=np.float32), 16000)))
 
 
 def test_prompt_errors_are_clear(tiny_model, fixture_clips):
@@ -138,7 +140,7 @@ def test_lora_scale_changes_the_answer_and_restores(tiny_model, fixture_clips):
     logits = []
     for scale in (1.0, 0.0):
         tiny_model.set_lora_scale(scale)
-        logits.append(tiny_model.sequence_logprob(tokens[0], tiny_model.format_prompt(prompt), base))
+        logits.append(tiny_model.sequence_logprob(tokens[0], format_prompt(prompt, tiny_model.config.model.prompt_template), base))
     tiny_model.set_lora_scale(1.0)
     assert logits[0] != pytest.approx(logits[1], abs=1e-3)
     again = tiny_model.generate(None, prompt, audio_tokens=tokens, num_beams=1, max_new_tokens=12)[0].token_ids

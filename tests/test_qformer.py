@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from salmonn.qformer import QFormer, from_reference_name, fuse_encoders, split_windows, to_reference_name, window_size
+from salmonn.frames import window_size
+from salmonn.qformer import QFormer, from_reference_name, fuse_encoders, split_windows, to_reference_name
 
 
 def test_reference_names_round_trip():

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from salmonn.model import SALMONN
+from salmonn.prompting import format_prompt
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     with torch.no_grad():
         for task, records in by_task.items():
             instruction = prompts.get(task, ["Describe the audio."])[0]
-            prompt = [model.format_prompt(instruction)] * len(records)
+            prompt = [format_prompt(instruction, model.config.model.prompt_template)] * len(records)
             texts = [r["text"] for r in records]
             own = model.encode_audio([r["path"] for r in records])
             oracle = [embedding[model.tokenizer(t, add_special_tokens=False).input_ids] for t in texts]

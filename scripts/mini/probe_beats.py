@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from salmonn import audio as A
 from salmonn import whisper as W
+from salmonn.frames import frames_for
 from salmonn.backbones import ensure_backbones
 from salmonn.beats import BEATs, BEATsConfig
 from salmonn.data.manifest import read_manifest
-from salmonn.model import load_whisper_encoder
+from salmonn.builder import load_whisper_encoder
 
 # Released BEATs layout at a CPU-friendly width (random weights: nothing pretrained is reachable here).
 RANDOM_BEATS = dict(input_patch_size=16, embed_dim=256, encoder_layers=4, encoder_embed_dim=256,
@@ -38,7 +39,7 @@ def pooled_features(records, whisper, extractor, beats) -> tuple[torch.Tensor, t
     for record in tqdm(records, desc="features", leave=False):
         wav = A.pad_to_min(A.load_audio(record["path"]))
         mel = A.whisper_log_mel([wav], extractor)
-        frames = W.frames_for(torch.tensor([len(wav)]))
+        frames = frames_for(torch.tensor([len(wav)]))
         speech.append(W.encode(whisper, mel, frames)[0].mean(0))
         audio.append(beats.extract_features(torch.from_numpy(wav)[None])[0][0].mean(0))
     return torch.stack(speech), torch.stack(audio)

@@ -11,7 +11,10 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The model (torch, transformers) is imported on first use, so that `salmonn --help`, the metrics and other
     # light submodules do not pay for it.
-    if name in ("SALMONN", "Answer"):
-        from . import model
-        return getattr(model, name)
+    if name == "SALMONN":
+        from .model import SALMONN
+        return SALMONN
+    if name == "Answer":
+        from .decoding import Answer
+        return Answer
     raise AttributeError(f"module 'salmonn' has no attribute {name!r}")

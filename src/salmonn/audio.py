@@ -23,12 +23,8 @@ import soxr
 import torch
 
 from salmonn.errors import AudioError
+from salmonn.frames import MIN_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, SEGMENT_SECONDS  # noqa: F401 (re-exported)
 
-# hard-coded audio hyperparameters
-SAMPLE_RATE = 16000  # Hz, what both encoders expect
-MIN_SAMPLES = SAMPLE_RATE  # 1 s: the reference zero-pads shorter clips to this
-SEGMENT_SECONDS = 30  # s, Whisper's window
-SEGMENT_SAMPLES = SEGMENT_SECONDS * SAMPLE_RATE  # 480000 samples in one Whisper window
 RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality filter
 WAV_UNKNOWN_DATA_SIZE = 0x7FFF0000  # bytes; streaming writers put a placeholder at or above this
 
@@ -444,6 +440,48 @@ def iter_segments(
             yield pad_to_min(rest[start : start + SEGMENT_SAMPLES])
     finally:
         blocks.close()
+
+
+LENGTH_PROBE_SLACK = 1.25  # header durations may be bitrate estimates: refuse before decoding only well above
+
+
+def audio_name(item) -> str:
+    """What messages call an audio item: its path, or <bytes> / <array>."""
+    if isinstance(item, tuple):
+        item = item[0]
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return "<array>"
+    return f"<{type(item).__name__}>"
+
+
+def clip_segments(item, sample_rate: int | None = None, *, channel: str = "first", resample: bool = True,
+                  long_audio: str = "segment", max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """One clip (a path, bytes, an array, or an (array, rate) pair) -> its <=30 s segments as they are decoded.
+
+    long_audio="truncate" keeps the first 30 s (the reference's cut; nothing after it is decoded). Otherwise audio
+    longer than `max_seconds` is refused: before decoding when the header already tells, else as soon as it is
+    clear. AudioError naming the item for anything unusable.
+    """
+    if isinstance(item, tuple):
+        item, sample_rate = item
+    name = audio_name(item)
+    truncate = long_audio == "truncate"
+    probed = None if truncate else probe_seconds(item, sample_rate)
+    if probed is not None and max_seconds is not None and probed > LENGTH_PROBE_SLACK * max_seconds + 1:
+        raise AudioError(f"{name}: about {probed:.0f} s is longer than max_audio_seconds={max_seconds:g}; "
+                         f"raise it (model.max_audio_seconds=...) or cut the file")
+    segments = iter_segments(item, sample_rate, channel=channel, resample=resample, name=name,
+                             max_seconds=None if truncate else max_seconds)
+    if not truncate:
+        yield from segments
+        return
+    first = next(segments)
+    segments.close()
+    yield first
 
 
 class AudioTooLong(AudioError):

@@ -15,15 +15,12 @@ numbers describe that path and no re-implementation of it:
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 from typing import Any
 
-from .cli import _load_model, command
 from .errors import SalmonnError
 
 STAGES = ("features", "whisper", "beats", "qformer", "prefill", "decode")
@@ -135,7 +132,7 @@ def describe(result: dict) -> str:
 
 
 @contextmanager
-def _threads(threads: int | None):
+def torch_threads(threads: int | None):
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(threads or physical_cores())
@@ -143,29 +140,3 @@ def _threads(threads: int | None):
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-
-
-@command
-def bench(audio: list[str], prompt: str = "Please describe the audio.", config: str | None = None,
-          new_tokens: int = 32, reps: int = 3, warmup: int = 1, batch: int = 1, threads: int | None = None,
-          device: str | None = None, dtype: str | None = None, json_output: bool = False,
-          overrides: list[str] = ()) -> None:
-    """Time answering PROMPT about AUDIO with exactly --new-tokens greedy tokens (model load excluded).
-
-    Prints the median of --reps runs (after --warmup untimed runs) and the median time of each stage
-    (features, whisper, beats, qformer, prefill, decode), ms per decoded token and clips/s. --batch N answers
-    N clips in one call (the --audio clips, cycled). --threads defaults to the physical cores. --json prints one
-    object: {"median_s", "stages", "ms_per_token", "clips_per_s", "runs", "token_ids", ...}. Faster settings
-    are config overrides, e.g. model.whisper_full_window=false (encode only each clip's own length).
-    """
-    with _threads(threads) as used:
-        model = _load_model(config, list(overrides), device, dtype)
-        result = run_bench(model, audio, prompt, new_tokens=new_tokens, reps=reps, batch=batch, warmup=warmup)
-    result.update(threads=used, device=str(model.device), dtype=model.config.model.dtype,
-                  load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-    if json_output:
-        print(json.dumps(result))
-    else:
-        print(describe(result))
-        print(f"  threads {used}, device {result['device']}, dtype {result['dtype']}, load average "
-              f"{' '.join(f'{x:.2f}' for x in result['load_average'] or [])}", file=sys.stderr)

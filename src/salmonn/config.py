@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Sequence, get_type_hints
 
 import yaml
 
@@ -98,45 +98,58 @@ _PATH_KEYS = ("llama_path", "whisper_path", "beats_path", "ckpt", "speech_llama_
               "test_prompt_path")
 
 
-def _coerce(cls, name: str, value: Any, where: str) -> Any:
+def coerce_field(cls, name: str, value: Any, where: str) -> Any:
+    """`value` as the type of field `name` of dataclass `cls`; ConfigError naming the key when it cannot be."""
     hint = get_type_hints(cls)[name]
-    if value is None:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {name} must be a mapping, got {value!r}")
+        return build_section(hint, value, f"{where}.{name}")
+    if value is None and hint in (int | None, str | None):
         return None
-    if hint is bool or hint == "bool":
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
+    ok = None
+    if hint is bool:
         if isinstance(value, bool):
-            return value
-    elif hint is int:
+            ok = value
+        elif isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            ok = value.lower() in ("true", "1", "yes")
+    elif hint in (int, int | None):
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+            ok = value
+        elif isinstance(value, float) and value.is_integer():
+            ok = int(value)
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str or hint == str | None:
+        if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
+            try:
+                ok = float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            ok = float(value)
+    elif hint in (str, str | None):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif hint == int | None:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            ok = str(value)
     elif hint == list[str]:
         if isinstance(value, str):
-            return [v for v in value.split(",") if v]
-        if isinstance(value, list):
-            return [str(v) for v in value]
-    raise ConfigError(f"{where}: {name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+            ok = [v for v in value.split(",") if v] if value else []
+        elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            ok = [str(v) for v in value]
+        elif value is None:
+            ok = []
+    if ok is None:
+        raise ConfigError(f"{where}: {name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    return ok
 
 
-def _build(cls, values: dict, where: str):
+def build_section(cls, values: dict, where: str):
+    """A config dataclass from a YAML mapping: unknown keys (with a \"did you mean\") and wrong types are errors
+    that name the key; strings YAML did not convert (\"1e-5\", \"true\", \"a,b\") are read as the field's type."""
     fields = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-    return cls(**{k: _coerce(cls, k, v, where) for k, v in values.items()})
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            raise ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return cls(**{k: coerce_field(cls, k, v, where) for k, v in values.items()})
 
 
 def _resolve_paths(model: ModelConfig, base: Path) -> None:
@@ -164,8 +177,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         section, key, value = _parse_override(item)
         (model_values if section == "model" else generate_values)[key] = value
-    config = Config(model=_build(ModelConfig, model_values, f"{where} [model]"),
-                    generate=_build(GenerateConfig, generate_values, f"{where} [generate]"),
+    config = Config(model=build_section(ModelConfig, model_values, f"{where} [model]"),
+                    generate=build_section(GenerateConfig, generate_values, f"{where} [generate]"),
                     extra={k: v for k, v in raw.items() if k not in ("model", "generate")},
                     source=str(path or ""))
     if path is not None:
@@ -207,6 +220,75 @@ def _validate(model: ModelConfig, where: str) -> None:
         raise ConfigError(f"{where} [model]: encode_batch_size must be at least 1, got {model.encode_batch_size}")
     if model.qformer_hidden_size % model.qformer_num_attention_heads:
         raise ConfigError(f"{where} [model]: qformer_hidden_size must be divisible by qformer_num_attention_heads")
+
+
+# ---------------------------------------------------------------------------------------------------- CLI flag groups
+@dataclasses.dataclass
+class ModelFlags:
+    """Model: which one, where it runs and how (each flag wins over the config and its key=value overrides).
+
+    Options:
+      config: the model's YAML (reference layout); default: SALMONN-mini, shipped in the package
+      device: auto (cuda when available), cpu, cuda or cuda:N
+      dtype: float32, bfloat16 or float16 for the frozen backbones
+      quantize: none, 8bit or 4bit LLM weights (bitsandbytes, CUDA only)
+      lora_scale: multiplies the trained LoRA scaling at run time (0.5 = the paper's activation)
+    """
+    config: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    quantize: str | None = None
+    lora_scale: float | None = None
+
+    def load(self, overrides: Sequence[str] = ()):
+        """The model these flags name, built by salmonn.builder.load_model."""
+        from .builder import load_model
+        return load_model(self.config, overrides, device=self.device, dtype=self.dtype, quantize=self.quantize,
+                          lora_scale=self.lora_scale)
+
+
+@dataclasses.dataclass
+class DecodingFlags:
+    """Decoding: --preset, then any flag given (each wins over the preset, which wins over the config).
+
+    Options:
+      preset: reference (beam 4, the reference's defaults), greedy (num_beams 1) or sample (top_p 0.9)
+      num_beams: beam search width (1 = greedy)
+      max_new_tokens: at most this many answer tokens
+      min_new_tokens: at least this many answer tokens (EOS is suppressed before)
+      do_sample: sample instead of searching
+      temperature: sampling temperature
+      top_p: nucleus sampling mass
+      top_k: sample among the k most likely tokens (0 = off)
+      seed: sampling seed: the same seed gives the same answer
+      repetition_penalty: > 1 discourages repeating generated tokens
+      length_penalty: beam scores are divided by length ** this
+      stop: stop at this string (repeatable); the answer ends before it
+    """
+    preset: str | None = None
+    num_beams: int | None = None
+    max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    repetition_penalty: float | None = None
+    length_penalty: float | None = None
+    stop: list[str] | None = None
+
+    def options(self) -> dict:
+        """generate() keywords: preset + the options given (unset ones stay None: config / preset decide)."""
+        values = dataclasses.asdict(self)
+        values["do_sample"] = True if self.do_sample else None
+        return values
+
+    def config(self, base: GenerateConfig) -> GenerateConfig:
+        """The decoding settings these flags give on top of `base` (the config's generate section)."""
+        from .decoding import decoding_config
+        options = self.options()
+        return decoding_config(base, options.pop("preset"), **options)
 
 
 def config_to_dict(config: Config) -> dict:

@@ -1,6 +1,7 @@
-"""Decoding options: named presets, stop strings and a token streamer for SALMONN.generate.
+"""Decoding: options and presets, the one generate step (HF generate on assembled pieces, optionally through a
+compiled per-token step), answer clean-up and scores, stop strings and a token streamer.
 
-Kept free of the model so that the CLI, the chat session and the server can share it.
+The CLI, chat sessions, the server and evaluation all decode through `generate_answers`.
 """
 
 from __future__ import annotations
@@ -8,10 +9,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+import types
 from typing import Callable, Sequence
+
+import torch
+from torch import nn
 
 from .config import GenerateConfig
 from .errors import ConfigError
+from .prompting import Piece, assemble
+
+
+@dataclasses.dataclass
+class Answer:
+    text: str  # the answer, stripped, cut before any stop string
+    token_ids: list[int]  # generated ids (no prompt, no echoed BOS, stopped before EOS; incl. a stop string's)
+    score: float | None = None  # with return_scores=True: sum of the chosen tokens' log-probabilities (incl. EOS)
+    #                             under the processed distribution; beam search: the beam's length-normalised score
 
 # Named decoding settings (`--preset NAME`, generate(preset=NAME)). Explicit options override a preset; a preset
 # overrides the config's `generate:` section.
@@ -69,6 +83,15 @@ def _validate(g: GenerateConfig) -> None:
         problems.append("stop strings must not be empty")
     if problems:
         raise ConfigError("decoding: " + "; ".join(problems))
+
+
+def check_streamable(gen: GenerateConfig, rows: int = 1) -> None:
+    """Streaming shows one answer's tokens as they are chosen: one clip and num_beams 1."""
+    if gen.num_beams > 1:
+        raise ConfigError(f"streaming shows tokens as they are chosen, which beam search (num_beams="
+                          f"{gen.num_beams}) cannot do: use num_beams=1 (--num-beams 1 or --preset greedy)")
+    if rows != 1:
+        raise ConfigError(f"streaming shows one answer at a time: pass a single clip (got {rows})")
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -134,3 +157,118 @@ class TokenStreamer:
         if text.startswith(self.printed) and len(text) > len(self.printed):
             self._write(text[len(self.printed):])
             self.printed = text
+
+
+# ---------------------------------------------------------------------------------------------------- generation
+@torch.no_grad()
+def generate_answers(model, rows: list[list[Piece]], gen: GenerateConfig, streamer=None,
+                     return_scores: bool = False) -> list[Answer]:
+    """The one generate step: per-sample LLM input pieces -> one answer each (left-padded batch, so every row
+    gets its single-row answer). `streamer`: anything with put(ids)/end(), one row, num_beams 1."""
+    if streamer is not None:
+        check_streamable(gen, len(rows))
+    embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
+    kwargs = hf_generate_kwargs(gen, model.tokenizer)
+    if model.config.model.compile:
+        stream_small_linears(model.llama_model)
+        kwargs.update(compiled_decoding(embeds.shape[1] + gen.max_new_tokens))
+    if return_scores:
+        kwargs.update(output_scores=True, return_dict_in_generate=True)
+    device = model.device
+    seeded = gen.do_sample and gen.seed is not None
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [], enabled=seeded):
+        if seeded:
+            torch.manual_seed(gen.seed)
+        out = model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
+    sequences = out.sequences if return_scores else out
+    eos = model.tokenizer.eos_token_id
+    scores = sequence_scores(out, gen, eos) if return_scores else [None] * len(sequences)
+    return [clean_answer(seq.tolist(), model.tokenizer, gen.stop, score) for seq, score in zip(sequences, scores)]
+
+
+def hf_generate_kwargs(gen: GenerateConfig, tokenizer) -> dict:
+    """transformers' generate() arguments for these decoding options."""
+    kwargs = dict(max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams, do_sample=gen.do_sample,
+                  repetition_penalty=gen.repetition_penalty, length_penalty=gen.length_penalty,
+                  min_new_tokens=gen.min_new_tokens or None, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    if gen.do_sample:
+        kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or None)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if gen.stop:
+        kwargs.update(stop_strings=list(gen.stop), tokenizer=tokenizer)
+    return {k: v for k, v in kwargs.items() if v is not None or k in ("temperature", "top_p", "top_k")}
+
+
+def clean_answer(ids: list[int], tokenizer, stop: Sequence[str] = (), score: float | None = None) -> Answer:
+    """Generated ids -> Answer: cut at EOS, trailing pads dropped, text stripped and cut before a stop string
+    (the ids then end with the token that completed it)."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos)]
+    while ids and ids[-1] == pad and pad != eos:
+        ids = ids[:-1]
+    text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    if stop:
+        text, found = cut_at_stop(text, stop)
+        text = text.rstrip()
+        if found:
+            ids = ids[:next((n for n in range(1, len(ids) + 1)
+                             if cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)[1]), len(ids))]
+    return Answer(text=text, token_ids=ids, score=score)
+
+
+def sequence_scores(out, gen: GenerateConfig, eos_token_id: int) -> list[float]:
+    """Per returned sequence: beam search's own score, else the sum of log-probabilities of the chosen tokens
+    (processed scores: after temperature / top-p / penalties) up to and including EOS."""
+    if gen.num_beams > 1:
+        return [float(x) for x in out.sequences_scores]
+    steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B, T, V]
+    new = out.sequences[:, -steps.shape[1]:]  # [B, T] the generated ids
+    chosen = steps.gather(-1, new[..., None])[..., 0]  # [B, T]
+    results = []
+    for row, ids in zip(chosen, new.tolist()):
+        n = ids.index(eos_token_id) + 1 if eos_token_id in ids else len(ids)  # finished rows continue with pads
+        results.append(float(row[:n].sum()))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- compiled step
+COMPILE_CACHE_BUCKET = 256  # static KV cache lengths are rounded up to this: fewer recompilations
+STREAMING_MAX_ROWS = 8  # compiled linears with at most this many input rows (decoding steps) stream their weight
+
+
+def compiled_decoding(length: int) -> dict:
+    """generate() arguments that run the per-token step through torch.compile with a static KV cache (on any
+    device: transformers compiles automatically only on CUDA). The cache is sized in COMPILE_CACHE_BUCKET steps and
+    transformers keeps the largest size seen, so a compiled step is reused across calls of the same batch size."""
+    from transformers import CompileConfig
+    config = CompileConfig(fullgraph=False, dynamic=False)
+    config._compile_all_devices = True  # noqa: SLF001 - the documented switch has no public setter
+    bucket = -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
+    return {"cache_implementation": "static", "compile_config": config, "max_cache_len": bucket}
+
+
+def _streaming_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear.forward, except inside torch.compile for a few input rows (a decoding step): the product is
+    written as a weight-major reduction that inductor turns into one parallel, vectorised pass over the weight.
+    Decoding is bound by reading the weights, and this reads them about twice as fast as BLAS's matrix-vector
+    product on 2 AVX2 cores (benchmarks/RESULTS.md). Eager calls (the prompt) keep F.linear."""
+    if torch.compiler.is_compiling() and x.dim() >= 2 and x.shape[:-1].numel() <= STREAMING_MAX_ROWS:
+        rows = x.reshape(-1, x.shape[-1]).to(self.weight.dtype)  # [M, K]
+        out = (self.weight[:, None, :] * rows[None, :, :]).sum(-1).t()  # [N, M, K] -> [N, M] -> [M, N]
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])  # [..., N]
+    return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def stream_small_linears(llm: nn.Module) -> None:
+    """Route the LLM's nn.Linear modules through _streaming_linear_forward (once; harmless to eager calls)."""
+    if getattr(llm, "_salmonn_streaming_linears", False):
+        return
+    for module in llm.modules():
+        if type(module) is nn.Linear:
+            module.forward = types.MethodType(_streaming_linear_forward, module)
+    llm._salmonn_streaming_linears = True

@@ -1,14 +1,18 @@
-"""Inference people can rely on: batches where a bad item fails alone, manifests that resume, chat sessions.
+"""Inference: the one path from audio and instructions to answers, and what people build on it.
+
+    prepare   clips + prompts -> each item's LLM input pieces, or the one-line reason it cannot be answered
+    generate  prepare + salmonn.decoding.generate_answers (SALMONN.generate; raises the first problem)
+    answer_all / answer_batch   the same, where a bad item fails alone (CLI, manifests, evaluation)
+    long_form  each 30 s segment answered with the instruction, answers joined in order
+    run_manifest   resumable JSONL in -> JSONL out
 
     from salmonn import SALMONN
-    from salmonn.inference import answer_all, run_manifest, ChatSession
+    from salmonn.inference import answer_all, run_manifest
 
     model = SALMONN.from_config("cfg.yaml")
     for r in answer_all(model, ["a.wav", "b.mp3"], "Describe the audio.", batch_size=8, preset="greedy"):
         print(r.audio, r.text if r.ok else r.error)
     run_manifest(model, "in.jsonl", "out.jsonl", batch_size=8)          # resumes where out.jsonl stops
-    chat = ChatSession(model, ["a.wav"], num_beams=1)
-    chat.ask("What is said?"); chat.ask("And who says it?")             # audio encoded once, history kept
 """
 
 from __future__ import annotations
@@ -17,15 +21,112 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
+from .audio import audio_name
+from .config import GenerateConfig
 from .data.manifest import ManifestError
-from .decoding import decoding_config
+from .decoding import Answer, decoding_config, generate_answers
 from .errors import ConfigError, PromptError, SalmonnError
-from .model import AUDIO_PLACEHOLDER, SALMONN, Answer, _as_batch, _segment, audio_name
-from .prompting import PromptTurn, render
+from .prompting import IGNORE_INDEX, Piece, format_prompt, pair_prompts, prompt_pieces
+
+SINGLE_CLIP_TYPES = (str, Path, bytes, np.ndarray, torch.Tensor, tuple)  # one clip, not a list of clips
+LONG_FORM_HINT = "answer it segment by segment (salmonn infer --long-form, long_form=True) or cut the audio"
+
+
+def as_clips(audio) -> list:
+    """One clip or a sequence of clips -> a list of clips."""
+    return [audio] if isinstance(audio, SINGLE_CLIP_TYPES) else list(audio)
+
+
+# ---------------------------------------------------------------------------------------------------- the pipeline
+def full_prompt(model, prompt: str, templated: bool) -> str:
+    """The templated prompt of a bare instruction (templated=True: `prompt` already is one)."""
+    return prompt if templated else format_prompt(prompt, model.config.model.prompt_template)
+
+
+def check_context(model, pieces: Sequence[Piece], gen: GenerateConfig, name: str) -> None:
+    """PromptError when prompt + audio tokens + max_new_tokens do not fit the LLM's positions."""
+    used = sum(len(p) for p in pieces)
+    if used + gen.max_new_tokens > model.context_length:
+        raise PromptError(f"{name}: {used} prompt and audio tokens + max_new_tokens {gen.max_new_tokens} exceed "
+                          f"the LLM's context of {model.context_length} positions; {LONG_FORM_HINT}")
+
+
+def _named(err: SalmonnError, name: str) -> SalmonnError:
+    return err if str(err).startswith(name) else type(err)(f"{name}: {err}")
+
+
+@torch.no_grad()
+def prepare(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig, *, templated: bool = False,
+            sample_rate: int | None = None, audio_tokens: Sequence[torch.Tensor] | None = None
+            ) -> list[list[Piece] | SalmonnError]:
+    """Each item's LLM input pieces, or the SalmonnError (naming the item) that keeps it from being answered:
+    a bad prompt, unusable audio, or more tokens than the LLM's context. Audio is encoded in one pass."""
+    names = [audio_name(a) if a is not None else f"<clip {i + 1}>" for i, a in enumerate(audio)]
+    prepared: list[Any] = []
+    for prompt, name in zip(prompts, names):
+        try:
+            prepared.append(full_prompt(model, prompt, templated))
+        except SalmonnError as err:
+            prepared.append(_named(err, name))
+    usable = [i for i, p in enumerate(prepared) if isinstance(p, str)]
+    if audio_tokens is None:
+        encoded = model.encode_audio([audio[i] for i in usable], sample_rate, errors="return")
+    else:
+        encoded = [audio_tokens[i] for i in usable]
+    for i, tokens in zip(usable, encoded):
+        try:
+            if isinstance(tokens, SalmonnError):
+                raise tokens
+            pieces = prompt_pieces(model, prepared[i], tokens)
+            check_context(model, pieces, gen, names[i])
+            prepared[i] = pieces
+        except SalmonnError as err:
+            prepared[i] = _named(err, names[i])
+    return prepared
+
+
+def generate(model, audio, prompt: str | Sequence[str], templated: bool = False, sample_rate: int | None = None,
+             streamer=None, audio_tokens: list[torch.Tensor] | None = None, preset: str | None = None,
+             return_scores: bool = False, **options) -> list[Answer]:
+    """Answer each clip; the first unusable item raises its SalmonnError. `prompt` is the bare instruction (one
+    for all clips or one per clip); templated=True takes full prompts with <SpeechHere>.
+
+    Decoding: the config's `generate:` section, then `preset` ("reference", "greedy", "sample"), then any
+    GenerateConfig field given as a keyword (num_beams, max_new_tokens, min_new_tokens, do_sample,
+    temperature, top_p, top_k, repetition_penalty, length_penalty, seed, stop); None means "not given".
+    A batch is left-padded with correct positions: each clip gets its single-clip answer.
+    `streamer`: anything with put(ids)/end() (salmonn.decoding.TokenStreamer); one clip, num_beams 1.
+    `audio_tokens`: already encoded clips ([L_i, d] each) instead of `audio`.
+    """
+    clips = as_clips(audio) if audio_tokens is None else [None] * len(audio_tokens)
+    prompts = pair_prompts(len(clips), prompt)
+    gen = decoding_config(model.config.generate, preset, **options)
+    rows = prepare(model, clips, prompts, gen, templated=templated, sample_rate=sample_rate,
+                   audio_tokens=audio_tokens)
+    for row in rows:
+        if isinstance(row, SalmonnError):
+            raise row
+    return generate_answers(model, rows, gen, streamer=streamer, return_scores=return_scores)
+
+
+@torch.no_grad()
+def score(model, audio, prompt: str | Sequence[str], text: str | Sequence[str], templated: bool = False
+          ) -> list[dict]:
+    """Per clip: mean token NLL of `text` + end symbol after the prompt ({"loss", "tokens"}): the training loss of
+    that one sample."""
+    clips = as_clips(audio)
+    prompts = [full_prompt(model, p, templated) for p in pair_prompts(len(clips), prompt)]
+    texts = pair_prompts(len(clips), text)
+    results = []
+    for tokens, p, t in zip(model.encode_audio(clips), prompts, texts):  # one at a time: one sample's loss
+        loss, _, labels = model([tokens], [p], [t])
+        results.append({"loss": float(loss), "tokens": int((labels[:, 1:] != IGNORE_INDEX).sum())})
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------- batches
@@ -46,58 +147,99 @@ class Result:
         return self.answer.text if self.answer else None
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of `size` items."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def answer_all(model: SALMONN, audio: Sequence, prompt: str | Sequence[str], batch_size: int = 8,
-               templated: bool = False, sample_rate: int | None = None, preset: str | None = None,
-               progress: bool = False, **options) -> list[Result]:
+def answer_all(model, audio, prompt: str | Sequence[str], batch_size: int = 8, templated: bool = False,
+               sample_rate: int | None = None, preset: str | None = None, progress: bool = False,
+               long_form: bool = False, on_segment: Callable[[int, Answer], None] | None = None,
+               **options) -> list[Result]:
     """Answer every clip, `batch_size` clips per generate call; an item that fails (unreadable audio, too long,
-    a bad prompt) gets its error and the others still complete. Answers equal single-clip answers."""
-    audio, prompts = _as_batch(audio, prompt)
+    a bad prompt) gets its error and the others still complete. Answers equal single-clip answers.
+    long_form=True answers each clip segment by segment (see `long_form`); on_segment(clip index, answer)
+    sees each segment's answer as it comes."""
+    clips = as_clips(audio)
+    prompts = pair_prompts(len(clips), prompt)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    g = decoding_config(model.config.generate, preset, **options)  # option errors before any work
-    pairs = list(zip(audio, prompts))
+    gen = decoding_config(model.config.generate, preset, **options)  # option errors before any work
     results: list[Result] = []
-    bar = _progress(len(pairs), progress)
-    for chunk in _batches(pairs, batch_size):
-        results += answer_batch(model, [a for a, _ in chunk], [p for _, p in chunk], g, templated, sample_rate)
-        bar.update(len(chunk))
+    bar = progress_bar(len(clips), progress)
+    if long_form:
+        for index, (clip, p) in enumerate(zip(clips, prompts)):
+            results.append(long_form_result(model, clip, p, gen, templated, sample_rate, batch_size,
+                                            None if on_segment is None else lambda a, i=index: on_segment(i, a)))
+            bar.update(1)
+    else:
+        for chunk in batches(list(zip(clips, prompts)), batch_size):
+            results += answer_batch(model, [a for a, _ in chunk], [p for _, p in chunk], gen, templated,
+                                    sample_rate)
+            bar.update(len(chunk))
     bar.close()
     return results
 
 
 @torch.no_grad()
-def answer_batch(model: SALMONN, audio: Sequence, prompts: Sequence[str], g, templated: bool = False,
+def answer_batch(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig, templated: bool = False,
                  sample_rate: int | None = None) -> list[Result]:
-    """One generate call for the items that load; per-item errors for the rest. g: a GenerateConfig."""
+    """One generate call for the items that can be answered; per-item errors for the rest."""
     results = [Result(audio=a, prompt=p) for a, p in zip(audio, prompts)]
-    rows, good = [], []
-    full: list[str | None] = []
-    for r in results:
-        try:
-            full.append(r.prompt if templated else model.format_prompt(r.prompt))
-        except SalmonnError as err:
-            r.error = f"{audio_name(r.audio)}: {err}"
-            full.append(None)
-    loadable = [i for i, f in enumerate(full) if f is not None]
-    tokens = model.encode_audio([results[i].audio for i in loadable], sample_rate, errors="return")
-    for i, t in zip(loadable, tokens):
-        if isinstance(t, SalmonnError):
-            results[i].error = str(t)
-            continue
-        try:
-            rows.append(model.prompt_segments(full[i], t))
-            good.append(i)
-        except SalmonnError as err:
-            results[i].error = f"{audio_name(results[i].audio)}: {err}"
-    if rows:
-        for i, answer in zip(good, model.generate_from_segments(rows, g)):
+    rows = prepare(model, audio, prompts, gen, templated=templated, sample_rate=sample_rate)
+    good = [i for i, row in enumerate(rows) if not isinstance(row, SalmonnError)]
+    for i, row in enumerate(rows):
+        if isinstance(row, SalmonnError):
+            results[i].error = str(row)
+    if good:
+        for i, answer in zip(good, generate_answers(model, [rows[i] for i in good], gen)):
             results[i].answer = answer
     return results
+
+
+@torch.no_grad()
+def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = False,
+              sample_rate: int | None = None, batch_size: int = 8,
+              on_segment: Callable[[Answer], None] | None = None) -> Answer:
+    """Answer each 30 s segment of one clip with the instruction, `batch_size` segments per generate call, and
+    join the answers in order (text joined by spaces, ids concatenated). Any length of audio within
+    model.max_audio_seconds, on any model: each segment's prompt fits the LLM on its own."""
+    prompt = full_prompt(model, prompt, templated)
+    name = audio_name(audio)
+    answers: list[Answer] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        rows = [prompt_pieces(model, prompt, tokens) for tokens in model.encode_segments(pending)]
+        for row in rows:
+            check_context(model, row, gen, name)
+        for answer in generate_answers(model, rows, gen):
+            answers.append(answer)
+            if on_segment is not None:
+                on_segment(answer)
+        pending.clear()
+
+    for segment in model.clip_segments(audio, sample_rate):
+        pending.append(segment)
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    return Answer(text=" ".join(a.text for a in answers if a.text),
+                  token_ids=[i for a in answers for i in a.token_ids])
+
+
+def long_form_result(model, audio, prompt: str, gen: GenerateConfig, templated: bool = False,
+                     sample_rate: int | None = None, batch_size: int = 8,
+                     on_segment: Callable[[Answer], None] | None = None) -> Result:
+    """`long_form` as a Result: a problem with the clip or the prompt is its error."""
+    result = Result(audio=audio, prompt=prompt)
+    try:
+        result.answer = long_form(model, audio, prompt, gen, templated, sample_rate, batch_size, on_segment)
+    except SalmonnError as err:
+        result.error = str(_named(err, audio_name(audio)))
+    return result
 
 
 class _NoBar:
@@ -108,7 +250,8 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool, initial: int = 0, desc: str = "answering"):
+def progress_bar(total: int, enabled: bool, initial: int = 0, desc: str = "answering"):
+    """A tqdm bar over clips (or a silent stand-in)."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
@@ -133,21 +276,21 @@ def _done_lines(output: Path) -> tuple[dict[int, dict], list[str]]:
     return done, keep
 
 
-def run_manifest(model: SALMONN, manifest: str | Path, output: str | Path, prompt: str | None = None,
+def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | None = None,
                  batch_size: int = 8, preset: str | None = None, retry_errors: bool = False,
-                 progress: bool = True, **options) -> dict:
+                 progress: bool = True, long_form: bool = False, **options) -> dict:
     """Answer every record of a JSONL (or reference annotation JSON) manifest into `output` (JSONL).
 
     Each record: {"audio" (or "path"), "prompt"?, ...}; `prompt` is used where a record has none. Each output
     line: {"line", "audio", "prompt", "text", "token_ids"} (+ "id"/"task" when the record has them), or
     {"line", "audio", "prompt", "error"}. Lines are written in manifest order and flushed per batch; records
-    whose line is already in `output` are skipped (retry_errors=True answers failed ones again).
-    Returns {"answered", "failed", "skipped"} for this run.
+    whose line is already in `output` are skipped (retry_errors=True answers failed ones again). long_form=True
+    answers each clip segment by segment (`long_form`). Returns {"answered", "failed", "skipped"} for this run.
     """
     from .data.manifest import iter_records
     output = Path(output)
     records = list(iter_records(manifest))  # a malformed manifest is one clear error before any work
-    g = decoding_config(model.config.generate, preset, **options)
+    gen = decoding_config(model.config.generate, preset, **options)
     done, keep = _done_lines(output)
     by_line = dict(records)
     for number, record in done.items():
@@ -163,12 +306,12 @@ def run_manifest(model: SALMONN, manifest: str | Path, output: str | Path, promp
     output.parent.mkdir(parents=True, exist_ok=True)
     _rewrite(output, keep)  # drop a torn last line (and retried errors) before appending
     stats = {"answered": 0, "failed": 0, "skipped": len(records) - len(todo)}
-    bar = _progress(len(records), progress, initial=stats["skipped"])
+    bar = progress_bar(len(records), progress, initial=stats["skipped"])
     with open(output, "a", encoding="utf-8") as out:
-        for chunk in _batches(todo, batch_size):
+        for chunk in batches(todo, batch_size):
             audio = [r.get("path") for _, r in chunk]
             prompts = [r.get("prompt", prompt) for _, r in chunk]
-            results = _manifest_batch(model, audio, prompts, g)
+            results = _manifest_batch(model, audio, prompts, gen, long_form, batch_size)
             for (number, record), result in zip(chunk, results):
                 line = {"line": number, "audio": record.get("audio", record.get("path"))}  # as the manifest says
                 for key in ("id", "task"):
@@ -189,7 +332,8 @@ def run_manifest(model: SALMONN, manifest: str | Path, output: str | Path, promp
     return stats
 
 
-def _manifest_batch(model: SALMONN, audio: list, prompts: list, g) -> list[Result]:
+def _manifest_batch(model, audio: list, prompts: list, gen: GenerateConfig, long_form: bool = False,
+                    batch_size: int = 8) -> list[Result]:
     results: list[Result | None] = [None] * len(audio)
     usable = []
     for i, (a, p) in enumerate(zip(audio, prompts)):
@@ -199,7 +343,10 @@ def _manifest_batch(model: SALMONN, audio: list, prompts: list, g) -> list[Resul
             results[i] = Result(audio=a, prompt=p, error=f'{a}: no prompt: add "prompt" to the line or pass --prompt')
         else:
             usable.append(i)
-    answered = answer_batch(model, [audio[i] for i in usable], [prompts[i] for i in usable], g)
+    if long_form:
+        answered = [long_form_result(model, audio[i], prompts[i], gen, batch_size=batch_size) for i in usable]
+    else:
+        answered = answer_batch(model, [audio[i] for i in usable], [prompts[i] for i in usable], gen)
     for i, r in zip(usable, answered):
         results[i] = r
     return results
@@ -219,151 +366,3 @@ def _sort_by_line(path: Path) -> None:
         _rewrite(path, [raw for _, raw in sorted(zip(numbers, lines), key=lambda x: x[0])])
 
 
-# ---------------------------------------------------------------------------------------------------- chat
-@dataclasses.dataclass
-class Turn:
-    question: str
-    clips: list[int]  # indices of the clips attached to this user turn
-    answer: Answer | None = None
-
-
-class ChatSession:
-    """A multi-turn conversation about one or more clips.
-
-    The prompt is the config's template applied turn by turn (Vicuna style):
-        [BOS] USER: <Speech>[clip tokens]</Speech> q1\\nASSISTANT: a1</s>USER: q2\\nASSISTANT: ...
-    Clips given at the start go into the first user turn; add_audio() attaches a clip to the next question.
-    Each clip's encoder outputs are computed once and reused for every turn; earlier answers enter the history
-    as the exact ids generated (+ EOS), not re-tokenised text (salmonn.prompting.render, shared with the server).
-    The first turn equals SALMONN.generate's prompt.
-    """
-
-    def __init__(self, model: SALMONN, audio: Iterable = (), sample_rate: int | None = None,
-                 preset: str | None = None, **options):
-        self.model = model
-        self.sample_rate = sample_rate
-        self.generate_config = decoding_config(model.config.generate, preset, **options)
-        self.clips: list[tuple[str, torch.Tensor]] = []  # (name, audio tokens [L, d])
-        self.turns: list[Turn] = []
-        self.pending: list[int] = []  # clips waiting for the next user turn
-        for item in audio:
-            self.add_audio(item)
-
-    # -- state
-    @torch.no_grad()
-    def add_audio(self, item, sample_rate: int | None = None) -> int:
-        """Encode a clip (once) and attach it to the next question; returns its index. AudioError if unusable."""
-        tokens = self.model.encode_audio([item], sample_rate or self.sample_rate)[0]
-        self.clips.append((audio_name(item), tokens))
-        self.pending.append(len(self.clips) - 1)
-        return len(self.clips) - 1
-
-    def reset(self) -> None:
-        """Forget the conversation; keep the clips (they go into the next question again)."""
-        self.turns = []
-        self.pending = list(range(len(self.clips)))
-
-    @property
-    def history(self) -> list[tuple[str, str]]:
-        return [(t.question, t.answer.text) for t in self.turns if t.answer is not None]
-
-    # -- prompting
-    def _render(self, question: str | None, as_text: bool) -> list:
-        """The conversation (+ `question`'s open turn) through salmonn.prompting.render: earlier answers as the
-        exact generated ids + EOS (as_text=False: what the model is fed) or as their text (the transcript)."""
-        model = self.model
-        turns = self.turns + ([Turn(question, list(self.pending))] if question is not None else [])
-        return render([PromptTurn(t.question, len(t.clips), None if t.answer is None else
-                                  t.answer.text if as_text else t.answer.token_ids) for t in turns],
-                      model.config.model.prompt_template, model.config.model.end_sym, model.tokenizer.eos_token_id,
-                      hint="ask in plain words (clips are inserted for you)")
-
-    def transcript(self, question: str | None = None) -> str:
-        """The conversation as text (clips shown as <SpeechHere>), ending with `question`'s open turn if given."""
-        return "".join(self._render(question, as_text=True))
-
-    @torch.no_grad()
-    def segments(self, question: str) -> list:
-        """LLM input segments for the whole conversation plus the new question (embeds, labels, mask)."""
-        model = self.model
-        clips = [index for turn in self.turns for index in turn.clips] + list(self.pending)
-        embed_dtype = model._embed([0]).dtype
-        pieces = [model._embed([model.tokenizer.bos_token_id])]
-        for piece in self._render(question, as_text=False):
-            if isinstance(piece, list):  # an earlier answer's ids + EOS
-                pieces.append(model._embed(piece))
-                continue
-            for k, text in enumerate(piece.split(AUDIO_PLACEHOLDER)):
-                if k:
-                    pieces.append(self.clips[clips.pop(0)][1].to(model.device, embed_dtype))
-                pieces.append(model._embed(model._ids(text)))
-        return [_segment(p) for p in pieces if p.shape[0] > 0]
-
-    @torch.no_grad()
-    def ask(self, question: str, streamer=None, **options) -> Answer:
-        """Answer `question` in the context of the conversation so far and add the exchange to it."""
-        question = question.strip()
-        if not question:
-            raise PromptError("empty question")
-        g = decoding_config(self.generate_config, None, **options)
-        if streamer is not None and g.num_beams > 1:
-            raise ConfigError(f"streaming needs num_beams=1 (got {g.num_beams}): pass --num-beams 1 or "
-                              f"--preset greedy")
-        rows = [self.segments(question)]
-        answer = self.model.generate_from_segments(rows, g, streamer=streamer)[0]
-        self.turns.append(Turn(question, list(self.pending), answer))
-        self.pending = []
-        return answer
-
-
-CHAT_HELP = ("commands: /audio PATH (add a clip to the next question), /reset (forget the conversation, keep "
-             "the clips), /lora S (LoRA scale, 1 = as trained), /history, /help, /quit")
-
-
-def chat_loop(session: ChatSession, lines: Iterable[str], write=print, error=None, streamer_factory=None) -> None:
-    """Drive a session from input lines (stdin): questions and /commands. Errors go to `error` and the
-    session continues."""
-    import sys
-    error = error or (lambda message: print(f"error: {message}", file=sys.stderr, flush=True))
-    for raw in lines:
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("/"):
-            command, _, arg = line.partition(" ")
-            arg = arg.strip()
-            if command in ("/quit", "/exit", "/q"):
-                return
-            try:
-                if command == "/reset":
-                    session.reset()
-                    write("(conversation reset)")
-                elif command == "/audio":
-                    if not arg:
-                        raise PromptError("/audio needs a path: /audio PATH")
-                    index = session.add_audio(os.path.expanduser(arg))
-                    write(f"(added clip {index + 1}: {arg}; it goes with your next question)")
-                elif command == "/lora":
-                    try:
-                        scale = float(arg)
-                    except ValueError:
-                        raise PromptError(f"/lora needs a number, e.g. /lora 0.5 (got {arg!r})") from None
-                    session.model.set_lora_scale(scale)
-                    write(f"(LoRA scale {scale:g})")
-                elif command == "/history":
-                    for q, a in session.history:
-                        write(f"USER: {q}\nASSISTANT: {a}")
-                elif command == "/help":
-                    write(CHAT_HELP)
-                else:
-                    raise PromptError(f"unknown command {command}; {CHAT_HELP}")
-            except SalmonnError as err:
-                error(str(err))
-            continue
-        try:
-            streamer = streamer_factory() if streamer_factory else None
-            answer = session.ask(line, streamer=streamer)
-            if streamer is None:
-                write(answer.text)
-        except SalmonnError as err:
-            error(str(err))

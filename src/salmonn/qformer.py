@@ -13,9 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-WHISPER_FRAMES = 1500  # Whisper encoder frames per 30 s segment (50 frames/s)
-WHISPER_SECONDS = 30.0  # seconds one Whisper segment covers
-
 # (ours, reference) name pieces inside `speech_Qformer.`; the reference's LAVIS BertModel layout on the right.
 _RENAMES = [
     ("bert.layernorm.", "bert.embeddings.LayerNorm."),
@@ -68,11 +65,6 @@ class QFormer(nn.Module):
     def forward(self, queries: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """queries [W, Q, H] attend to frames [W, K, C] -> [W, Q, H]."""
         return self.bert(query_embeds=queries, encoder_hidden_states=frames).last_hidden_state
-
-
-def window_size(seconds: float) -> int:
-    """Frames per window (or stride) as the reference rounds it: 0.333333 s -> 17 frames."""
-    return round(WHISPER_FRAMES * seconds / WHISPER_SECONDS)
 
 
 def fuse_encoders(speech: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:

@@ -11,17 +11,6 @@ import torch
 import torch.nn.functional as F
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-SAMPLES_PER_FRAME = 320  # 16 kHz samples per encoder frame: hop 160 x conv2 stride 2 (20 ms)
-MAX_FRAMES = 1500  # encoder frames in a 30 s window
-
-
-def frames_for(num_samples: torch.Tensor | int) -> torch.Tensor:
-    """Encoder frames that cover `num_samples` of audio (ceil), at most one full window."""
-    samples = torch.as_tensor(num_samples)
-    return torch.clamp(torch.div(samples + SAMPLES_PER_FRAME - 1, SAMPLES_PER_FRAME, rounding_mode="floor"),
-                       1, MAX_FRAMES)
-
-
 def encode(encoder: WhisperEncoder, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
     """Log-mel [B, n_mels, 3000] -> hidden states [B, 1500, d] (frames=None) or [B, max(frames), d].
 

@@ -1,7 +1,7 @@
 """On-disk cache of the frozen encoders' outputs.
 
 Whisper and BEATs are frozen in all three stages, so their outputs for a clip never change: compute
-`encode_frozen` once per clip and store it as safetensors. The key is a SHA-256 of the clip's files (path, mtime,
+`SALMONN.encode` once per clip and store it as safetensors. The key is a SHA-256 of the clip's files (path, mtime,
 size; expand_wav clips included) and of the encoder identity (backbone files, dtype, audio front-end settings),
 so editing a file or changing a backbone makes a new entry instead of reusing a stale one.
 
@@ -107,9 +107,8 @@ def encode_clips(model, samples: Sequence[Sample]) -> list[dict[str, torch.Tenso
     segments = [seg for clip in clips for seg in clip]
     spectrogram = A.whisper_log_mel(segments, model.feature_extractor).to(model.device)
     raw_wav, padding_mask = A.batch_waveforms(segments)
-    frozen = model.encode_frozen(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
-    whisper, beats, mask = frozen[:3]
-    frames = frozen[3] if len(frozen) > 3 else None  # Whisper on each clip's own length
+    frozen = model.encode(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
+    whisper, beats, mask, frames = frozen.speech, frozen.audio, frozen.audio_mask, frozen.speech_frames
     out, at = [], 0
     for clip in clips:
         n = len(clip)

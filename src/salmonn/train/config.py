@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, get_type_hints
 
 import yaml
 
-from ..config import Config, load_config
+from ..config import Config, build_section, load_config
 from ..errors import ConfigError
 
 SECTIONS = ("run", "datasets", "activation")
@@ -144,57 +143,6 @@ _PATHS = {"datasets": ("train_ann_path", "valid_ann_path", "test_ann_path", "cac
           "run": ("init_from",), "activation": ("source_ann_path", "stories_path")}
 
 
-def _coerce(cls, name: str, value: Any, where: str) -> Any:
-    hint = get_type_hints(cls)[name]
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {name} must be a mapping, got {value!r}")
-        return _build(hint, value, f"{where}.{name}")
-    if value is None and hint in (int | None, str | None):
-        return None
-    ok = None
-    if hint is bool:
-        if isinstance(value, bool):
-            ok = value
-        elif isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            ok = value.lower() in ("true", "1", "yes")
-    elif hint in (int, int | None):
-        if isinstance(value, int) and not isinstance(value, bool):
-            ok = value
-        elif isinstance(value, float) and value.is_integer():
-            ok = int(value)
-    elif hint is float:
-        if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
-            try:
-                ok = float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            ok = float(value)
-    elif hint in (str, str | None):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            ok = str(value)
-    elif hint == list[str]:
-        if isinstance(value, str):
-            ok = [v for v in value.split(",") if v] if value else []
-        elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-            ok = [str(v) for v in value]
-        elif value is None:
-            ok = []
-    if ok is None:
-        raise ConfigError(f"{where}: {name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
-    return ok
-
-
-def _build(cls, values: dict, where: str):
-    fields = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            raise ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return cls(**{k: _coerce(cls, k, v, where) for k, v in values.items()})
-
-
 def split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(model/generate overrides for salmonn.config, run/datasets/activation overrides for this module)."""
     ours, theirs = [], []
@@ -240,9 +188,9 @@ def build_train_config(config: Config, overrides: list[str] | tuple[str, ...] = 
         raise ConfigError(f"{where}: unknown section {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     for item in overrides:
         _set_nested(raw, item)
-    run = _build(RunConfig, raw["run"], f"{where} [run]")
-    datasets = _build(DatasetsConfig, raw["datasets"], f"{where} [datasets]")
-    activation = _build(ActivationConfig, raw["activation"], f"{where} [activation]")
+    run = build_section(RunConfig, raw["run"], f"{where} [run]")
+    datasets = build_section(DatasetsConfig, raw["datasets"], f"{where} [datasets]")
+    activation = build_section(ActivationConfig, raw["activation"], f"{where} [activation]")
     sections = {"run": run, "datasets": datasets, "activation": activation}
     for (section, key), allowed in _CHOICES.items():
         if getattr(sections[section], key) not in allowed:

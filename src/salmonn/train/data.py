@@ -23,11 +23,9 @@ import torch
 from .. import audio as A
 from ..data.manifest import ManifestError, iter_records
 from ..errors import ConfigError, SalmonnError
-
-AUDIO_PLACEHOLDER = "<SpeechHere>"
-AUDIO_PREFIX = "<Speech><SpeechHere></Speech> "
+from ..frames import clip_tokens, segment_samples
+from ..prompting import AUDIO_PLACEHOLDER, AUDIO_PREFIX
 EXPAND_GAP_SAMPLES = 1600  # 0.1 s of silence before each expand_wav clip (reference)
-TOKENS_PER_SEGMENT = 88  # audio tokens of one 30 s segment (window-level Q-Former)
 
 
 class DataError(SalmonnError):
@@ -112,12 +110,11 @@ class Sample:
 
     @property
     def n_segments(self) -> int:
-        return max(1, math.ceil(self.seconds * A.SAMPLE_RATE / A.SEGMENT_SAMPLES))
+        return len(segment_samples(round(self.seconds * A.SAMPLE_RATE)))
 
-    def length(self, long_audio: str = "segment") -> int:
+    def length(self, model_config) -> int:
         """LLM positions this sample takes (bucketing key): audio tokens + target tokens."""
-        segments = 1 if long_audio == "truncate" else self.n_segments
-        return segments * TOKENS_PER_SEGMENT + len(self.target_ids)
+        return clip_tokens(round(self.seconds * A.SAMPLE_RATE), model_config) + len(self.target_ids)
 
     def record(self) -> dict:
         out = {"path": self.path, "text": self.text, "task": self.task}

@@ -1,7 +1,8 @@
 """Metrics for ``salmonn eval``: ``compute_metrics(task, hyps, refs, samples)`` and its parts.
 
-The names below load on first use: importing ``salmonn.evaluation.run`` (which registers ``salmonn eval`` with
-the CLI) must not need the ``eval`` extra (jiwer, sacrebleu, ...), or every ``salmonn`` command would.
+The names below load on first use: importing ``salmonn.evaluation.commands`` (``salmonn eval``, imported by the
+CLI) or ``.run`` must not need the ``eval`` extra (jiwer, sacrebleu, ...), or every ``salmonn`` command would;
+``salmonn eval`` checks for the extra first and says in one line what to install.
 """
 
 import importlib

@@ -14,6 +14,7 @@ import json
 import random
 from pathlib import Path
 
+from salmonn.data.asterisk import is_asterisk_audio
 from salmonn.data.manifest import read_manifest
 
 STAGE_TASKS = {
@@ -38,6 +39,9 @@ def main() -> None:
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
     more = [r for extra in args.extra for r in read_manifest(extra.resolve() / "train.json")]
+    leaked = [r["path"] for r in train + more if is_asterisk_audio(r["path"])]
+    if leaked:  # the real-speech test set (salmonn data asterisk) must never be trained on
+        raise SystemExit(f"{leaked[0]}: an Asterisk test recording in a training split; remove it from the corpus")
     random.Random(0).shuffle(train)
     for stage, tasks in STAGE_TASKS.items():
         pool = train

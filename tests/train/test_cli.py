@@ -28,3 +28,19 @@ def test_bad_manifest_fails_fast_listing_the_lines(corpus, tmp_path):
     assert f"{manifest}:3: empty 'text'" in err and f"{manifest}:4: task 'singing' is not in the prompt file" in err
     assert "Traceback" not in err and "Loading weights" not in err  # failed before the model was loaded
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_a_reused_output_folder_is_refused_before_the_model_loads(corpus, tmp_path):
+    out = tmp_path / "out"
+    (out / "checkpoints" / "step_00000003").mkdir(parents=True)
+    (out / "checkpoints" / "step_00000003" / "state.json").write_text("{}")
+    command = [SALMONN, "train", str(CONFIGS / "stage1_pretrain.yaml"), *tiny(corpus, out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 1 and "Loading weights" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"salmonn train: error: {out}: holds an earlier run (checkpoints up to step 3); continue it with --resume, "
+        "start over with --restart (deletes checkpoints, final, metrics.jsonl, samples.jsonl, curves.png), or set "
+        "another run.output_dir"]
+    both = subprocess.run([*command, "--resume", "--restart"], capture_output=True, text=True, timeout=300)
+    assert both.returncode == 1 and "--restart deletes the run that --resume would continue" in both.stderr

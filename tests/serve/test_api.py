@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -136,9 +135,10 @@ def test_transcriptions(client, server):
     assert asked.choices[0].message.content == result.text
 
 
-def test_32_concurrent_requests_are_batched_and_equal_single_answers(client, server):
-    """Greedy answers with two decoding settings, sent all at once, are batched (never mixing settings) and
-    are exactly the answers the same requests get one at a time."""
+def test_32_concurrent_requests_equal_single_answers(client, server):
+    """Greedy answers with two decoding settings, sent all at once, are exactly the answers the same requests get
+    one at a time, and no generate() call is larger than --max-batch-size (how they batch is
+    test_hostile.test_requests_that_wait_together_are_batched_up_to_the_limit; how fast: benchmarks/)."""
     clips = {name: b64(AUDIO / name) for name in CLIPS}
     settings = [("What is said?", {"max_tokens": 4}),
                 ("Describe the audio.", {"max_tokens": 6, "extra_body": {"lora_scale": 0.5}})]
@@ -151,14 +151,9 @@ def test_32_concurrent_requests_are_batched_and_equal_single_answers(client, ser
     single = {i: ask(spec) for i, spec in enumerate(specs)}  # one at a time
     before = server.health()["stats"]
     jobs = [i % len(specs) for i in range(32)]
-    start = time.monotonic()
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda i: ask(specs[i]), jobs))
-    elapsed = time.monotonic() - start
     after = server.health()["stats"]
     assert answers == [single[i] for i in jobs]
-    batches = after["batches"] - before["batches"]
     assert after["requests"] - before["requests"] == 32
-    assert batches < 32, (batches, after)  # some calls answered several requests
-    assert batches >= 32 // 8  # never more than --max-batch-size rows in one call
-    print(f"32 concurrent requests: {elapsed:.1f} s in {batches} batches")
+    assert after["max_batch_rows"] <= 8  # never more than --max-batch-size rows in one call

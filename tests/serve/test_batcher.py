@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -58,15 +57,27 @@ def test_batches_group_by_key_and_respect_the_size_limit():
     assert [p for _, p in batches[0]] == [0, 2, 4]
 
 
-def test_waits_for_companions_up_to_max_wait():
+def test_waits_for_companions_until_the_batch_is_full():
+    """With a wait far longer than any test, the first job waits for a companion, and the batch runs as soon as
+    it is full (behaviour, not timing)."""
     run = FakeRun()
-    batcher = Batcher(run, max_batch_size=4, max_wait_ms=300, max_queue=100).start()
+    batcher = Batcher(run, max_batch_size=2, max_wait_ms=600_000, max_queue=100).start()
     try:
         first = batcher.submit(Job(key="k", payload=1))
-        time.sleep(0.05)
+        assert not run.entered.wait(0.2)  # nothing runs alone while it may still gain a companion
         second = batcher.submit(Job(key="k", payload=2))
-        assert first.result(5) and second.result(5)
+        assert first.result(10) and second.result(10)
         assert [[p for _, p in b] for b in run.batches] == [[1, 2]]
+    finally:
+        batcher.stop()
+
+
+def test_a_job_runs_alone_once_its_wait_is_over():
+    run = FakeRun()
+    batcher = Batcher(run, max_batch_size=4, max_wait_ms=0, max_queue=100).start()
+    try:
+        assert batcher.submit(Job(key="k", payload=1)).result(10) == "answer to 1"
+        assert [[p for _, p in b] for b in run.batches] == [[1]]
     finally:
         batcher.stop()
 

@@ -82,6 +82,20 @@ CASES = {
               "tools", ""),
     "audio too long": (chat_body(audio_message(wav_b64(30), "Describe.")), 400, "invalid_audio",
                        "messages[0].content[0].input_audio.data", "longer than"),
+    # issue 17.5: lone surrogates and deep nesting were 500s
+    "lone surrogate in a user message": (chat_body(audio_message(CLIP, "Hi \ud800 there")), 400, "invalid_text",
+                                         "messages[0].content[1].text", "surrogate"),
+    "lone surrogate in an assistant message": (
+        chat_body(audio_message(CLIP, "Hi") + [text_message("assistant", "\udfff"), text_message("user", "And?")]),
+        400, "invalid_text", "messages[1].content", "surrogate"),
+    "lone surrogate in stop": (chat_body(audio_message(CLIP, "Hi"), stop=["ok", "\ud800"]), 400, "invalid_text",
+                               "stop[1]", "surrogate"),
+    "100,000-deep JSON": ("[" * 100_000 + "]" * 100_000, 400, "invalid_json", None, "nested"),
+    # issue 17.3: prompts longer than the LLM's context (512 positions in the fixture)
+    "prompt far over the context": (chat_body(audio_message(CLIP, "word " * 20_000)), 400,
+                                    "context_length_exceeded", "messages", "context of 512 tokens"),
+    "prompt and max_tokens over the context": (chat_body(audio_message(CLIP, "a " * 380), max_tokens=64), 400,
+                                               "context_length_exceeded", "messages", "max_tokens is 64"),
 }
 
 

@@ -82,6 +82,11 @@ CASES = {
               "tools", ""),
     "audio too long": (chat_body(audio_message(wav_b64(30), "Describe.")), 400, "invalid_audio",
                        "messages[0].content[0].input_audio.data", "longer than"),
+    # issue 17.1: a long stop string took minutes and gigabytes
+    "stop string too long": (chat_body(audio_message(CLIP, "Hi"), stop=["a" * 40_000]), 400, "invalid_value", "stop",
+                             "at most 256 characters"),
+    "five stop strings": (chat_body(audio_message(CLIP, "Hi"), stop=list("abcde")), 400, "invalid_value", "stop",
+                          "at most 4"),
     # issue 17.5: lone surrogates and deep nesting were 500s
     "lone surrogate in a user message": (chat_body(audio_message(CLIP, "Hi \ud800 there")), 400, "invalid_text",
                                          "messages[0].content[1].text", "surrogate"),

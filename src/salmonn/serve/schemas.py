@@ -17,6 +17,7 @@ from ..prompting import PromptTurn
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "mp4")
 MAX_STOP = 4
+MAX_STOP_CHARS = 256
 MAX_BEAMS = 8
 MAX_LORA_SCALE = 10.0
 
@@ -125,6 +126,9 @@ def parse_decoding(body: dict, max_tokens_limit: int, max_n: int) -> Decoding:
             check_text(s, "stop" if isinstance(stop, str) else f"stop[{i}]")
         if len(stops) > MAX_STOP:
             raise bad(f"'stop' takes at most {MAX_STOP} sequences, got {len(stops)}", "stop")
+        longest = max(stops, key=len)
+        if len(longest) > MAX_STOP_CHARS:
+            raise bad(f"a stop sequence may be at most {MAX_STOP_CHARS} characters, got {len(longest)}", "stop")
         d.stop = stops or None
     if d.seed is not None:  # torch.manual_seed takes 0 .. 2**64-1
         d.seed %= 2 ** 64

@@ -183,6 +183,7 @@ def bf16_spot_check(bench_dir: Path) -> dict:
     from transformers import AutoModelForCausalLM, DynamicCache
     from salmonn import audio as A
     from salmonn import whisper as W
+    from salmonn.features import whisper_log_mel
     from salmonn.frames import frames_for
     from salmonn.builder import load_whisper_encoder
     wav = A.load_audio(AUDIO / "gunshots.wav")
@@ -190,7 +191,7 @@ def bf16_spot_check(bench_dir: Path) -> dict:
     for dtype in (torch.float32, torch.bfloat16):
         name = str(dtype)[6:]
         encoder, extractor = load_whisper_encoder(str(bench_dir / "whisper"), dtype)
-        mel = A.whisper_log_mel([wav], extractor).to(dtype)
+        mel = whisper_log_mel([wav], extractor).to(dtype)
         frames = frames_for(torch.tensor([len(wav)]))
         llm = AutoModelForCausalLM.from_pretrained(bench_dir / "llama", dtype=dtype).eval()
         with torch.inference_mode():

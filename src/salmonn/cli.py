@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import typing
-from typing import Callable
+from typing import Any, Callable
 
 from . import commands as inference_commands
 from .data import commands as data_commands
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salmonn", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    groups: dict[str, argparse._SubParsersAction] = {}
+    groups: dict[str, Any] = {}
     for name, fn in COMMANDS.items():
         where = subparsers
         if " " in name:

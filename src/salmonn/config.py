@@ -54,20 +54,23 @@ class ModelConfig:
     qformer_num_hidden_layers: int = 2  # Q-Former depth
     # --- this project's additions (defaults keep every reference number unchanged) ---
     lora_target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])  # peft targets
+    # audio input
     channel: str = "first"  # multi-channel audio: "first" (reference) or "mean" (downmix)
     resample: bool = True  # resample other rates to 16 kHz (the reference reads them as 16 kHz: garbage)
     long_audio: str = "segment"  # >30 s: "segment" (88 tokens per 30 s, concatenated) or "truncate" (reference)
     max_audio_seconds: float = 600.0  # refuse longer audio with a clear error
+    encode_batch_size: int = 8  # 30 s segments encoded at once: bounds encoder memory whatever the audio length
+    # fidelity switches (True/False as below = the reference's numbers)
     reference_batching: bool = False  # True: pad batches exactly as the reference (batch answers then differ)
+    whisper_full_window: bool = True  # True: Whisper always sees 30 s (reference); False: only each clip's own
+    #                                   length (fast mode: fewer audio tokens, (frames - 17) // 17 + 1 per segment)
+    # runtime
     dtype: str = "float32"  # compute dtype of the frozen backbones: float32, bfloat16 or float16
     device: str = "auto"  # auto (cuda if available), cpu or cuda[:N]
     lora_scale: float = 1.0  # multiplies LoRA's alpha / r at run time (paper's activation uses 0.5)
-    encode_batch_size: int = 8  # 30 s segments encoded at once: bounds encoder memory whatever the audio length
     quantize: str = "none"  # LLM weights: none, 8bit or 4bit (bitsandbytes, CUDA only; low_resource=True means 8bit)
     compile: bool = False  # torch.compile the LLM's per-token step with a static KV cache (each new batch size /
     #                        256-token cache bucket compiles once, about a minute on a CPU; answers may differ in ulps)
-    whisper_full_window: bool = True  # True: Whisper always sees 30 s (reference); False: only each clip's own
-    #                                   length (fast mode: fewer audio tokens, (frames - 17) // 17 + 1 per segment)
 
 
 @dataclasses.dataclass

@@ -19,3 +19,7 @@ class CheckpointError(SalmonnError):
 
 class PromptError(SalmonnError):
     """A prompt that cannot be used (e.g. missing the <SpeechHere> audio placeholder)."""
+
+
+class BackboneError(SalmonnError):
+    """A pretrained backbone that is missing, corrupted or cannot be converted."""

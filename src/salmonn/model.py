@@ -26,6 +26,7 @@ from . import whisper as W
 from .checkpoint import IGNORED_REFERENCE_KEYS, check_keys, read_state_dict, save_ours, save_reference_pth
 from .config import Config, ModelConfig, config_to_dict
 from .errors import ConfigError, SalmonnError
+from .features import whisper_log_mel
 from .frames import MAX_FRAMES, SAMPLES_PER_FRAME, frames_for, tokens_for_frames, window_size
 from .prompting import IGNORE_INDEX, assemble, prompt_pieces, target_piece
 from .qformer import QFormer, fuse_encoders, split_windows
@@ -203,7 +204,7 @@ class SALMONN(nn.Module):
 
     def encode_segments(self, segments: list[np.ndarray]) -> list[torch.Tensor]:
         """A batch of <=30 s waveforms -> each one's audio tokens [L_b, d_llm] (88 per 30 s window, faithful)."""
-        spectrogram = A.whisper_log_mel(segments, self.feature_extractor).to(self.device)
+        spectrogram = whisper_log_mel(segments, self.feature_extractor).to(self.device)
         raw_wav, padding_mask = A.batch_waveforms(segments)
         return self.connect(self.encode(spectrogram, raw_wav.to(self.device), padding_mask.to(self.device)))
 

@@ -24,6 +24,17 @@ def eval_command(manifest: str, task: str, config: str | None = None, output: st
     a trailing x makes a value relative to the trained scaling (1x,0.5x). Decoding options are config overrides
     (num_beams=1 max_new_tokens=64). --no-java skips METEOR and SPICE (Java).
     Under `torchrun --nproc_per_node N` each process answers every N-th sample and rank 0 merges and scores.
+
+    Options:
+      manifest: the test manifest (JSONL or annotation JSON)
+      task: the task to score (asr, audiocaption, QA, ...: the records whose "task" is this)
+      config: the model's YAML; default: SALMONN-mini
+      output: the report folder (one folder can hold a whole task suite of one model)
+      batch_size: clips per generate call
+      lora_scale: LoRA scalings to sweep, absolute (4,2) or relative to the trained one (1x,0.5x)
+      prompt: the instruction instead of the test prompt file's
+      no_java: skip METEOR and SPICE (they need java)
+      restart: answer every sample again instead of resuming
     """
     from salmonn.config import load_config
     from salmonn.evaluation.run import (Distributed, evaluate, instruction_for, parse_lora_scales, plan_items,

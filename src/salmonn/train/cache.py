@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import audio as A
+from ..features import whisper_log_mel
 from ..checkpoint import atomic_save
 from ..errors import ConfigError
 from .data import Sample, load_segments
@@ -105,7 +106,7 @@ def encode_clips(model, samples: Sequence[Sample]) -> list[dict[str, torch.Tenso
     (+ `whisper_len` with model.whisper_full_window=False), `beats` [segments, T', Ca] + `beats_len`, or None."""
     clips = [load_segments(s, model.config.model) for s in samples]
     segments = [seg for clip in clips for seg in clip]
-    spectrogram = A.whisper_log_mel(segments, model.feature_extractor).to(model.device)
+    spectrogram = whisper_log_mel(segments, model.feature_extractor).to(model.device)
     raw_wav, padding_mask = A.batch_waveforms(segments)
     frozen = model.encode(spectrogram, raw_wav.to(model.device), padding_mask.to(model.device))
     whisper, beats, mask, frames = frozen.speech, frozen.audio, frozen.audio_mask, frozen.speech_frames

@@ -23,6 +23,7 @@ import torch
 from .. import audio as A
 from ..data.manifest import ManifestError, iter_records
 from ..errors import ConfigError, SalmonnError
+from ..features import whisper_log_mel
 from ..frames import clip_tokens, segment_samples
 from ..prompting import AUDIO_PLACEHOLDER, AUDIO_PREFIX
 EXPAND_GAP_SAMPLES = 1600  # 0.1 s of silence before each expand_wav clip (reference)
@@ -157,6 +158,39 @@ def probe_audio(path: str) -> tuple[float | None, str | None]:
         return None, f"unreadable audio ({type(err).__name__}: {str(err)[:80]})"
 
 
+def _record_problems(record: dict, prompts: PromptBook, probes: dict | None, model_cfg) -> tuple[list[str], float]:
+    """What is wrong with one manifest record (nothing: []) and its audio seconds; probes=None skips the files."""
+    bad = []
+    path, text, task = record.get("path"), record.get("text"), record.get("task")
+    if not isinstance(path, str) or not path:
+        bad.append("no 'path'")
+    if "text" not in record:
+        bad.append("no 'text'")
+    elif not isinstance(text, str) or not text.strip():
+        bad.append("empty 'text'")
+    if not isinstance(task, str) or not task:
+        bad.append("no 'task'")
+    elif task not in prompts.templated:
+        bad.append(f"task {task!r} is not in the prompt file {prompts.source}")
+    elif prompts.takes_question(task) and record.get("Q") is None:
+        bad.append(f"task {task!r} prompts take a question ({{}}) but the record has no 'Q'")
+    expand = record.get("expand_wav") or []
+    if not isinstance(expand, list) or not all(isinstance(p, str) for p in expand):
+        bad.append("'expand_wav' must be a list of paths")
+        expand = []
+    seconds = 0.0
+    for clip in ([path] if isinstance(path, str) and path else []) + expand:
+        duration, error = probes.get(clip, (0.0, None)) if probes is not None else (0.0, None)
+        if error:
+            bad.append(f"{clip}: {error}")
+        else:
+            seconds += duration or 0.0
+    seconds += len(expand) * EXPAND_GAP_SAMPLES / A.SAMPLE_RATE
+    if probes is not None and seconds > model_cfg.max_audio_seconds:
+        bad.append(f"{seconds:.1f} s of audio is longer than model.max_audio_seconds={model_cfg.max_audio_seconds:g}")
+    return bad, seconds
+
+
 def load_samples(manifests: Sequence[str], prompts: PromptBook, tokenizer, model_cfg, *, check_files: bool = True,
                  max_listed: int = 20, what: str = "training data", threads: int = 8) -> list[Sample]:
     """Read and validate every record of the manifests; raise one DataError listing the problems (first N).
@@ -180,45 +214,16 @@ def load_samples(manifests: Sequence[str], prompts: PromptBook, tokenizer, model
     if check_files and files:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             probes = dict(zip(files, pool.map(probe_audio, files)))
-    end_sym, max_len = model_cfg.end_sym, model_cfg.max_txt_len
     samples = []
     for where, record in raw:
-        bad = []
-        path, text, task = record.get("path"), record.get("text"), record.get("task")
-        if not isinstance(path, str) or not path:
-            bad.append("no 'path'")
-        if "text" not in record:
-            bad.append("no 'text'")
-        elif not isinstance(text, str) or not text.strip():
-            bad.append("empty 'text'")
-        if not isinstance(task, str) or not task:
-            bad.append("no 'task'")
-        elif task not in prompts.templated:
-            bad.append(f"task {task!r} is not in the prompt file {prompts.source}")
-        elif prompts.takes_question(task) and record.get("Q") is None:
-            bad.append(f"task {task!r} prompts take a question ({{}}) but the record has no 'Q'")
-        expand = record.get("expand_wav") or []
-        if not isinstance(expand, list) or not all(isinstance(p, str) for p in expand):
-            bad.append("'expand_wav' must be a list of paths")
-            expand = []
-        seconds = 0.0
-        for clip in ([path] if isinstance(path, str) and path else []) + expand:
-            duration, error = probes.get(clip, (0.0, None)) if check_files else (0.0, None)
-            if error:
-                bad.append(f"{clip}: {error}")
-            else:
-                seconds += duration or 0.0
-        seconds += len(expand) * EXPAND_GAP_SAMPLES / A.SAMPLE_RATE
-        if check_files and seconds > model_cfg.max_audio_seconds:
-            bad.append(f"{seconds:.1f} s of audio is longer than model.max_audio_seconds="
-                       f"{model_cfg.max_audio_seconds:g}")
+        bad, seconds = _record_problems(record, prompts, probes if check_files else None, model_cfg)
         if bad:
             problems.append(f"{where}: " + "; ".join(bad))
             continue
-        ids = tokenizer(text + end_sym, add_special_tokens=False).input_ids[:max_len]
+        ids = tokenizer(record["text"] + model_cfg.end_sym, add_special_tokens=False).input_ids[:model_cfg.max_txt_len]
         question = record.get("Q")
-        samples.append(Sample(where, path, list(expand), text, task, None if question is None else str(question),
-                              seconds, ids))
+        samples.append(Sample(where, record["path"], list(record.get("expand_wav") or []), record["text"],
+                              record["task"], None if question is None else str(question), seconds, ids))
     if problems:
         shown = problems[:max_listed]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -342,7 +347,7 @@ class TrainDataset(torch.utils.data.Dataset):
         else:
             segments = load_segments(sample, self.model_cfg)
             item["segments"] = segments
-            item["spectrogram"] = A.whisper_log_mel(segments, self.feature_extractor)
+            item["spectrogram"] = whisper_log_mel(segments, self.feature_extractor)
         return item
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import types
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .config import GenerateConfig
 from .errors import ConfigError
@@ -40,6 +42,10 @@ PRESETS: dict[str, dict] = {
 }
 
 _FIELDS = [f.name for f in dataclasses.fields(GenerateConfig)]
+MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_STOP_CHARS = 256  # each stop string is looked for in the decoded tail of every row at every step
+UTF8_MAX_BYTES = 4  # so at most 4 byte-fallback pieces per character
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # sentencepiece's byte-fallback pieces
 
 
 def decoding_config(base: GenerateConfig, preset: str | None = None, **options) -> GenerateConfig:
@@ -81,6 +87,11 @@ def _validate(g: GenerateConfig) -> None:
         problems.append(f"repetition_penalty must be > 0 (1 = off), got {g.repetition_penalty}")
     if any(not s for s in g.stop):
         problems.append("stop strings must not be empty")
+    if len(g.stop) > MAX_STOP_STRINGS:
+        problems.append(f"at most {MAX_STOP_STRINGS} stop strings, got {len(g.stop)}")
+    if any(len(s) > MAX_STOP_CHARS for s in g.stop):
+        problems.append(f"a stop string may be at most {MAX_STOP_CHARS} characters, got "
+                        f"{max(len(s) for s in g.stop)}")
     if problems:
         raise ConfigError("decoding: " + "; ".join(problems))
 
@@ -103,10 +114,12 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 class TokenStreamer:
     """Streams a single answer's text as tokens are generated (the `streamer=` of SALMONN.generate).
 
-    Calls `write(piece)` with new text: decoded incrementally, without special tokens, with leading whitespace
-    dropped, trailing whitespace and incomplete multi-byte characters held back until more text follows, and
-    nothing from a stop string on. The pieces concatenate to exactly `Answer.text`. Default `write` prints to
-    stdout; end() then writes a newline.
+    Calls `write(piece)` with new text; the pieces concatenate to exactly `Answer.text`. Text is written once it
+    is settled: decoded without special tokens, leading whitespace dropped, and held back until more text follows
+    are trailing whitespace, a run of byte-fallback pieces (sentencepiece decodes the run as a unit: one invalid
+    byte turns all of it into U+FFFD), an incomplete UTF-8 character (byte-level BPE), and a tail that may be the
+    start of a stop string; nothing is written from a stop string on. Default `write` prints to stdout; end() then
+    writes a newline.
     """
 
     def __init__(self, tokenizer, write: Callable[[str], None] | None = None, stop: Sequence[str] = (),
@@ -119,6 +132,7 @@ class TokenStreamer:
         self.printed = ""
         self.stopped = False
         self._prompt_seen = False
+        self._byte_piece: dict[int, bool] = {}
 
     @staticmethod
     def _print(piece: str) -> None:
@@ -144,19 +158,35 @@ class TokenStreamer:
             return
         eos = self.tokenizer.eos_token_id
         ids = self.ids[: self.ids.index(eos)] if eos in self.ids else self.ids
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
-        text, found = cut_at_stop(text, self.stop)
-        if found:
-            self.stopped, final = True, True
-        elif not final:
-            hold = max((len(s) for s in self.stop), default=1) - 1  # a stop string may be starting
-            text = text[: len(text) - hold] if hold else text
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence from byte-fallback tokens
-                text = text.rstrip("\ufffd")
+        if not final:
+            ids = ids[: self._settled(ids)]
+        text, found = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True).lstrip(), self.stop)
+        self.stopped = found
+        if not (final or found):
+            text = text.rstrip("\ufffd")  # an incomplete UTF-8 character: its next byte may complete it
+            text = text[: len(text) - self._stop_prefix(text)]
         text = text.rstrip()
         if text.startswith(self.printed) and len(text) > len(self.printed):
             self._write(text[len(self.printed):])
             self.printed = text
+
+    def _settled(self, ids: list[int]) -> int:
+        """How many of `ids` have text that later tokens cannot change: all but a trailing run of byte pieces."""
+        n = len(ids)
+        while n and self._is_byte_piece(ids[n - 1]):
+            n -= 1
+        return n
+
+    def _is_byte_piece(self, token: int) -> bool:
+        if token not in self._byte_piece:
+            piece = self.tokenizer.convert_ids_to_tokens(token) or ""
+            self._byte_piece[token] = BYTE_PIECE.fullmatch(piece) is not None
+        return self._byte_piece[token]
+
+    def _stop_prefix(self, text: str) -> int:
+        """Length of the longest tail of `text` that a stop string starts with (it may be completed next)."""
+        return max((k for s in self.stop for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])),
+                   default=0)
 
 
 # ---------------------------------------------------------------------------------------------------- generation
@@ -197,8 +227,23 @@ def hf_generate_kwargs(gen: GenerateConfig, tokenizer) -> dict:
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if gen.stop:
-        kwargs.update(stop_strings=list(gen.stop), tokenizer=tokenizer)
+        kwargs.update(stopping_criteria=StoppingCriteriaList([StopStrings(tokenizer, gen.stop)]))
     return {k: v for k, v in kwargs.items() if v is not None or k in ("temperature", "top_p", "top_k")}
+
+
+class StopStrings(StoppingCriteria):
+    """Ends a row once its generated text contains a stop string. Decodes only the tail of tokens that can hold
+    the longest one, and keeps nothing between requests (transformers' StopStringCriteria caches per-vocabulary
+    tables that grow with the strings' lengths: gigabytes for one long string)."""
+
+    def __init__(self, tokenizer, stop: Sequence[str]):
+        self.tokenizer, self.stop = tokenizer, list(stop)
+        self.window = UTF8_MAX_BYTES * max(len(s) for s in self.stop) + 2  # + pieces a match may start in
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tails = input_ids[:, -self.window:].tolist()
+        found = [any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in self.stop) for tail in tails]
+        return torch.tensor(found, dtype=torch.bool, device=input_ids.device)
 
 
 def clean_answer(ids: list[int], tokenizer, stop: Sequence[str] = (), score: float | None = None) -> Answer:

@@ -63,8 +63,8 @@ class Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    command = [sys.executable, "-c", "import sys; from salmonn.cli import main; sys.exit(main())", "serve", "--config", str(FIXTURE / "config.yaml"),
-               "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY, "--max-batch-size", "8",
+    command = [sys.executable, "-c", "import sys; from salmonn.cli import main; sys.exit(main())", "serve",
+               "--config", str(FIXTURE / "config.yaml"), "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY, "--max-batch-size", "8",
                "--max-wait-ms", "20", "--max-audio-seconds", str(MAX_AUDIO_SECONDS), "--max-body-mb",
                str(MAX_BODY_MB), "--max-tokens-limit", "64", "--examples", str(AUDIO), "--log-level", "warning",
                "num_beams=1", "max_new_tokens=8"]

@@ -37,7 +37,8 @@ def random_answers(tokenizer, count: int, length: int, seed: int) -> list[list[i
     byte_pieces = [i for piece, i in vocabulary.items() if piece.startswith("<0x") and piece.endswith(">")]
     special = set(tokenizer.all_special_ids)
     ordinary = [i for i in vocabulary.values() if i not in special and i not in set(byte_pieces)]
-    characters = [tokenizer(text, add_special_tokens=False).input_ids for text in ("é", "€", "日本", "🎵", " \n", "  ")]
+    characters = [tokenizer(text, add_special_tokens=False).input_ids
+                  for text in ("é", "€", "日本", "🎵", " \n", "  ")]
     answers = []
     for _ in range(count):
         ids: list[int] = []

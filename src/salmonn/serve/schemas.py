@@ -13,11 +13,10 @@ import math
 import re
 from typing import Any
 
+from ..decoding import MAX_STOP_CHARS, MAX_STOP_STRINGS
 from ..prompting import PromptTurn
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "mp4")
-MAX_STOP = 4
-MAX_STOP_CHARS = 256
 MAX_BEAMS = 8
 MAX_LORA_SCALE = 10.0
 
@@ -124,8 +123,8 @@ def parse_decoding(body: dict, max_tokens_limit: int, max_n: int) -> Decoding:
             raise bad("'stop' must be a non-empty string or a list of non-empty strings", "stop", "invalid_type")
         for i, s in enumerate(stops):
             check_text(s, "stop" if isinstance(stop, str) else f"stop[{i}]")
-        if len(stops) > MAX_STOP:
-            raise bad(f"'stop' takes at most {MAX_STOP} sequences, got {len(stops)}", "stop")
+        if len(stops) > MAX_STOP_STRINGS:
+            raise bad(f"'stop' takes at most {MAX_STOP_STRINGS} sequences, got {len(stops)}", "stop")
         longest = max(stops, key=len)
         if len(longest) > MAX_STOP_CHARS:
             raise bad(f"a stop sequence may be at most {MAX_STOP_CHARS} characters, got {len(longest)}", "stop")

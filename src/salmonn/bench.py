@@ -11,12 +11,17 @@ numbers describe that path and no re-implementation of it:
     qformer   layer norms, windows, Q-Former, projection into the LLM
     prefill   prompt embedding + the LLM's first forward (first token)
     decode    the remaining N - 1 tokens (ms/token = decode / (N - 1))
+
+Beside the stages: time to first token (start of the call to the end of prefill), process CPU seconds (on a
+shared machine, CPU time over wall time shows how much of the machine the call got) and peak memory during the
+call (resident set sampled every 2 ms, or the CUDA allocator's peak).
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +48,51 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def resident_bytes() -> int:
+    """This process's resident set size (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PeakMemory:
+    """Peak memory while the block runs: resident set sampled every `interval` s by a thread (CPU), or the CUDA
+    allocator's peak. `peak_mb` is the absolute peak, `growth_mb` the peak over the memory held at the start."""
+
+    def __init__(self, device=None, interval: float = 0.002):
+        self.cuda = device is not None and getattr(device, "type", "") == "cuda"
+        self.interval = interval
+        self.peak_mb = self.growth_mb = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, resident_bytes())
+
+    def __enter__(self) -> "PeakMemory":
+        import torch
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+        else:
+            self._start = self._peak = resident_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+        if self.cuda:
+            self._peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, resident_bytes())
+        self.peak_mb, self.growth_mb = self._peak / 2**20, (self._peak - self._start) / 2**20
+
+
 class StageClock:
     """Attributes wall time to stages at events fired by forward hooks (time since the previous event goes to
     the stage that just ended)."""
@@ -67,6 +117,8 @@ class StageClock:
     def _llm_post(self, *args) -> None:
         self.llm_calls += 1
         self.mark("prefill" if self.llm_calls == 1 else "decode")
+        if self.llm_calls == 1:
+            self.first_token_s = self.last - self.started
 
     def __enter__(self) -> "StageClock":
         import torch
@@ -82,8 +134,8 @@ class StageClock:
         return self
 
     def start(self) -> None:
-        self.times, self.llm_calls = {s: 0.0 for s in STAGES}, 0
-        self.last = time.perf_counter()
+        self.times, self.llm_calls, self.first_token_s = {s: 0.0 for s in STAGES}, 0, 0.0
+        self.last = self.started = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
         self.mark("decode")
@@ -98,7 +150,8 @@ class StageClock:
 def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int = 3, batch: int = 1,
               warmup: int = 1) -> dict[str, Any]:
     """Time `reps` answers (after `warmup` untimed ones) of `batch` clips (the given clips, cycled) and return
-    {"median_s", "runs", "stages" (medians), "ms_per_token", "clips_per_s", "token_ids"}."""
+    {"median_s", "runs", "stages" (medians), "ms_per_token", "clips_per_s", "first_token_s", "cpu_s",
+    "peak_mb", "peak_growth_mb", "token_ids"}."""
     import torch
     if new_tokens < 2:
         raise SalmonnError("--new-tokens must be at least 2 (one prefill token and one decoded token)")
@@ -107,28 +160,40 @@ def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int =
     runs, ids = [], None
     with StageClock(model) as clock, torch.inference_mode():
         for rep in range(warmup + reps):
-            clock.start()
-            start = time.perf_counter()
-            answers = model.generate(clips, prompt, **options)
-            total = time.perf_counter() - start
-            stages = clock.stop()
+            with PeakMemory(model.device) as memory:
+                clock.start()
+                cpu, start = time.process_time(), time.perf_counter()
+                answers = model.generate(clips, prompt, **options)
+                total, cpu = time.perf_counter() - start, time.process_time() - cpu
+                stages = clock.stop()
             if clock.llm_calls != new_tokens:
                 raise SalmonnError(f"the LLM ran {clock.llm_calls} forwards for {new_tokens} new tokens")
             if rep >= warmup:
-                runs.append({"total_s": total, **{k + "_s": v for k, v in stages.items()}})
+                runs.append({"total_s": total, **{k + "_s": v for k, v in stages.items()}, "first_token_s":
+                             clock.first_token_s, "cpu_s": cpu, "peak_mb": memory.peak_mb,
+                             "peak_growth_mb": memory.growth_mb})
             ids = [a.token_ids for a in answers]
+    return summarize(runs, batch, new_tokens) | {"token_ids": ids}
+
+
+def summarize(runs: list[dict], batch: int, new_tokens: int) -> dict[str, Any]:
+    """Medians over timed runs (peak memory: the largest)."""
     median = statistics.median(r["total_s"] for r in runs)
     stages = {s: statistics.median(r[s + "_s"] for r in runs) for s in STAGES}
     return {"median_s": median, "stages": stages, "runs": runs, "batch": batch, "new_tokens": new_tokens,
             "ms_per_token": 1000 * stages["decode"] / (new_tokens - 1), "clips_per_s": batch / median,
-            "token_ids": ids}
+            "first_token_s": statistics.median(r["first_token_s"] for r in runs),
+            "cpu_s": statistics.median(r["cpu_s"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs),
+            "peak_growth_mb": max(r["peak_growth_mb"] for r in runs)}
 
 
 def describe(result: dict) -> str:
     s = result["stages"]
     parts = "  ".join(f"{k} {v:.3f}" for k, v in s.items())
     return (f"{result['batch']} clip(s), {result['new_tokens']} tokens: median {result['median_s']:.3f} s "
-            f"({result['clips_per_s']:.2f} clips/s; {result['ms_per_token']:.1f} ms/token)\n  stages (s): {parts}")
+            f"({result['clips_per_s']:.2f} clips/s; {result['ms_per_token']:.1f} ms/token; first token "
+            f"{result['first_token_s']:.3f} s; CPU {result['cpu_s']:.2f} s; peak memory {result['peak_mb']:.0f} MiB, "
+            f"+{result['peak_growth_mb']:.0f} MiB during the call)\n  stages (s): {parts}")
 
 
 @contextmanager

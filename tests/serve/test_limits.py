@@ -71,7 +71,7 @@ class StreamingEngine(BlockingEngine):
         super().__init__()
         self.model = SimpleNamespace(tokenizer=SimpleNamespace(
             eos_token_id=None, decode=lambda ids, skip_special_tokens=True: "".join(f"t{i} " for i in ids),
-            convert_ids_to_tokens=lambda ids: [f"t{i}" for i in ids]))
+            convert_ids_to_tokens=lambda token: f"t{token}"))
         self.puts, self.stopped = 0, threading.Event()
 
     def run(self, rows, overrides, lora_scale, streamer=None):

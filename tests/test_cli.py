@@ -78,3 +78,20 @@ def test_the_cli_needs_no_optional_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_every_option_has_its_docstring_help():
+    from salmonn.cli import COMMANDS, build_parser, option_help
+    assert option_help("x\n\nOptions:\n  a: one\n    more\n  b: two\n\nAfter.\n  c: not an option\n") == \
+        {"a": "one more", "b": "two"}
+    result = run("infer", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "--long-form answer each 30 s segment with the instruction" in text
+    assert "--num-beams NUM_BEAMS beam search width" in text and "--config CONFIG the model's YAML" in text
+    parser = build_parser()
+    for name in ("infer", "chat", "score", "bench"):  # the commands whose flags are documented in full
+        sub = parser._subparsers._group_actions[0].choices[name]
+        undocumented = [a.dest for a in sub._actions if a.option_strings and a.help is None and a.dest != "help"]
+        assert not undocumented, (name, undocumented)
+    assert set(COMMANDS) >= {"infer", "chat", "score", "bench", "eval", "serve", "demo", "train", "data synth"}

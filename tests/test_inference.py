@@ -23,8 +23,8 @@ from salmonn.audio_files import STREAM_BLOCK_SECONDS
 from salmonn.builder import resolve_device
 from salmonn.config import load_config
 from salmonn.decoding import PRESETS, TokenStreamer, decoding_config, hf_generate_kwargs
-from salmonn.errors import AudioError, ConfigError, SalmonnError
-from salmonn.inference import answer_all, run_manifest
+from salmonn.errors import AudioError, ConfigError, PromptError, SalmonnError
+from salmonn.inference import answer_all, long_form, run_manifest
 from salmonn.prompting import format_prompt
 
 from .conftest import AUDIO, FIXTURE
@@ -619,3 +619,36 @@ def test_half_precision_on_cpu_answers_like_float32(tiny_model, mixed, dtype):
     agree = sum(x == y for x, y in zip(a.token_ids, b.token_ids))
     assert agree >= 9, (a.token_ids, b.token_ids)
     assert a.score == pytest.approx(b.score, rel=0.05)
+
+
+# ------------------------------------------------------------------------------------------- long audio
+def test_audio_beyond_the_llm_context_is_refused_naming_long_form(tiny_model, mountain_tokens, tmp_path):
+    long = (np.full(200 * 16000, 0.01, np.float32), 16000)  # 7 segments: 616 audio tokens > 512 positions
+    assert tiny_model.context_length == 512
+    with pytest.raises(PromptError, match="context of 512 positions.*--long-form"):
+        tiny_model.generate(long, PROMPT, **GREEDY)
+    results = answer_all(tiny_model, [long, str(AUDIO / "mountain.wav")], PROMPT, **GREEDY)
+    assert "--long-form" in results[0].error and results[1].ok  # the other clip is still answered
+    short = (np.full(10 * 16000, 0.01, np.float32), 16000)
+    with pytest.raises(PromptError, match="max_new_tokens 500"):  # the answer's room counts too
+        tiny_model.generate(short, PROMPT, num_beams=1, max_new_tokens=500)
+
+
+def test_long_form_answers_each_segment_and_joins_them_in_order(tiny_model, tmp_path, capsys):
+    from salmonn.cli import main
+    clips = [A.load_audio(AUDIO / name) for name in ("music.wav", "gunshots.wav", "duck.wav", "mountain.wav")]
+    wav = np.concatenate(clips * 5)[:200 * 16000]  # a 42.5 s cycle: every 30 s segment holds other sounds
+    path = tmp_path / "long.wav"
+    sf.write(path, wav, 16000)
+    gen = decoding_config(tiny_model.config.generate, None, **GREEDY)
+    seen = []
+    answer = long_form(tiny_model, str(path), PROMPT, gen, batch_size=3, on_segment=seen.append)
+    pieces = [wav[i:i + A.SEGMENT_SAMPLES] for i in range(0, len(wav), A.SEGMENT_SAMPLES)]
+    alone = tiny_model.generate([(p, 16000) for p in pieces], PROMPT, **GREEDY)
+    assert [a.token_ids for a in seen] == [a.token_ids for a in alone] and len(seen) == 7
+    assert answer.text == " ".join(a.text for a in alone if a.text)
+    tokens = tiny_model.encode_segments(pieces)  # the segments are different inputs (the tiny random LLM's
+    assert all((a - b).abs().max() > 1e-3 for a, b in zip(tokens, tokens[1:-1]))  # answers barely show it)
+    assert main(["infer", "--config", CONFIG, "--audio", str(path), "--prompt", PROMPT, "--long-form",
+                 "--num-beams", "1", "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out.splitlines() == [a.text for a in alone]  # each segment's answer as it comes

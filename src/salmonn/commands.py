@@ -160,6 +160,7 @@ def bench(audio: list[str], prompt: str = "Please describe the audio.", new_toke
 
     Options:
       audio: a clip to answer (repeatable; cycled to fill --batch)
+      prompt: the instruction
       new_tokens: answer tokens decoded per clip
       reps: timed runs (the median is reported)
       warmup: untimed runs first

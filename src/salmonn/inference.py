@@ -62,20 +62,28 @@ def _named(err: SalmonnError, name: str) -> SalmonnError:
 
 @torch.no_grad()
 def prepare(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig, *, templated: bool = False,
-            sample_rate: int | None = None, audio_tokens: Sequence[torch.Tensor] | None = None
-            ) -> list[list[Piece] | SalmonnError]:
+            sample_rate: int | None = None, audio_tokens: Sequence[torch.Tensor] | None = None,
+            fail_fast: bool = False) -> list[list[Piece] | SalmonnError]:
     """Each item's LLM input pieces, or the SalmonnError (naming the item) that keeps it from being answered:
-    a bad prompt, unusable audio, or more tokens than the LLM's context. Audio is encoded in one pass."""
+    a bad prompt, unusable audio, or more tokens than the LLM's context. Audio is encoded in one pass.
+    fail_fast=True raises the first problem instead (before any audio is encoded when it is a prompt's)."""
     names = [audio_name(a) if a is not None else f"<clip {i + 1}>" for i, a in enumerate(audio)]
     prepared: list[Any] = []
+
+    def failed(err: SalmonnError, name: str) -> SalmonnError:
+        if fail_fast:
+            raise _named(err, name) from None
+        return _named(err, name)
+
     for prompt, name in zip(prompts, names):
         try:
             prepared.append(full_prompt(model, prompt, templated))
         except SalmonnError as err:
-            prepared.append(_named(err, name))
+            prepared.append(failed(err, name))
     usable = [i for i, p in enumerate(prepared) if isinstance(p, str)]
     if audio_tokens is None:
-        encoded = model.encode_audio([audio[i] for i in usable], sample_rate, errors="return")
+        errors = "raise" if fail_fast else "return"
+        encoded = model.encode_audio([audio[i] for i in usable], sample_rate, errors=errors)
     else:
         encoded = [audio_tokens[i] for i in usable]
     for i, tokens in zip(usable, encoded):
@@ -86,7 +94,7 @@ def prepare(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig,
             check_context(model, pieces, gen, names[i])
             prepared[i] = pieces
         except SalmonnError as err:
-            prepared[i] = _named(err, names[i])
+            prepared[i] = failed(err, names[i])
     return prepared
 
 
@@ -107,10 +115,7 @@ def generate(model, audio, prompt: str | Sequence[str], templated: bool = False,
     prompts = pair_prompts(len(clips), prompt)
     gen = decoding_config(model.config.generate, preset, **options)
     rows = prepare(model, clips, prompts, gen, templated=templated, sample_rate=sample_rate,
-                   audio_tokens=audio_tokens)
-    for row in rows:
-        if isinstance(row, SalmonnError):
-            raise row
+                   audio_tokens=audio_tokens, fail_fast=True)
     return generate_answers(model, rows, gen, streamer=streamer, return_scores=return_scores)
 
 

@@ -84,7 +84,8 @@ def check_resumable(directory: Path, tc: TrainConfig, world: int) -> None:
     saved_file = directory / OURS_CONFIG
     if not saved_file.is_file():
         return
-    changed = config_changes(json.loads(saved_file.read_text()), train_config_to_dict(tc))
+    current = json.loads(json.dumps(train_config_to_dict(tc), default=str))  # as saved: tuples become lists
+    changed = config_changes(json.loads(saved_file.read_text()), current)
     if changed:
         listed = "; ".join(f"{key}: {then!r} there, {now!r} here" for key, then, now in changed[:5])
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""

@@ -8,9 +8,10 @@ was trained on (misaki's espeak mapping: ``aɪ`` -> ``I``, ``oʊ`` -> ``O``, ``d
 Speakers are weighted blends of the style tables, each optionally pitch-and-formant scaled by
 resampling (``semitones``; the synthesis speed is raised by the same factor so the speaking rate is
 unchanged). Gender labels follow the tables: blends of the four female tables are female; every male
-speaker is ``jm_kumo`` (the only male table) with at most 20 % of a female table, whose median F0
-stays below 130 Hz (measured: kumo 96 Hz, +20 % alpha 122 Hz, +35 % alpha 144 Hz, +50 % 171 Hz; the
-female tables 225-327 Hz). So there are many female timbres but **one male timbre** in variations.
+speaker is ``jm_kumo`` (the only male table) with at most 20 % of a female table (median F0 of one
+sentence, :func:`median_f0`: kumo 96 Hz, +10 % alpha 111 Hz, +20 % 126 Hz, +35 % 150 Hz, +50 % 176 Hz;
+the female tables 225-333 Hz; a shift of s semitones scales these by 2**(s/12)). So there are many
+female timbres but **one male timbre** in variations.
 
 Held out (test splits only, fixed, seed-independent): every speaker with ``jf_tebukuro`` in its blend
 (an unseen female table, and for the male speakers an unseen 10-20 % admixture at unseen pitches).
@@ -40,6 +41,7 @@ STYLE_DIM = 256  # style vector size
 MAX_PHONEMES = 510  # style rows per table: one per phoneme count
 TRIM_THRESHOLD = 0.01  # |amplitude| below which leading/trailing samples count as silence
 TRIM_PAD_SECONDS = 0.03  # kept around the speech when trimming
+YIN_THRESHOLD = 0.15  # pitch estimate: a lag whose normalised difference dips below this is a period
 
 FEMALE_TABLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro")
 MALE_TABLE = "jm_kumo"
@@ -198,3 +200,26 @@ def speaker_named(name: str) -> Speaker:
     if name not in by_name:
         raise SalmonnError(f"neural voices: no speaker {name!r}; known: {', '.join(sorted(by_name))}")
     return by_name[name]
+
+
+def median_f0(x: np.ndarray, sr: int = OUT_SR) -> float:
+    """Median pitch in Hz of the voiced 40 ms frames (YIN, 50-400 Hz); 0.0 if no frame is voiced."""
+    frame, hop, lo, hi = int(0.04 * sr), int(0.01 * sr), sr // 400, sr // 50
+    floor = 0.05 * float(np.max(np.abs(x))) if len(x) else 0.0
+    pitches = []
+    for start in range(0, len(x) - frame - hi, hop):
+        w = x[start:start + frame + hi]
+        head = w[:frame]
+        if np.sqrt(np.mean(head ** 2)) < floor:
+            continue
+        energy = np.cumsum(np.concatenate([[0.0], w ** 2]))
+        lagged = energy[frame:frame + hi + 1] - energy[:hi + 1]  # sum of squares of w[tau:tau+frame]
+        diff = float(np.sum(head ** 2)) + lagged - 2 * np.correlate(w[:frame + hi], head, "valid")[:hi + 1]
+        cmnd = diff[1:] * np.arange(1, hi + 1) / np.maximum(np.cumsum(diff[1:]), 1e-12)
+        dips = np.nonzero(cmnd[lo - 1:] < YIN_THRESHOLD)[0]
+        if len(dips):
+            tau = lo + int(dips[0])
+            while tau < hi and cmnd[tau] < cmnd[tau - 1]:  # walk down to the dip's minimum
+                tau += 1
+            pitches.append(sr / tau)
+    return float(np.median(pitches)) if pitches else 0.0

@@ -1,0 +1,163 @@
+"""Every number of SALMONN-mini's model card that can be measured on the shipped weights, from one script.
+
+    nice -n 19 .venv/bin/python scripts/mini/card_numbers.py [--corpus ~/.cache/salmonn/data/mini-test] \
+        [--limit 64] [--tasks asr,...,QA] [--out scripts/mini/results/card_numbers.json]
+
+1. Regenerates the held-out splits the card was measured on (`salmonn data synth --size full --seed 0`, test and
+   sqa_test only: the split plans do not depend on the train split) and checks that the bundled clips are their
+   first clips, sample for sample.
+2. Scores the shipped weights (src/salmonn/assets/mini, the default config) per task on the first --limit records
+   with `salmonn eval`'s scorers (greedy, 64 new tokens, the card's test prompts); spoken questions (sqa_test, a
+   family no stage trains) at LoRA 1x and 0.5x with the strict rule of salmonn.evaluation.following (answer must
+   contain the known answer; near-echoes and trained-task labels never count), plus accuracy, echo and label rates.
+3. The bundled speech clips one by one: WER of the answer against its own transcript, against the other clip's
+   (swapped) and of answers that ignore the audio (a fixed sentence, an empty answer): tests/test_mini.py's bounds.
+Writes the numbers, the clip counts actually scored and the weights' sha256 to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from salmonn.data.synth import SIZES, synth_corpus
+from salmonn.defaults import MINI_DIR, default_config_path
+from salmonn.evaluation import following as F
+from salmonn.evaluation.metrics import english_words, error_rate
+
+TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description")
+QA_SCALES = "1x,0.5x"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "audio"
+ASR_PROMPT = "Recognize the speech and give me the transcription."
+FIXED_SENTENCE = "the little boat drifted slowly toward the quiet harbor before dawn"  # ignores the audio
+
+
+def held_out_corpus(corpus: Path) -> None:
+    """The seed-0 test and sqa_test splits of the full corpus, with one test_<task>.jsonl per task."""
+    if not (corpus / "sqa_test.json").is_file():
+        synth_corpus(corpus, seed=0, splits=("test",), workers=1, progress=False, **SIZES["full"])
+    records = json.loads((corpus / "test.json").read_text())["annotation"]
+    for task in TASKS:
+        lines = [dict(r, path=str((corpus / r["path"]).resolve())) for r in records if r["task"] == task]
+        (corpus / f"test_{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def bundled_clips_match(corpus: Path) -> dict[str, bool]:
+    """Bundled clip -> whether it equals its source clip of the regenerated corpus, sample for sample."""
+    clips = json.loads((EXAMPLES / "clips.json").read_text())
+    out = {}
+    for name, info in clips.items():
+        source = corpus / info["source"].split(": ")[1].split(" ")[0]
+        a, _ = sf.read(EXAMPLES / name, dtype="int16")
+        b, _ = sf.read(source, dtype="int16")
+        out[name] = bool(a.shape == b.shape and np.array_equal(a, b))
+    return out
+
+
+def score_tasks(model, corpus: Path, out: Path, limit: int, tasks: list[str], save) -> dict:
+    """Per task: metrics and the number of clips scored; spoken QA per LoRA scaling with its failure kinds."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from evaluate import manifest_for
+
+    from salmonn.evaluation.run import evaluate
+
+    results = {}
+    for task in tasks:
+        start = time.time()
+        manifest = manifest_for(corpus, task, limit, out)
+        summary = evaluate(model, manifest, task, out, batch_size=8, use_java=False,
+                           lora_scales=QA_SCALES if task == "QA" else None)
+        runs = []
+        for run in summary["runs"]:
+            row = {"lora_scaling": run["lora_scaling"], "metrics": run["metrics"]}
+            if task == "QA":
+                row |= qa_breakdown(out / run["samples_file"], manifest)
+            runs.append(row)
+        results[task] = {"clips": summary["n_samples"], "limit": limit, "runs": runs,
+                         "seconds": round(time.time() - start, 1)}
+        print(task, json.dumps(runs), flush=True)
+        save(results)
+    return results
+
+
+def qa_breakdown(samples_file: Path, manifest: Path) -> dict:
+    """Accuracy (contains the known answer), echo, near-echo and label rates of the spoken-QA answers."""
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    answers = [r["hypothesis"] for r in rows]
+    samples = [records[r["index"]] for r in rows]
+    n = len(rows)
+    return {
+        "accuracy": sum(F.contains_answer(a, s["text"]) for a, s in zip(answers, samples)) / n,
+        "echo_rate": sum(F.is_echo(a, s["question"]) for a, s in zip(answers, samples)) / n,
+        "near_echo_rate": sum(F.is_near_echo(a, s["question"]) for a, s in zip(answers, samples)) / n,
+        "label_rate": sum(F.is_label(a) for a in answers) / n,
+        "examples": [{"question": s["question"], "reference": s["text"], "answer": a}
+                     for a, s in list(zip(answers, samples))[:12]],
+    }
+
+
+def bundled_speech(model) -> dict:
+    """Per bundled speech clip: WER (%) of its answer vs its transcript, the other's, a fixed sentence, nothing."""
+    clips = json.loads((EXAMPLES / "clips.json").read_text())
+    names = [n for n, info in clips.items() if "asr" in info]
+    answers = [a.text for a in model.generate([str(EXAMPLES / n) for n in names], ASR_PROMPT)]
+    words = english_words()
+
+    def wer(hyp: str, ref: str) -> float:
+        return round(error_rate([hyp], [ref], words)[0], 1)
+
+    out = {}
+    for i, name in enumerate(names):
+        ref, other = clips[name]["asr"], clips[names[(i + 1) % len(names)]]["asr"]
+        out[name] = {"answer": answers[i], "reference": ref, "wer": wer(answers[i], ref),
+                     "wer_swapped": wer(answers[i], other), "wer_fixed_sentence": wer(FIXED_SENTENCE, ref),
+                     "wer_empty": wer("", ref)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=Path.home() / ".cache" / "salmonn" / "data" / "mini-test")
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "salmonn" / "eval" / "card")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "card_numbers.json")
+    parser.add_argument("--tasks", default=",".join((*TASKS, "QA")),
+                        help="tasks to score ('' for none: only the corpus check and the bundled clips); the numbers "
+                             "of tasks not scored in this run stay as --out has them")
+    args = parser.parse_args()
+    import torch
+
+    from salmonn import SALMONN
+
+    torch.set_num_threads(2)
+    held_out_corpus(args.corpus)
+    weights = MINI_DIR / "trainable.safetensors"
+    result = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "limit": args.limit,
+              "bundled_clips_match_corpus": bundled_clips_match(args.corpus)}
+    model = SALMONN.from_config(default_config_path())
+    result["bundled_speech"] = bundled_speech(model)
+    print(json.dumps(result, indent=1), flush=True)
+    before = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if before.get("weights_sha256") != result["weights_sha256"]:
+        before = {}  # numbers of other weights are not kept
+
+    def save(scored: dict) -> None:
+        result["tasks"] = {**before.get("tasks", {}), **scored}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    save({})
+    tasks = [t for t in args.tasks.split(",") if t]
+    score_tasks(model, args.corpus, args.work, args.limit, tasks, save)
+
+
+if __name__ == "__main__":
+    main()

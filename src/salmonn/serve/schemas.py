@@ -226,12 +226,7 @@ def _message_parts(content: Any, param: str) -> list[tuple[str, Any, str]]:
 
 
 def parse_chat(body: Any, max_tokens_limit: int, max_n: int) -> ChatRequest:
-    """Validate a /v1/chat/completions body. Rules (documented in the README, section Serving):
-    - exactly one input_audio part in the conversation, in a user message (SALMONN hears one clip per prompt);
-    - system / developer messages are refused (SALMONN's template has no system slot);
-    - user and assistant messages alternate (consecutive user messages are joined), the last one is a user
-      message with non-empty text; earlier turns are rendered in the template's multi-turn form.
-    """
+    """Validate a /v1/chat/completions body (the conversation rules: `parse_messages`)."""
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object", None, "invalid_type")
     check_unsupported(body)
@@ -249,54 +244,66 @@ def parse_chat(body: Any, max_tokens_limit: int, max_n: int) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise bad("'messages' must be a non-empty list of messages", "messages",
                   "missing_required_parameter" if messages is None else "invalid_type")
+    turns, (data, param) = parse_messages(messages)
+    return ChatRequest(turns=turns, audio=decode_base64_audio(data, param), audio_param=param, decoding=decoding,
+                       stream=stream, include_usage=bool(options.get("include_usage")), model=model)
 
+
+def parse_messages(messages: list) -> tuple[list[PromptTurn], tuple[Any, str]]:
+    """(conversation turns, (the clip's base64 data, its param)). Rules (documented in the README, Serving):
+    - exactly one input_audio part in the conversation, in a user message (SALMONN hears one clip per prompt);
+    - system / developer messages are refused (SALMONN's template has no system slot);
+    - user and assistant messages alternate (consecutive user messages are joined), the last one is a user
+      message with non-empty text; earlier turns are rendered in the template's multi-turn form.
+    """
     turns: list[PromptTurn] = []
     audio: tuple[Any, str] | None = None
     last_role = None
     for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise bad("each message must be an object with 'role' and 'content'", param, "invalid_type")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            raise bad(f"'{role}' messages are not supported: SALMONN's prompt template has no system slot; put the "
-                      "instruction in the user message", f"{param}.role", "unsupported_message")
-        if role not in ("user", "assistant"):
-            raise bad(f"message role must be 'user' or 'assistant', got {role!r}", f"{param}.role")
-        parts = _message_parts(message.get("content"), f"{param}.content")
-        texts = [value for kind, value, _ in parts if kind == "text"]
-        audios = [(value, where) for kind, value, where in parts if kind == "audio"]
-        text = " ".join(t.strip() for t in texts if t.strip())
+        role, text, audios = _message(message, f"messages[{i}]")
         if role == "assistant":
-            if audios:
-                raise bad("assistant messages cannot carry audio", audios[0][1], "unsupported_content")
             if last_role != "user":
-                raise bad("an assistant message must follow a user message", f"{param}.role")
+                raise bad("an assistant message must follow a user message", f"messages[{i}].role")
             turns[-1] = dataclasses.replace(turns[-1], answer=text)
+        elif last_role == "user":  # consecutive user messages form one turn
+            turns[-1] = dataclasses.replace(turns[-1], user=" ".join(t for t in (turns[-1].user, text) if t))
         else:
-            if last_role == "user":  # consecutive user messages form one turn
-                turns[-1] = dataclasses.replace(turns[-1], user=" ".join(t for t in (turns[-1].user, text) if t))
-            else:
-                turns.append(PromptTurn(user=text))
-            for value, where in audios:
-                if audio is not None:
-                    raise bad("only one audio clip per conversation is supported (SALMONN hears one clip per "
-                              "prompt)", where, "too_many_audio")
-                audio = (value, where)
-                turns[-1] = dataclasses.replace(turns[-1], clips=1)
+            turns.append(PromptTurn(user=text))
+        for value, where in audios:
+            if audio is not None:
+                raise bad("only one audio clip per conversation is supported (SALMONN hears one clip per prompt)",
+                          where, "too_many_audio")
+            audio = (value, where)
+            turns[-1] = dataclasses.replace(turns[-1], clips=1)
         last_role = role
+    last = len(messages) - 1
     if last_role != "user":
-        raise bad("the last message must be a user message (the instruction to answer)",
-                  f"messages[{len(messages) - 1}].role")
+        raise bad("the last message must be a user message (the instruction to answer)", f"messages[{last}].role")
     if audio is None:
         raise bad("no audio: add a content part {\"type\": \"input_audio\", \"input_audio\": {\"data\": BASE64, "
                   "\"format\": \"wav\"}} to a user message", "messages", "missing_audio")
     if not turns[-1].user:
         raise bad("no instruction: the last user message needs a text part saying what to do with the audio",
-                  f"messages[{len(messages) - 1}].content", "missing_text")
-    raw = decode_base64_audio(audio[0], audio[1])
-    return ChatRequest(turns=turns, audio=raw, audio_param=audio[1], decoding=decoding, stream=stream,
-                       include_usage=bool(options.get("include_usage")), model=model)
+                  f"messages[{last}].content", "missing_text")
+    return turns, audio
+
+
+def _message(message: Any, param: str) -> tuple[str, str, list[tuple[Any, str]]]:
+    """(role, its text parts joined, [(audio data, param)]) of one message."""
+    if not isinstance(message, dict):
+        raise bad("each message must be an object with 'role' and 'content'", param, "invalid_type")
+    role = message.get("role")
+    if role in ("system", "developer"):
+        raise bad(f"'{role}' messages are not supported: SALMONN's prompt template has no system slot; put the "
+                  "instruction in the user message", f"{param}.role", "unsupported_message")
+    if role not in ("user", "assistant"):
+        raise bad(f"message role must be 'user' or 'assistant', got {role!r}", f"{param}.role")
+    parts = _message_parts(message.get("content"), f"{param}.content")
+    text = " ".join(value.strip() for kind, value, _ in parts if kind == "text" and value.strip())
+    audios = [(value, where) for kind, value, where in parts if kind == "audio"]
+    if role == "assistant" and audios:
+        raise bad("assistant messages cannot carry audio", audios[0][1], "unsupported_content")
+    return role, text, audios
 
 
 def parse_transcription(form, max_tokens_limit: int) -> tuple[Any, str, Decoding]:

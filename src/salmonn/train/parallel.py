@@ -1,9 +1,10 @@
 """Several processes: DDP around the training step, or FSDP2 over the LLM's decoder layers with the replicated
-trainable tensors averaged by hand."""
+trainable tensors averaged by hand; the global gradient norm over both kinds."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -88,3 +89,21 @@ def average_grads(params: list[torch.Tensor], world: int) -> None:
     for g in grads:
         g.copy_(flat[at:at + g.numel()].view_as(g))
         at += g.numel()
+
+
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float, device: torch.device) -> float:
+    """Global gradient norm over replicated and sharded (DTensor) gradients; clip to max_norm when > 0."""
+    if not grads:
+        return 0.0
+    local = [g.to_local() for g in grads if type(g).__name__ == "DTensor"]
+    plain = [g for g in grads if type(g).__name__ != "DTensor"]
+    sq_plain = sum((g.detach().float().pow(2).sum() for g in plain), torch.zeros((), device=device))
+    sq_shard = sum((g.detach().float().pow(2).sum() for g in local), torch.zeros((), device=device))
+    if local:
+        sq_shard = dist.all_reduce_sum(sq_shard.to(device))
+    norm = float((sq_plain.to(device) + sq_shard).sqrt())
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        coef = max_norm / (norm + 1e-6)
+        for g in grads:
+            g.mul_(coef)
+    return norm

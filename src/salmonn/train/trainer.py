@@ -28,7 +28,7 @@ from . import dist, rundir
 from .cache import FrozenCache, encoder_identity, fill_cache
 from .config import TrainConfig, train_config_to_dict
 from .data import DataError, GlobalBatchSampler, PromptBook, TrainDataset, collate, load_samples
-from .parallel import FsdpNoSync, average_grads, shard_llm, wrap_ddp
+from .parallel import FsdpNoSync, average_grads, clip_grad_norm, shard_llm, wrap_ddp
 from .schedule import WarmupCosine, build_optimizer
 from .state import (full_tensor, latest_checkpoint, load_optimizer_state, optimizer_state, prune, read_checkpoint,
                     rng_state, seed_everything, set_rng_state, write_checkpoint)
@@ -370,7 +370,8 @@ class Trainer:
             average_grads(self.manual_sync, self.env.world)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = self._clip(self.run.optims.grad_clip)
+        grads = [p.grad for _, p in self.names_params() if p.grad is not None]
+        grad_norm = clip_grad_norm(grads, self.run.optims.grad_clip, self.collective_device())
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -380,25 +381,6 @@ class Trainer:
             self.log(f"step {self.step + 1}: non-finite gradient norm; update skipped")
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
-
-    def _clip(self, max_norm: float) -> float:
-        """Global gradient norm over replicated and sharded parameters; clip to max_norm when > 0."""
-        grads = [p.grad for _, p in self.names_params() if p.grad is not None]
-        if not grads:
-            return 0.0
-        device = self.collective_device()
-        local = [g.to_local() for g in grads if type(g).__name__ == "DTensor"]
-        plain = [g for g in grads if type(g).__name__ != "DTensor"]
-        sq_plain = sum((g.detach().float().pow(2).sum() for g in plain), torch.zeros((), device=device))
-        sq_shard = sum((g.detach().float().pow(2).sum() for g in local), torch.zeros((), device=device))
-        if local:
-            sq_shard = dist.all_reduce_sum(sq_shard.to(device))
-        norm = float((sq_plain.to(device) + sq_shard).sqrt())
-        if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
-            coef = max_norm / (norm + 1e-6)
-            for g in grads:
-                g.mul_(coef)
-        return norm
 
     def names_params(self):
         return [(self.names[id(p)], p) for g in self.optimizer.param_groups for p in g["params"]]

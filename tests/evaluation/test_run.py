@@ -370,6 +370,19 @@ def test_rerun_after_the_references_changed_writes_the_new_references(tmp_path: 
     assert summary["runs"][0]["metrics"] == lib["metrics"] and [r["score"] for r in rows] == lib["per_sample"]
 
 
+def test_scalings_scored_against_old_references_leave_the_summary(tmp_path: Path):
+    records = [{"path": f"/clips/{name}.wav", "task": "asr", "text": "hello"} for name in ("a", "b")]
+    manifest = write_manifest(tmp_path / "m.jsonl", records)
+    model = FakeModel(answer=lambda name, prompt: "hello")
+    R.evaluate(model, manifest, "asr", tmp_path / "out", lora_scales="4,2", progress=False)
+    assert R.evaluate(model, manifest, "asr", tmp_path / "out", lora_scales="4", progress=False)["runs"][1][
+        "lora_scaling"] == 2.0  # same references: the earlier scaling is kept
+    records[1]["text"] = "goodbye"
+    write_manifest(manifest, records)
+    summary = R.evaluate(model, manifest, "asr", tmp_path / "out", lora_scales="4", progress=False)
+    assert [r["lora_scaling"] for r in summary["runs"]] == [4.0]
+
+
 FIXTURE_CONFIG = ROOT.parent / "shared" / "fixtures" / "reference-tiny" / "config.yaml"
 
 

@@ -273,15 +273,17 @@ def evaluate(model, manifest: str | Path, task: str, output: str | Path = DEFAUL
 
 
 def _task_summary(job: TaskRun, manifest: str, template: str, runs: list[dict]) -> dict:
-    """The <task>.summary.json content; keeps this task's other scalings from earlier runs of the same setup."""
+    """The <task>.summary.json content; keeps this task's other scalings from earlier runs of the same setup (model,
+    decoding, manifest, instruction and references: a scaling scored against other references is dropped)."""
     from salmonn.decoding import decoding_config
     from salmonn.evaluation.metrics import METRIC_UNITS
     from salmonn.evaluation.report import PUBLISHED
 
     task, m = job.task, job.model.config.model
+    references = hashlib.sha1(dumps([it.reference for it in job.items.values()]).encode()).hexdigest()[:12]
     previous = read_summary(job.output / f"{task}.summary.json")
     if (previous and previous.get("run_key") == job.key and previous.get("manifest") == manifest
-            and previous.get("prompt") == template):
+            and previous.get("prompt") == template and previous.get("references") == references):
         ours = {r["lora_scaling"] for r in runs}
         runs = runs + [r for r in previous.get("runs", []) if r.get("lora_scaling") not in ours
                        and (job.output / r.get("samples_file", "")).is_file()]
@@ -291,7 +293,7 @@ def _task_summary(job: TaskRun, manifest: str, template: str, runs: list[dict]) 
         "before WER"]
     trained = m.lora_alpha / m.lora_rank
     return {
-        "task": task, "manifest": manifest, "n_samples": len(job.items), "prompt": template,
+        "task": task, "manifest": manifest, "references": references, "n_samples": len(job.items), "prompt": template,
         "config": job.model.config.source, "run_key": job.key, "world_size": job.dist.world_size,
         "decoding": asdict(decoding_config(job.model.config.generate, None, **job.decoding)),
         "lora": {"alpha": m.lora_alpha, "rank": m.lora_rank, "trained_scaling": trained} if m.lora else None,

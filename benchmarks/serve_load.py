@@ -255,6 +255,9 @@ def write_report(out: Path, result: dict) -> None:
              f"latency p50 {normal['p50_s']} s, p95 {normal['p95_s']} s",
              f"- server RSS: {rss['before']['rss_mib']} MiB before, {rss['after']['rss_mib']} MiB after, "
              f"peak {rss['after']['peak_rss_mib']} MiB",
+             f"- the server's counters: {result['health']['stats']['requests']} requests, "
+             f"{result['health']['stats']['batches']} generate() calls, {result['health']['stats']['rejected']} "
+             f"refused as busy (503), {result['health']['stats']['dropped']} dropped unstarted (client gone)",
              f"- SIGTERM with 24 requests in flight: exit in {result['shutdown']['exit_seconds']} s "
              f"(statuses {result['shutdown']['statuses']})", "",
              "Hostile cases, one after another during the load (s: until the answer, 503 retries included):", "",

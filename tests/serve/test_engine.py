@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 
 from salmonn import SALMONN
 from salmonn.prompting import PromptTurn
@@ -88,3 +89,10 @@ def test_prompts_that_do_not_fit_the_context_are_refused(fast_engine):
     huge = engine.build_prompt([PromptTurn("word " * 200_000, clips=1)])
     with pytest.raises(ContextExceeded, match="at least"):  # refused without tokenising a megabyte
         engine.prompt_tokens(huge, wav, max_new_tokens=1)
+
+
+def test_audio_whose_header_says_it_is_far_too_long_is_refused_before_decoding():
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(40 * 8000, np.float32), 8000, format="WAV", subtype="PCM_16")
+    with pytest.raises(AudioTooLong, match="about 40 s is longer than this server's limit of 25 s"):
+        audio_only_engine(25).load_audio(buffer.getvalue(), "file")

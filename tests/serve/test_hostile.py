@@ -42,6 +42,7 @@ def test_clients_that_gave_up_leave_the_queue_and_never_run():
         wait_until(lambda: server.health()["queued"] == 1)
         engine.gate.set()
         assert running.result(30)[0] == 200 and waiting.result(30)[0] == 200
+        assert server.health()["stats"]["dropped"] == 2
     assert engine.calls == [1, 1]  # the abandoned requests were never computed
 
 

@@ -59,7 +59,7 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="salmonn-model-worker", daemon=True)
         self.busy = False
         self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "rejected": 0, "errors": 0,
-                      "busy_seconds": 0.0}
+                      "dropped": 0, "busy_seconds": 0.0}  # dropped: cancelled before they ran
 
     # ------------------------------------------------------------------ caller side (any thread)
     def start(self) -> "Batcher":
@@ -104,6 +104,7 @@ class Batcher:
         with self._cv:
             if job in self._pending:
                 self._pending.remove(job)
+                self.stats["dropped"] += 1
             job.future.cancel()
 
     @property

@@ -19,7 +19,7 @@ from ..frames import clip_tokens
 from ..prompting import AUDIO_PLACEHOLDER, PromptTurn, render_text
 
 ASR_INSTRUCTION = "Recognize the speech and give me the transcription."
-DURATION_SLACK = 0.05  # s: header durations are rounded
+DURATION_SLACK = 0.05  # s: a clip of exactly the limit may decode a few samples longer
 
 
 class AudioTooLong(AudioError):
@@ -49,9 +49,9 @@ class Engine:
         if not data:
             raise AudioError(f"{label}: empty audio")
         limit = self.max_audio_seconds
-        declared = A.probe_seconds(data)
-        if declared is not None and declared > limit + DURATION_SLACK:
-            raise self._too_long(label, f"{declared:.1f} s")
+        declared = A.probe_seconds(data)  # may be a bitrate estimate: refuse up front only when well over
+        if declared is not None and declared > A.LENGTH_PROBE_SLACK * limit + 1:
+            raise self._too_long(label, f"about {declared:.0f} s")
         m = self.model.config.model
         try:
             segments = list(A.iter_segments(data, channel=m.channel, resample=m.resample, name=label,

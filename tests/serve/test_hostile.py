@@ -59,6 +59,7 @@ def test_a_full_queue_refuses_before_reading_the_body_and_says_when_to_retry():
             check_error(status, answer, 503, "server_busy", None, "busy")
             assert int(headers["retry-after"]) >= 1
         assert engine.decoded == decoded  # no audio was decoded for the refused requests
+        assert server.health()["stats"]["rejected"] == 2
         engine.gate.set()
         assert queued.result(30)[0] == 200
 

@@ -174,6 +174,7 @@ class Api:
         deadline = time.monotonic() + self.settings.request_timeout
         authorize(request, self.settings.api_key)
         if not self.batcher.accepting:
+            self.batcher.stats["rejected"] += 1
             raise self.busy(ShuttingDown("the server is shutting down") if self.batcher.draining else
                             QueueFull(f"{self.batcher.queued} requests are waiting "
                                       f"(max_queue={self.batcher.max_queue})"))

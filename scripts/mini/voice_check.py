@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from salmonn.backbones import ensure_backbones
-from salmonn.data.synth import _held_out, espeak, load_sentences
+from salmonn.data.jobs import espeak
+from salmonn.data.texts import held_out, load_sentences
 from salmonn.data.voices import KokoroVoices, all_speakers, median_f0
 from salmonn.evaluation.metrics import english_words, error_rate
 
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--out", default="scripts/mini/results/voice_check.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    held_out = [s for s in load_sentences() if _held_out(s)]
+    held_out = [s for s in load_sentences() if held_out(s)]
     sentences = held_out[len(held_out) // (2 * args.sentences)::len(held_out) // args.sentences][: args.sentences]
     speakers = [s for i, s in enumerate(all_speakers()) if s.held_out or i % 6 == 0]
     voices, transcribe, words = KokoroVoices(threads=1), transcriber(), english_words()

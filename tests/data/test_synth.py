@@ -21,6 +21,7 @@ try:
 except ImportError:  # not installed in the venv: run from the checkout's src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
+from salmonn.data import jobs as J, music as Mu, sounds as So, texts as T  # noqa: E402
 from salmonn.data import synth as S  # noqa: E402
 from salmonn.errors import SalmonnError  # noqa: E402
 
@@ -92,7 +93,7 @@ def test_annotation_schema_and_prompts(corpus):
     root, paths = corpus
     assert set(paths) == {"train", "test", "sqa_test"}
     prompts = json.loads((root / "prompts.json").read_text())
-    assert prompts == S.mini_prompts()
+    assert prompts == T.mini_prompts()
     for task, variants in prompts.items():
         assert variants, task
         for v in variants:
@@ -125,7 +126,7 @@ def test_audio_files_are_16k_mono_nonsilent(corpus):
             wav = path.parent / rel
             info = sf.info(wav)
             assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16"), rel
-            assert S.MIN_SECONDS <= info.duration <= S.MAX_SECONDS, (rel, info.duration)
+            assert J.MIN_SECONDS <= info.duration <= J.MAX_SECONDS, (rel, info.duration)
             x, _ = sf.read(wav)
             rms = float(np.sqrt(np.mean(x ** 2)))
             assert 10 ** (-40 / 20) < rms < 0.5, (rel, rms)
@@ -150,7 +151,7 @@ def test_summary_matches_annotations(corpus):
         assert abs(s["hours"] * 3600 - seconds) < 1.0
         total += seconds
     assert abs(summary["total_hours"] * 3600 - total) < 1.0
-    assert summary["seed"] == 0 and summary["sqa_family"] == S.SQA_FAMILY
+    assert summary["seed"] == 0 and summary["sqa_family"] == T.SQA_FAMILY
 
 
 # ----------------------------------------------------------------------------- reproducibility
@@ -186,34 +187,34 @@ def test_test_split_is_disjoint_from_train(corpus):
     assert sentences(train) and sentences(test) and not sentences(train) & sentences(test)
     assert variants(train) and variants(test) and not variants(train) & variants(test)
     assert not variants(train) & variants(sqa)
-    assert {c["family"] for c in sqa} == {S.SQA_FAMILY}
-    assert S.SQA_FAMILY not in {c["family"] for c in train + test if c["kind"] == "qa"}
+    assert {c["family"] for c in sqa} == {T.SQA_FAMILY}
+    assert T.SQA_FAMILY not in {c["family"] for c in train + test if c["kind"] == "qa"}
 
 
 def test_held_out_pools_at_scale():
     """Plans only (no audio): 400 clips per split keep sentences, voices and QA items apart."""
-    sentences = S.load_sentences()
+    sentences = T.load_sentences()
     counts = dict(speech=400, qa=400, mix=100)
-    train = S._plan_split("train", counts, 0, sentences, "/nonexistent", "x.sf2")
-    test = S._plan_split("test", counts, 3, sentences, "/nonexistent", "x.sf2")
+    train = J.plan_split("train", counts, 0, sentences, "/nonexistent", "x.sf2")
+    test = J.plan_split("test", counts, 3, sentences, "/nonexistent", "x.sf2")
     for key in ("text", "variant", "question"):
         a = {j[key] for j in train if key in j}
         b = {j[key] for j in test if key in j}
         assert a and b and not a & b, key
-    assert {j["family"] for j in train if j["kind"] == "qa"} == set(S.TRAINED_QA_FAMILIES)
+    assert {j["family"] for j in train if j["kind"] == "qa"} == set(T.TRAINED_QA_FAMILIES)
     # train sentences are not reused while the pool lasts
     texts = [j["text"] for j in train if j["kind"] in ("speech", "mix")]
     assert len(set(texts)) == len(texts)
 
 
 def test_qa_answers_are_correct():
-    words = {S.number_words(i): i for i in range(101)}
-    for forms, answer in S.QA_FAMILIES["arithmetic"]:
+    words = {T.number_words(i): i for i in range(101)}
+    for forms, answer in T.QA_FAMILIES["arithmetic"]:
         m = re.fullmatch(r"what is (.+) (plus|minus|times) (.+)", forms[0])
         a, op, b = words[m.group(1)], m.group(2), words[m.group(3)]
         assert words[answer] == {"plus": a + b, "minus": a - b, "times": a * b}[op]
-    assert S.number_words(42) == "forty two" and S.number_words(100) == "one hundred"
-    assert dict((f[0], a) for f, a in S.QA_FAMILIES["capitals"])["what is the capital of france"] == "paris"
+    assert T.number_words(42) == "forty two" and T.number_words(100) == "one hundred"
+    assert dict((f[0], a) for f, a in T.QA_FAMILIES["capitals"])["what is the capital of france"] == "paris"
 
 
 # ----------------------------------------------------------------------------- labels
@@ -239,16 +240,16 @@ def test_gender_labels_match_voice_variants(tools, corpus):
     # 1) every variant's own espeak-ng voice file declares the gender we label it with
     data_dir = re.search(r"Data at:\s*(\S+)", subprocess.run(
         ["espeak-ng", "--version"], capture_output=True, text=True).stdout).group(1)
-    for table in (S.TRAIN_VARIANTS, S.TEST_VARIANTS):
+    for table in (J.TRAIN_VARIANTS, J.TEST_VARIANTS):
         for gender, names in table.items():
             for v in names:
                 text = (Path(data_dir) / "voices" / "!v" / v).read_text(errors="replace")
                 assert re.search(rf"^gender\s+{gender}\b", text, re.M), (v, gender)
     # 2) acoustically: the highest male voice is lower than the lowest female voice
     f0 = {}
-    for gender, pitch in (("male", S.PITCH["male"][1]), ("female", S.PITCH["female"][0])):
-        for v in S.TRAIN_VARIANTS[gender] + S.TEST_VARIANTS[gender]:
-            f0[(gender, v)] = _f0(S.espeak("what is the capital of france", f"en-us+{v}", 160, pitch))
+    for gender, pitch in (("male", J.PITCH["male"][1]), ("female", J.PITCH["female"][0])):
+        for v in J.TRAIN_VARIANTS[gender] + J.TEST_VARIANTS[gender]:
+            f0[(gender, v)] = _f0(J.espeak("what is the capital of france", f"en-us+{v}", 160, pitch))
     male = max(f for (g, _), f in f0.items() if g == "male")
     female = min(f for (g, _), f in f0.items() if g == "female")
     assert male * 1.1 < female * 0.9, (male, female)  # holds through +-10 % speed perturbation
@@ -287,11 +288,11 @@ def _event_features(x: np.ndarray) -> np.ndarray:
 
 def test_sound_event_classes_are_distinguishable():
     """Leave-one-out nearest-centroid on simple spectral/envelope features separates the classes."""
-    assert len(S.EVENT_NAMES) >= 8
+    assert len(So.EVENT_NAMES) >= 8
     feats, labels = [], []
-    for ci, name in enumerate(S.EVENT_NAMES):
+    for ci, name in enumerate(So.EVENT_NAMES):
         for k in range(5):
-            x = S.render_event(name, np.random.default_rng([k, ci]), 2.5 + 0.5 * k)
+            x = So.render_event(name, np.random.default_rng([k, ci]), 2.5 + 0.5 * k)
             assert np.isfinite(x).all() and abs(np.sqrt(np.mean(x ** 2)) - 1) < 1e-6
             feats.append(_event_features(x))
             labels.append(ci)
@@ -301,17 +302,17 @@ def test_sound_event_classes_are_distinguishable():
     right = 0
     for i in range(len(z)):
         keep = np.arange(len(z)) != i
-        cents = np.array([z[keep & (y == c)].mean(0) for c in range(len(S.EVENT_NAMES))])
+        cents = np.array([z[keep & (y == c)].mean(0) for c in range(len(So.EVENT_NAMES))])
         right += int(np.argmin(((cents - z[i]) ** 2).sum(1)) == y[i])
     assert right / len(z) >= 0.85, right / len(z)
     # and the same seed gives the same clip, another seed another clip
-    a = S.render_event("siren", np.random.default_rng(5), 2.0)
-    assert np.array_equal(a, S.render_event("siren", np.random.default_rng(5), 2.0))
-    assert not np.array_equal(a, S.render_event("siren", np.random.default_rng(6), 2.0))
+    a = So.render_event("siren", np.random.default_rng(5), 2.0)
+    assert np.array_equal(a, So.render_event("siren", np.random.default_rng(5), 2.0))
+    assert not np.array_equal(a, So.render_event("siren", np.random.default_rng(6), 2.0))
 
 
 def test_music_labels_and_midi(corpus, tmp_path):
-    assert len({p for p, *_ in S.INSTRUMENTS.values()}) == len(S.INSTRUMENTS) >= 8
+    assert len({p for p, *_ in Mu.INSTRUMENTS.values()}) == len(Mu.INSTRUMENTS) >= 8
     root, paths = corpus
     meta = {m["path"]: m for m in _meta(root, "train") + _meta(root, "test") if m["kind"] == "music"}
     assert meta
@@ -327,17 +328,17 @@ def test_music_labels_and_midi(corpus, tmp_path):
             elif e["task"] == "music_description":
                 assert m["instrument"] in e["text"] and f"{m['mode']} key" in e["text"]
                 assert m["tempo"] in e["text"]
-                lo, hi = S.TEMPI[m["tempo"]]
+                lo, hi = Mu.TEMPI[m["tempo"]]
                 assert lo <= m["bpm"] <= hi
     # the MIDI writer: a valid format-0 file that fluidsynth renders to the notes' length
-    notes = S.compose(np.random.default_rng(0), instrument="flute", mode="minor", texture="melody",
+    notes = Mu.compose(np.random.default_rng(0), instrument="flute", mode="minor", texture="melody",
                       root=2, bars=2)
     assert notes and all(60 <= p <= 96 for _, _, p, _ in notes)
     mid = tmp_path / "x.mid"
-    S.write_midi(mid, notes, tempo_bpm=120, program=73)
+    Mu.write_midi(mid, notes, tempo_bpm=120, program=73)
     raw = mid.read_bytes()
     assert raw[:4] == b"MThd" and raw[14:18] == b"MTrk" and raw.endswith(b"\xff\x2f\x00")
-    x = S.render_midi(mid)
+    x = Mu.render_midi(mid)
     assert max(start + length for start, length, _, _ in notes) <= 6.0  # 2 bars = 4 + 2 beats
     assert notes[-1][:2] == (4.0, 2.0)  # ends on a held tonic
     loud = np.nonzero(np.abs(x) > 10 ** (-30 / 20) * np.abs(x).max())[0]

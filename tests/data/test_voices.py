@@ -7,12 +7,12 @@ what to install.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from salmonn.data import spoken_qa as Q
+from salmonn.data import jobs as J, music as Mu, texts as T
 from salmonn.data import synth as S
 from salmonn.data import voices as V
 from salmonn.errors import SalmonnError
@@ -31,9 +31,9 @@ def kokoro() -> V.KokoroVoices:
 
 
 def test_every_corpus_sentence_and_question_maps_into_kokoros_vocabulary(kokoro):
-    sentences = S.load_sentences()
-    texts = sentences[:: len(sentences) // 60] + S.open_questions()[::4]
-    texts += [forms[0] for family in S.QA_FAMILIES.values() for forms, _ in family[::6]]
+    sentences = T.load_sentences()
+    texts = sentences[:: len(sentences) // 60] + T.open_questions()[::4]
+    texts += [forms[0] for family in T.QA_FAMILIES.values() for forms, _ in family[::6]]
     for text in texts:
         phonemes = V.kokoro_phonemes(text, kokoro.vocab, question=True)
         assert phonemes.endswith("?") and "^" not in phonemes and "ː" not in phonemes
@@ -84,7 +84,7 @@ def test_missing_voices_say_what_to_install(monkeypatch):
 
 def _plan(split: str) -> list[dict]:
     counts = {"voice": 40, "voice_qa": 40, "voice_mix": 10, "quiet": 6}
-    return S._plan_split(split, counts, 0, S.load_sentences(), "/x", S.DEFAULT_SOUNDFONT)
+    return J.plan_split(split, counts, 0, T.load_sentences(), "/x", Mu.DEFAULT_SOUNDFONT)
 
 
 def test_neural_plans_keep_held_out_speakers_and_questions_apart():
@@ -93,10 +93,10 @@ def test_neural_plans_keep_held_out_speakers_and_questions_apart():
         jobs = _plan(split)
         speakers = {j["speaker"] for j in jobs if "speaker" in j}
         assert speakers <= held_names if split == "test" else not speakers & held_names
-        first_form = {q: forms[0] for family in S.QA_FAMILIES.values() for forms, _ in family for q in forms}
+        first_form = {q: forms[0] for family in T.QA_FAMILIES.values() for forms, _ in family for q in forms}
         for j in (j for j in jobs if j["kind"] == "voice_qa"):
-            assert S._held_out(first_form.get(j["question"], j["question"])) == (split == "test"), j["question"]
-    assert {j["variety"] for j in _plan("train") if j["kind"] == "quiet"} == set(S.QUIET_VARIETIES)
+            assert T.held_out(first_form.get(j["question"], j["question"])) == (split == "test"), j["question"]
+    assert {j["variety"] for j in _plan("train") if j["kind"] == "quiet"} == set(J.QUIET_VARIETIES)
 
 
 def test_mini_v2_corpus_is_resumable_and_labelled(kokoro, tmp_path, monkeypatch):
@@ -115,15 +115,15 @@ def test_mini_v2_corpus_is_resumable_and_labelled(kokoro, tmp_path, monkeypatch)
         by_kind.setdefault(e["path"].split("/")[1], []).append(e)
     assert {e["task"] for e in by_kind["voice"]} == {"asr", "gender_recognition"}
     assert all(e["text"] == f"an answer to {e['question']}" and "reference" in e for e in by_kind["voice_qa"])
-    assert {e["text"] for e in by_kind["quiet"] if e["task"] == "asr"} == {S.NO_SPEECH_TEXT}
-    assert S.NO_SPEECH_TEXT in {e["text"] for e in by_kind["events"] if e["task"] == "asr"}
+    assert {e["text"] for e in by_kind["quiet"] if e["task"] == "asr"} == {J.NO_SPEECH_TEXT}
+    assert J.NO_SPEECH_TEXT in {e["text"] for e in by_kind["events"] if e["task"] == "asr"}
     summary = json.loads((out / "summary.json").read_text())
     speakers = summary["splits"]["train"]["speakers"]
     assert summary["complete"] and set(speakers) <= {"kokoro male", "kokoro female"}
     assert sum(speakers.values()) == 6  # 3 voice + 2 voice_qa + 1 voice_mix clips, each with its gender
     first = {p: p.read_bytes() for p in sorted(out.rglob("*.wav"))}
 
-    monkeypatch.setattr(S, "_render", lambda job: pytest.fail(f"rendered {job['path']} again"))
+    monkeypatch.setattr(S, "render_clip", lambda job: pytest.fail(f"rendered {job['path']} again"))
     S.synth_corpus(out, seed=0, workers=1, progress=False, **NEURAL)  # everything is done: nothing renders
     assert {p: p.read_bytes() for p in sorted(out.rglob("*.wav"))} == first
     with pytest.raises(SalmonnError, match="another plan"):
@@ -136,8 +136,8 @@ def test_partial_writes_the_finished_chunks_only(tmp_path, monkeypatch):
     small = dict(n_speech=4, n_qa=0, n_events=2, n_music=0, n_mix=0, n_sqa=0, test_fraction=0.5)
     S.synth_corpus(out, seed=0, workers=1, progress=False, partial=True, **small)
     assert json.loads((out / "summary.json").read_text())["total_clips"] == 0
-    plan = S._plan_split("test", {"speech": 2, "events": 1}, 0, S.load_sentences(), str(out.resolve()),
-                         S.DEFAULT_SOUNDFONT)
+    plan = J.plan_split("test", {"speech": 2, "events": 1}, 0, T.load_sentences(), str(out.resolve()),
+                         Mu.DEFAULT_SOUNDFONT)
     chunk = S._ordered_chunks({"test": plan}, out / "chunks")[0]  # the first 2 speech clips
     S._render_chunk(chunk)
     S.synth_corpus(out, seed=0, workers=1, progress=False, partial=True, **small)

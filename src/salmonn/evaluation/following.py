@@ -119,7 +119,8 @@ def _script_of(char: str) -> str:
 @functools.cache
 def trained_labels() -> frozenset[str]:
     """Answers of SALMONN-mini's closed-set tasks (genders, sound events, instruments), normalised."""
-    from salmonn.data.synth import EVENT_NAMES, INSTRUMENT_NAMES
+    from salmonn.data.music import INSTRUMENT_NAMES
+    from salmonn.data.sounds import EVENT_NAMES
 
     return frozenset(normalize_english(x) for x in ("male", "female", "man", "woman", *EVENT_NAMES, *INSTRUMENT_NAMES))
 

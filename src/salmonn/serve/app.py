@@ -135,8 +135,9 @@ class Api:
                 "model": self.engine.name, "system_fingerprint": FINGERPRINT}
         n, sampling = req.decoding.n, overrides.get("do_sample", self.engine.defaults.do_sample)
         if req.stream and n == 1 and overrides.get("num_beams", self.engine.defaults.num_beams) == 1:
-            job = self.job_for([(wav, prompt)], overrides, lora, alone=True)
-            return await self.stream(request, job, meta, prompt_tokens, req.include_usage, deadline)
+            stream = TokenStream(self.engine.model.tokenizer, overrides.get("stop", self.engine.defaults.stop) or [])
+            job = self.job_for([(wav, prompt)], overrides, lora, stream)
+            return await self.stream(request, job, stream, meta, prompt_tokens, req.include_usage, deadline)
         rows = n if sampling else 1  # deterministic decoding gives n identical answers
         answers = await self.wait(self.job_for([(wav, prompt)] * rows, overrides, lora), request, deadline)
         answers = answers if sampling else answers * n
@@ -197,11 +198,13 @@ class Api:
         except SalmonnError as err:
             raise bad(str(err), "messages", "invalid_prompt") from None
 
-    def job_for(self, rows: list, overrides: dict, lora: float, alone: bool = False) -> Job:
+    def job_for(self, rows: list, overrides: dict, lora: float, stream: TokenStream | None = None) -> Job:
+        """A job for the batcher; a streamed one runs alone."""
         key: tuple = (_freeze(overrides), lora)
         if "seed" in overrides:  # a seeded request runs on its own, so that its seed alone fixes its answer
             key += (uuid.uuid4().hex,)
-        return Job(key=key, payload=Work(rows, overrides, lora), rows=len(rows), alone=alone)
+        return Job(key=key, payload=Work(rows, overrides, lora, stream), rows=len(rows), alone=stream is not None,
+                   on_start=stream.started if stream is not None else None)
 
     # ------------------------------------------------------------------ waiting for the worker
     def submit(self, job: Job) -> concurrent.futures.Future:
@@ -223,12 +226,10 @@ class Api:
         except Exception as err:  # noqa: BLE001 - raised by the worker
             raise self.worker_error(err) from None
 
-    async def stream(self, request: Request, job: Job, meta: dict, prompt_tokens: int, include_usage: bool,
-                     deadline: float):
+    async def stream(self, request: Request, job: Job, stream: TokenStream, meta: dict, prompt_tokens: int,
+                     include_usage: bool, deadline: float):
         """Token by token: errors before the first token are plain HTTP errors, later ones error events."""
-        work: Work = job.payload
-        stream = TokenStream(self.engine.model.tokenizer, work.overrides.get("stop", self.engine.defaults.stop) or [])
-        job.payload, job.on_start = dataclasses.replace(work, streamer=stream), stream.started
+        overrides = job.payload.overrides
         self.submit(job).add_done_callback(stream.finished)
         try:
             kind, value = await answer_or_gone(stream.next(), request, max(0.0, deadline - time.monotonic()))
@@ -243,7 +244,7 @@ class Api:
             if future.cancelled() or future.exception() is not None:
                 raise self.worker_error(future.exception() or RuntimeError("cancelled"))
             answer = future.result()[0]
-            text, reason = self.engine.finish(answer, work.overrides)
+            text, reason = self.engine.finish(answer, overrides)
             return text, reason, _usage(prompt_tokens, len(answer.token_ids))
 
         return sse(stream.events(meta, include_usage, deadline, conclude, self.timed_out,

@@ -29,14 +29,16 @@ def occupy_worker(pool, server, engine):
     return running
 
 
-def test_clients_that_gave_up_leave_the_queue_and_never_run():
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_clients_that_gave_up_leave_the_queue_and_never_run(stream):
     engine = BlockingEngine()
+    body = {**BODY, "stream": True, "temperature": 0, "num_beams": 1} if stream else BODY
     with serving(engine, ServeSettings(max_batch_size=1, max_wait_ms=0, max_queue=2, request_timeout=300)) as (
             server, _, _), ThreadPoolExecutor(4) as pool:
         running = occupy_worker(pool, server, engine)
         for _ in range(2):  # two clients wait a little, then hang up
             with pytest.raises((socket.timeout, TimeoutError)):
-                post(server, timeout=0.5)
+                post(server, body, timeout=0.5)
         wait_until(lambda: server.health()["queued"] == 0)
         waiting = pool.submit(post, server)  # a slot is free again: queued, not refused
         wait_until(lambda: server.health()["queued"] == 1)

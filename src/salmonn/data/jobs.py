@@ -153,110 +153,148 @@ def render_quiet(variety: str, rng: np.random.Generator, seconds: float) -> np.n
 _BASE_KIND = {"voice": "speech", "voice_qa": "qa", "voice_mix": "mix"}  # neural-voice twins of espeak kinds
 
 
+def _render_quiet_clip(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """Silence, hum or noise: no speech, no question."""
+    rel = job["path"]
+    entries: list[dict] = []
+    x = render_quiet(job["variety"], rng, float(rng.uniform(1.5, 6.0)))
+    entries += [{"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"},
+                {"path": rel, "text": QUIET_VARIETIES[job["variety"]][1], "task": "audiocaption"},
+                {"path": rel, "text": NO_QUESTION_TEXT, "task": "QA", "Q": "", "question": ""}]
+    return x, entries
+
+
+def _render_speech(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """A spoken sentence (espeak-ng or a neural voice): ASR and gender."""
+    rel = job["path"]
+    entries: list[dict] = []
+    x, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.88)
+    x, meta["aug"] = augment(x, rng)
+    entries += [{"path": rel, "text": job["text"], "task": "asr"},
+                {"path": rel, "text": job["gender"], "task": "gender_recognition"}]
+    return x, entries
+
+
+def _render_qa(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """A spoken question; its target is the known answer (or, for neural voices, the LLM's)."""
+    rel = job["path"]
+    entries: list[dict] = []
+    x, meta["rate"] = _speak_fitting(job["question"] + "?", job, MAX_SECONDS * 0.88)
+    x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SR)), x])
+    x, meta["aug"] = augment(x, rng)
+    entry = {"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]}
+    if job["kind"] == "voice_qa":  # the target becomes SmolLM2's text answer when the corpus is assembled
+        entry.update(reference=job["answer"], family=job["family"])
+    entries.append(entry)
+    return x, entries
+
+
+def _render_events(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """One or two sound events with a caption (and the class when alone)."""
+    rel = job["path"]
+    entries: list[dict] = []
+    seconds = float(rng.uniform(2.0, 6.0))
+    classes = job["classes"]
+    x = render_event(classes[0], rng, seconds)
+    if len(classes) == 2:
+        rel_db = float(rng.uniform(-10, 0))
+        x = x + render_event(classes[1], rng, seconds) * 10 ** (rel_db / 20)
+        meta["second_rel_db"] = round(rel_db, 2)
+        a, b = classes
+        caption = str(rng.choice((
+            f"{event_clause(a, rng)} while {event_clause(b, rng)}",
+            f"{event_clause(a, rng)} as {event_clause(b, rng)} in the background",
+            f"{event_np(a, rng)} and {event_np(b, rng)} can be heard",
+            f"{event_clause(a, rng)} and {event_clause(b, rng)}",
+        )))
+    else:
+        caption = str(rng.choice((
+            event_clause(classes[0], rng),
+            f"{event_np(classes[0], rng)} can be heard",
+            f"the sound of {event_np(classes[0], rng)}",
+        )))
+    x, meta["aug"] = augment(x, rng)
+    entries.append({"path": rel, "text": caption, "task": "audiocaption"})
+    if len(classes) == 1:
+        entries.append({"path": rel, "text": classes[0], "task": "sound_event"})
+    if job.get("no_speech"):
+        entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
+    return x, entries
+
+
+def _render_music(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """A composed piece rendered by fluidsynth: description and instrument."""
+    rel = job["path"]
+    entries: list[dict] = []
+    inst = job["instrument"]
+    lo_bpm, hi_bpm = TEMPI[job["tempo"]]
+    bpm = float(rng.uniform(lo_bpm, hi_bpm))
+    beat_s = 60.0 / bpm
+    # 4 * bars - 2 beats: 4-7 s wanted, at most 6.4 s of notes (room for the release tail)
+    max_bars = int((6.4 / beat_s + 2) // 4)
+    bars = int(np.clip(round((rng.uniform(4.0, 7.0) / beat_s + 2) / 4), 2, max_bars))
+    root = int(rng.integers(12))
+    notes = compose(rng, instrument=inst, mode=job["mode"], texture=job["texture"], root=root, bars=bars)
+    with tempfile.TemporaryDirectory(prefix="salmonn-mid-") as tmp:
+        mid = Path(tmp) / "piece.mid"
+        write_midi(mid, notes, tempo_bpm=bpm, program=INSTRUMENTS[inst][0])
+        x = render_midi(mid, job["soundfont"])
+    # drop the silent tail, keep <= 0.92 * max so that speed perturbation never cuts notes
+    loud = np.nonzero(np.abs(x) > 10 ** (-50 / 20) * np.max(np.abs(x)))[0]
+    x = x[: loud[-1] + 1] if len(loud) else x
+    n_max = int(MAX_SECONDS * 0.92 * SR)
+    if len(x) > n_max:
+        x = x[:n_max]
+        x[-int(0.3 * SR):] *= np.linspace(1, 0, int(0.3 * SR))
+    meta.update(bpm=round(bpm, 2), bars=bars, root=root, n_notes=len(notes))
+    x, meta["aug"] = augment(x, rng, speed_range=(0.95, 1.05))
+    entries += [{"path": rel, "task": "music_description",
+                 "text": music_description(rng, job["tempo"], inst, job["texture"], job["mode"])},
+                {"path": rel, "text": inst, "task": "instrument"}]
+    if job.get("no_speech"):
+        entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
+    return x, entries
+
+
+def _render_mix(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """Speech over a sound event at a given SNR: ASR and a caption."""
+    rel = job["path"]
+    entries: list[dict] = []
+    sp, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.75)
+    pad_a, pad_b = (int(rng.uniform(0.1, 0.5) * SR) for _ in range(2))
+    n = len(sp) + pad_a + pad_b
+    bg = fit(render_event(job["event"], rng, n / SR), n)
+    snr = job["snr_db"]
+    sp_full = np.concatenate([np.zeros(pad_a), sp, np.zeros(pad_b)])
+    x = sp_full + bg * rms(sp) * 10 ** (-snr / 20)
+    sp_clause, who = _speaker_phrase(job["gender"], rng)
+    ev = job["event"]
+    caption = str(rng.choice((
+        f"{sp_clause} while {event_clause(ev, rng)}",
+        f"{event_clause(ev, rng)} while {sp_clause}",
+        f"{who} talks over {event_np(ev, rng)}",
+        f"{sp_clause} with {event_np(ev, rng)} in the background",
+    )))
+    x, meta["aug"] = augment(x, rng)
+    entries += [{"path": rel, "text": job["text"], "task": "asr"},
+                {"path": rel, "text": caption, "task": "audiocaption"}]
+    return x, entries
+
+
+_RENDERERS = {"quiet": _render_quiet_clip, "speech": _render_speech, "qa": _render_qa, "events": _render_events,
+              "music": _render_music, "mix": _render_mix}  # base kind -> renderer
+
+
 def render_clip(job: dict) -> dict:
     """Render one clip: write its wav, return its annotation entries and metadata."""
-    kind, rel = job["kind"], job["path"]
+    kind = job["kind"]
     rng = _job_rng(job["seed"], job["split"], kind, job["idx"])
-    path = Path(job["root"]) / rel
     meta = {k: v for k, v in job.items() if k not in ("root", "soundfont")}
-    entries: list[dict] = []
-    base = _BASE_KIND.get(kind, kind)
-    if kind == "quiet":
-        x = render_quiet(job["variety"], rng, float(rng.uniform(1.5, 6.0)))
-        entries += [{"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"},
-                    {"path": rel, "text": QUIET_VARIETIES[job["variety"]][1], "task": "audiocaption"},
-                    {"path": rel, "text": NO_QUESTION_TEXT, "task": "QA", "Q": "", "question": ""}]
-    elif base == "speech":
-        x, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.88)
-        x, meta["aug"] = augment(x, rng)
-        entries += [{"path": rel, "text": job["text"], "task": "asr"},
-                    {"path": rel, "text": job["gender"], "task": "gender_recognition"}]
-    elif base == "qa":
-        x, meta["rate"] = _speak_fitting(job["question"] + "?", job, MAX_SECONDS * 0.88)
-        x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SR)), x])
-        x, meta["aug"] = augment(x, rng)
-        entry = {"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]}
-        if kind == "voice_qa":  # the target becomes SmolLM2's text answer when the corpus is assembled
-            entry.update(reference=job["answer"], family=job["family"])
-        entries.append(entry)
-    elif kind == "events":
-        seconds = float(rng.uniform(2.0, 6.0))
-        classes = job["classes"]
-        x = render_event(classes[0], rng, seconds)
-        if len(classes) == 2:
-            rel_db = float(rng.uniform(-10, 0))
-            x = x + render_event(classes[1], rng, seconds) * 10 ** (rel_db / 20)
-            meta["second_rel_db"] = round(rel_db, 2)
-            a, b = classes
-            caption = str(rng.choice((
-                f"{event_clause(a, rng)} while {event_clause(b, rng)}",
-                f"{event_clause(a, rng)} as {event_clause(b, rng)} in the background",
-                f"{event_np(a, rng)} and {event_np(b, rng)} can be heard",
-                f"{event_clause(a, rng)} and {event_clause(b, rng)}",
-            )))
-        else:
-            caption = str(rng.choice((
-                event_clause(classes[0], rng),
-                f"{event_np(classes[0], rng)} can be heard",
-                f"the sound of {event_np(classes[0], rng)}",
-            )))
-        x, meta["aug"] = augment(x, rng)
-        entries.append({"path": rel, "text": caption, "task": "audiocaption"})
-        if len(classes) == 1:
-            entries.append({"path": rel, "text": classes[0], "task": "sound_event"})
-        if job.get("no_speech"):
-            entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
-    elif kind == "music":
-        inst = job["instrument"]
-        lo_bpm, hi_bpm = TEMPI[job["tempo"]]
-        bpm = float(rng.uniform(lo_bpm, hi_bpm))
-        beat_s = 60.0 / bpm
-        # 4 * bars - 2 beats: 4-7 s wanted, at most 6.4 s of notes (room for the release tail)
-        max_bars = int((6.4 / beat_s + 2) // 4)
-        bars = int(np.clip(round((rng.uniform(4.0, 7.0) / beat_s + 2) / 4), 2, max_bars))
-        root = int(rng.integers(12))
-        notes = compose(rng, instrument=inst, mode=job["mode"], texture=job["texture"], root=root, bars=bars)
-        with tempfile.TemporaryDirectory(prefix="salmonn-mid-") as tmp:
-            mid = Path(tmp) / "piece.mid"
-            write_midi(mid, notes, tempo_bpm=bpm, program=INSTRUMENTS[inst][0])
-            x = render_midi(mid, job["soundfont"])
-        # drop the silent tail, keep <= 0.92 * max so that speed perturbation never cuts notes
-        loud = np.nonzero(np.abs(x) > 10 ** (-50 / 20) * np.max(np.abs(x)))[0]
-        x = x[: loud[-1] + 1] if len(loud) else x
-        n_max = int(MAX_SECONDS * 0.92 * SR)
-        if len(x) > n_max:
-            x = x[:n_max]
-            x[-int(0.3 * SR):] *= np.linspace(1, 0, int(0.3 * SR))
-        meta.update(bpm=round(bpm, 2), bars=bars, root=root, n_notes=len(notes))
-        x, meta["aug"] = augment(x, rng, speed_range=(0.95, 1.05))
-        entries += [{"path": rel, "task": "music_description",
-                     "text": music_description(rng, job["tempo"], inst, job["texture"], job["mode"])},
-                    {"path": rel, "text": inst, "task": "instrument"}]
-        if job.get("no_speech"):
-            entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
-    elif base == "mix":
-        sp, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.75)
-        pad_a, pad_b = (int(rng.uniform(0.1, 0.5) * SR) for _ in range(2))
-        n = len(sp) + pad_a + pad_b
-        bg = fit(render_event(job["event"], rng, n / SR), n)
-        snr = job["snr_db"]
-        sp_full = np.concatenate([np.zeros(pad_a), sp, np.zeros(pad_b)])
-        x = sp_full + bg * rms(sp) * 10 ** (-snr / 20)
-        sp_clause, who = _speaker_phrase(job["gender"], rng)
-        ev = job["event"]
-        caption = str(rng.choice((
-            f"{sp_clause} while {event_clause(ev, rng)}",
-            f"{event_clause(ev, rng)} while {sp_clause}",
-            f"{who} talks over {event_np(ev, rng)}",
-            f"{sp_clause} with {event_np(ev, rng)} in the background",
-        )))
-        x, meta["aug"] = augment(x, rng)
-        entries += [{"path": rel, "text": job["text"], "task": "asr"},
-                    {"path": rel, "text": caption, "task": "audiocaption"}]
-    else:  # pragma: no cover - plans only hold the kinds above
+    renderer = _RENDERERS.get(_BASE_KIND.get(kind, kind))
+    if renderer is None:  # pragma: no cover - plans only hold the kinds above
         raise SalmonnError(f"unknown clip kind {kind!r}")
-    seconds = _write_wav(path, x)
-    meta["seconds"] = round(seconds, 4)
+    x, entries = renderer(job, rng, meta)
+    meta["seconds"] = round(_write_wav(Path(job["root"]) / job["path"], x), 4)
     meta["entries"] = entries
     return meta
 

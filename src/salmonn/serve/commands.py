@@ -104,8 +104,24 @@ def serve(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     Endpoints: POST /v1/chat/completions (messages with text and input_audio parts, stream, n, stop, seed,
     lora_scale), POST /v1/audio/transcriptions, GET /v1/models, GET /health. Concurrent requests with the same
     decoding settings are answered in batches of up to --max-batch-size, gathered for at most --max-wait-ms.
-    Binds to 127.0.0.1 by default; --api-key (or $SALMONN_API_KEY) makes /v1/* require 'Bearer KEY'. On SIGTERM
-    queued requests get 503 at once and running ones --drain-timeout seconds to finish.
+    Binds to 127.0.0.1 by default; --api-key (or $SALMONN_API_KEY) makes /v1/* require 'Bearer KEY'.
+
+    Options:
+      config: the model's config file (default: the bundled SALMONN-mini)
+      host: address to listen on (loopback unless you mean to expose the model)
+      port: port to listen on (0: any free port)
+      api_key: the key /v1/* requests must send as 'Authorization: Bearer KEY' (default: $SALMONN_API_KEY)
+      model_name: the model id the API reports and echoes
+      max_batch_size: rows in one generate() call
+      max_wait_ms: how long the oldest request waits for others with the same settings to batch with
+      max_queue: waiting requests beyond this are refused with 503 and Retry-After
+      request_timeout: seconds from arrival to answer (504 after)
+      drain_timeout: on SIGTERM, seconds the running requests get (waiting ones are refused at once)
+      max_body_mb: request bodies over this are refused with 413
+      max_audio_seconds: longer audio is refused with 400 (decoding stops at the limit)
+      max_tokens_limit: the largest max_tokens a request may ask for
+      examples: folder of clips the web demo offers
+      log_level: uvicorn's log level
     """
     run_server(config, list(overrides), host=host, port=port, model_name=model_name,
                max_audio_seconds=max_audio_seconds, log_level=log_level, api_key=api_key,
@@ -121,8 +137,21 @@ def demo(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, a
     """Start the server and open the web demo in a browser.
 
     Upload or record a clip (or pick an example), type an instruction, set beams / temperature / max tokens and
-    the LoRA scale, and watch the answer stream in. Same server as `salmonn serve`; --no-browser only prints
-    the address.
+    the LoRA scale, and watch the answer stream in. Same server as `salmonn serve` (its options); --no-browser
+    only prints the address.
+
+    Options:
+      config: the model's config file (default: the bundled SALMONN-mini)
+      host: address to listen on (loopback unless you mean to expose the model)
+      port: port to listen on (0: any free port)
+      api_key: the key /v1/* requests must send as 'Authorization: Bearer KEY' (default: $SALMONN_API_KEY)
+      model_name: the model id the API reports and echoes
+      max_batch_size: rows in one generate() call
+      max_wait_ms: how long the oldest request waits for others with the same settings to batch with
+      max_audio_seconds: longer audio is refused with 400 (decoding stops at the limit)
+      examples: folder of clips the web demo offers
+      no_browser: print the address instead of opening a browser
+      log_level: uvicorn's log level
     """
     run_server(config, list(overrides), host=host, port=port, model_name=model_name,
                max_audio_seconds=max_audio_seconds, log_level=log_level, open_browser=not no_browser,

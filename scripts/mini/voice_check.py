@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--out", default="scripts/mini/results/voice_check.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    held_out = [s for s in load_sentences() if held_out(s)]
-    sentences = held_out[len(held_out) // (2 * args.sentences)::len(held_out) // args.sentences][: args.sentences]
+    pool = [s for s in load_sentences() if held_out(s)]
+    sentences = pool[len(pool) // (2 * args.sentences)::len(pool) // args.sentences][: args.sentences]
     speakers = [s for i, s in enumerate(all_speakers()) if s.held_out or i % 6 == 0]
     voices, transcribe, words = KokoroVoices(threads=1), transcriber(), english_words()
     rows = []

@@ -194,13 +194,21 @@ class TokenStreamer:
 def generate_answers(model, rows: list[list[Piece]], gen: GenerateConfig, streamer=None,
                      return_scores: bool = False) -> list[Answer]:
     """The one generate step: per-sample LLM input pieces -> one answer each (left-padded batch, so every row
-    gets its single-row answer). `streamer`: anything with put(ids)/end(), one row, num_beams 1."""
+    gets its single-row answer). `streamer`: anything with put(ids)/end(), one row, num_beams 1. Plain greedy
+    decoding goes through salmonn.greedy's own loop with model.greedy_loop, the rest through HF generate()."""
+    from . import greedy
     if streamer is not None:
         check_streamable(gen, len(rows))
     embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
-    kwargs = hf_generate_kwargs(gen, model.tokenizer)
-    if model.config.model.compile:
+    m = model.config.model
+    if m.compile:
         stream_small_linears(model.llama_model)
+    if m.greedy_loop and greedy.handles(gen, return_scores):
+        ids = greedy.greedy_decode(model.causal_lm, embeds, mask, gen, model.tokenizer.eos_token_id,
+                                   model.tokenizer.pad_token_id, compile=m.compile, streamer=streamer)
+        return [clean_answer(seq.tolist(), model.tokenizer, gen.stop) for seq in ids]
+    kwargs = hf_generate_kwargs(gen, model.tokenizer)
+    if m.compile:
         kwargs.update(compiled_decoding(embeds.shape[1] + gen.max_new_tokens))
     if return_scores:
         kwargs.update(output_scores=True, return_dict_in_generate=True)

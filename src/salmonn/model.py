@@ -74,6 +74,7 @@ class SALMONN(nn.Module):
         self.speech_llama_proj = nn.Linear(m.qformer_hidden_size, llm.config.hidden_size)
         llm.requires_grad_(False)
         self.llama_model = add_lora(llm, m) if m.lora else llm
+        self._unmerged_weights: dict[nn.Module, torch.Tensor] = {}  # LoRA layer -> its base weight before merging
         self._freeze()
         self.set_lora_scale(m.lora_scale)
 
@@ -100,6 +101,10 @@ class SALMONN(nn.Module):
                                (self.beats, self.config.model.freeze_beats)):
             if module is not None and frozen:
                 module.eval()  # frozen encoders never see dropout
+        if mode or not self.config.model.merge_lora:
+            self.unmerge_lora()  # training needs the adapters apart (their gradients)
+        else:
+            self.merge_lora()
         return self
 
     @property
@@ -130,7 +135,11 @@ class SALMONN(nn.Module):
         state = read_state_dict(path)
         required = {k for k in self.trainable_state_dict() if not any(s in k for s in allow_missing)}
         usable = check_keys(self.state_dict(), state, required, str(path), IGNORED_REFERENCE_KEYS)
+        merged = bool(self._unmerged_weights)
+        self.unmerge_lora()  # new adapters are merged from the original weights
         self.load_state_dict(usable, strict=False)
+        if merged:
+            self.merge_lora()
 
     def save_checkpoint(self, directory: str | Path) -> Path:
         """Our format: `trainable.safetensors` (reference key names) + `config.json`."""
@@ -141,12 +150,47 @@ class SALMONN(nn.Module):
         return save_reference_pth(self.trainable_state_dict(), path)
 
     def set_lora_scale(self, scale: float) -> None:
-        """Multiply LoRA's alpha / r by `scale` at run time (1.0 = as trained; activation uses 0.5)."""
+        """Multiply LoRA's alpha / r by `scale` at run time (1.0 = as trained; activation uses 0.5). Merged
+        adapters are merged again at the new scale."""
+        if scale == getattr(self, "lora_scale", None):
+            return
+        merged = bool(self._unmerged_weights)
+        self.unmerge_lora()
         m = self.config.model
-        for module in self.llama_model.modules():
-            if hasattr(module, "scaling") and isinstance(module.scaling, dict) and "default" in module.scaling:
-                module.scaling["default"] = scale * m.lora_alpha / m.lora_rank
+        for module in self._lora_layers():
+            module.scaling["default"] = scale * m.lora_alpha / m.lora_rank
         self.lora_scale = scale
+        if merged:
+            self.merge_lora()
+
+    def _lora_layers(self) -> list[nn.Module]:
+        """The LLM's peft LoRA layers (those with a "default" adapter)."""
+        return [module for module in self.llama_model.modules()
+                if isinstance(getattr(module, "scaling", None), dict) and "default" in module.scaling]
+
+    def merge_lora(self) -> None:
+        """Fold each adapter (at the current scale) into its base weight, so inference runs no adapter matmuls
+        (model.merge_lora; eval() calls this). The original weights are kept, so unmerging restores them exactly.
+        Quantized LLMs keep their adapters apart."""
+        if self._unmerged_weights or self.config.model.quantize != "none" or self.config.model.low_resource:
+            return
+        with torch.no_grad():
+            for layer in self._lora_layers():
+                if "default" not in getattr(layer, "lora_A", {}):
+                    continue
+                base = layer.get_base_layer()
+                delta = layer.get_delta_weight("default")  # [out, in] = scale * B @ A
+                self._unmerged_weights[layer] = base.weight.data
+                base.weight.data = (base.weight.data.float() + delta.float()).to(base.weight.dtype)
+                layer.merged_adapters.append("default")  # peft's forward now skips the adapter
+
+    def unmerge_lora(self) -> None:
+        """Put the original base weights back (train() calls this: the adapters are trained apart)."""
+        for layer, weight in self._unmerged_weights.items():
+            base = layer.get_base_layer()
+            base.weight.data = weight.to(base.weight.device)
+            layer.merged_adapters.remove("default")
+        self._unmerged_weights.clear()
 
     # ------------------------------------------------------------------ audio -> tokens
     def encode(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,

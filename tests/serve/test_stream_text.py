@@ -87,3 +87,26 @@ def test_the_issues_stream_on_the_fixture_model():
                               max_new_tokens=360, streamer=TokenStreamer(model.tokenizer, write=pieces.append))
     assert len(answer.text) > 400
     assert "".join(pieces) == answer.text
+
+
+def test_the_issues_stream_through_the_server():
+    """The same request over HTTP: the streamed deltas join to the non-streamed answer."""
+    import json
+
+    from salmonn.serve.app import ServeSettings
+    from salmonn.serve.engine import Engine
+
+    from .conftest import audio_message, b64
+    from .fakes import serving
+
+    engine = Engine(SALMONN.from_config(FIXTURE / "config.yaml"))
+    body = {"model": "salmonn", "max_tokens": 360, "temperature": 0, "num_beams": 1,
+            "messages": audio_message(b64(AUDIO / "music.wav"), "Describe the audio.")}
+    with serving(engine, ServeSettings(max_tokens_limit=512)) as (server, _, _):
+        status, whole, _ = server.request("POST", "/v1/chat/completions", body, auth=False, timeout=300)
+        assert status == 200, whole
+        status, raw, _ = server.request("POST", "/v1/chat/completions", {**body, "stream": True}, auth=False,
+                                        timeout=300)
+    deltas = [choice["delta"].get("content") or "" for line in raw.split("\n") if line.startswith("data: {")
+              for choice in json.loads(line[6:])["choices"]]
+    assert len(deltas) > 10 and "".join(deltas) == whole["choices"][0]["message"]["content"]

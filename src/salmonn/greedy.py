@@ -1,0 +1,96 @@
+"""A greedy loop of our own for one beam (model.greedy_loop): the prompt's forward, then one LLM step per token,
+picking the most likely token, with none of transformers' generate() machinery around each step (logits
+processors, stopping criteria, input preparation, mask rebuilding). With model.compile the step is the compiled
+`__call__` transformers itself uses, over a static KV cache that is kept between calls.
+
+It answers exactly what generate() answers for plain greedy decoding (EOS suppressed before min_new_tokens,
+finished rows padded, stop after EOS in every row); anything else (beams, sampling, penalties, stop strings,
+scores) goes through generate().
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import GenerateConfig
+from .decoding import COMPILE_CACHE_BUCKET
+
+
+def handles(gen: GenerateConfig, return_scores: bool) -> bool:
+    """Whether the loop decodes these options (plain greedy); the rest goes through generate()."""
+    return (gen.num_beams == 1 and not gen.do_sample and gen.repetition_penalty == 1.0 and not gen.stop
+            and not return_scores)
+
+
+def cache_length(length: int) -> int:
+    """`length` rounded up to a COMPILE_CACHE_BUCKET multiple."""
+    return -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
+
+
+def _static_cache(llm: nn.Module, batch: int, length: int, like: torch.Tensor):
+    """A static KV cache of `length` positions, reused (reset) across calls of the same batch size, so the
+    compiled step sees the same tensors and is not compiled again."""
+    from transformers import StaticCache
+    key = (batch, length, like.dtype, like.device)
+    caches = llm.__dict__.setdefault("_salmonn_static_caches", {})
+    if key not in caches:
+        caches.clear()  # one live cache: memory does not grow with every shape seen
+        caches[key] = StaticCache(config=llm.config, max_cache_len=length)
+    cache = caches[key]
+    cache.reset()
+    return cache
+
+
+def _step_function(llm: nn.Module, compile: bool):
+    if not compile:
+        return llm
+    from transformers import CompileConfig
+    config = CompileConfig(fullgraph=False, dynamic=False)
+    config._compile_all_devices = True  # noqa: SLF001 - the documented switch has no public setter
+    return llm.get_compiled_call(config)
+
+
+@torch.no_grad()
+def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen: GenerateConfig, eos: int, pad: int,
+                  compile: bool = False, streamer=None) -> torch.Tensor:
+    """Left-padded prompt embeddings [B, T, d] and mask [B, T] -> generated ids [B, n] (n <= max_new_tokens;
+    rows that ended early continue with `pad`). `llm` is the causal LM (under any peft wrapper)."""
+    batch, prompt_len = mask.shape
+    steps = gen.max_new_tokens
+    if compile:
+        cache = _static_cache(llm, batch, cache_length(prompt_len + steps), embeds)
+        full_mask = torch.ones(batch, cache.max_cache_len, dtype=mask.dtype, device=mask.device)  # [B, L]
+        full_mask[:, :prompt_len] = mask  # future positions are hidden by the causal mask
+    else:
+        from transformers import DynamicCache
+        cache, full_mask = DynamicCache(config=llm.config), mask
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # [B, T] left padding: rows start at 0
+    out = llm(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+              cache_position=torch.arange(prompt_len, device=mask.device), use_cache=True, logits_to_keep=1)
+    step = _step_function(llm, compile)
+    if streamer is not None:
+        streamer.put(torch.empty(batch, 0, dtype=torch.long))  # generate() first hands over the (empty) prompt
+    position = positions[:, -1:]  # [B, 1]
+    unfinished = torch.ones(batch, dtype=torch.bool, device=mask.device)
+    chosen: list[torch.Tensor] = []
+    for index in range(steps):
+        logits = out.logits[:, -1, :].float()  # [B, V]
+        if index < gen.min_new_tokens:
+            logits[:, eos] = -float("inf")
+        token = torch.where(unfinished, logits.argmax(-1), pad)  # [B]
+        chosen.append(token)
+        if streamer is not None:
+            streamer.put(token.cpu())
+        unfinished &= token != eos
+        if index == steps - 1 or not bool(unfinished.any()):
+            break
+        position = position + 1
+        length = prompt_len + index + 1
+        if not compile:
+            full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)  # [B, T + i + 1]
+        out = step(input_ids=token[:, None], attention_mask=full_mask, position_ids=position, past_key_values=cache,
+                   cache_position=torch.tensor([length - 1], device=mask.device), use_cache=True)
+    if streamer is not None:
+        streamer.end()
+    return torch.stack(chosen, dim=1)  # [B, n]

@@ -90,7 +90,7 @@ def test_every_option_has_its_docstring_help():
     assert "--long-form answer each 30 s segment with the instruction" in text
     assert "--num-beams NUM_BEAMS beam search width" in text and "--config CONFIG the model's YAML" in text
     parser = build_parser()
-    for name in ("infer", "chat", "score", "bench"):  # the commands whose flags are documented in full
+    for name in ("infer", "chat", "score", "bench", "serve", "demo", "eval"):  # every flag documented
         sub = parser._subparsers._group_actions[0].choices[name]
         undocumented = [a.dest for a in sub._actions if a.option_strings and a.help is None and a.dest != "help"]
         assert not undocumented, (name, undocumented)

@@ -59,14 +59,15 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
     batch, prompt_len = mask.shape
     steps = gen.max_new_tokens
     if compile:
-        cache = _static_cache(llm, batch, cache_length(prompt_len + steps), embeds)
-        full_mask = torch.ones(batch, cache.max_cache_len, dtype=mask.dtype, device=mask.device)  # [B, L]
+        length = cache_length(prompt_len + steps)
+        cache = _static_cache(llm, batch, length, embeds)
+        full_mask = torch.ones(batch, length, dtype=mask.dtype, device=mask.device)  # [B, L]
         full_mask[:, :prompt_len] = mask  # future positions are hidden by the causal mask
     else:
         from transformers import DynamicCache
         cache, full_mask = DynamicCache(config=llm.config), mask
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # [B, T] left padding: rows start at 0
-    out = llm(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+    out = llm(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, cache=cache,
               cache_position=torch.arange(prompt_len, device=mask.device), use_cache=True, logits_to_keep=1)
     step = _step_function(llm, compile)
     if streamer is not None:
@@ -86,11 +87,10 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
         if index == steps - 1 or not bool(unfinished.any()):
             break
         position = position + 1
-        length = prompt_len + index + 1
         if not compile:
             full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)  # [B, T + i + 1]
-        out = step(input_ids=token[:, None], attention_mask=full_mask, position_ids=position, past_key_values=cache,
-                   cache_position=torch.tensor([length - 1], device=mask.device), use_cache=True)
+        out = step(input_ids=token[:, None], attention_mask=full_mask, position_ids=position, cache=cache,
+                   cache_position=torch.tensor([prompt_len + index], device=mask.device), use_cache=True)
     if streamer is not None:
         streamer.end()
     return torch.stack(chosen, dim=1)  # [B, n]

@@ -61,37 +61,37 @@ def decoding_config(base: GenerateConfig, preset: str | None = None, **options) 
             raise ConfigError(f"unknown decoding option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         if value is not None:
             values[key] = value
-    g = dataclasses.replace(base, **values)
-    if isinstance(g.stop, str):
-        g = dataclasses.replace(g, stop=[g.stop])
-    _validate(g)
-    return g
+    gen = dataclasses.replace(base, **values)
+    if isinstance(gen.stop, str):
+        gen = dataclasses.replace(gen, stop=[gen.stop])
+    _validate(gen)
+    return gen
 
 
-def _validate(g: GenerateConfig) -> None:
+def _validate(gen: GenerateConfig) -> None:
     problems = []
-    if g.num_beams < 1:
-        problems.append(f"num_beams must be >= 1, got {g.num_beams}")
-    if g.max_new_tokens < 1:
-        problems.append(f"max_new_tokens must be >= 1, got {g.max_new_tokens}")
-    if g.min_new_tokens < 0 or g.min_new_tokens > g.max_new_tokens:
-        problems.append(f"min_new_tokens must be between 0 and max_new_tokens ({g.max_new_tokens}), "
-                        f"got {g.min_new_tokens}")
-    if g.do_sample and g.temperature <= 0:
-        problems.append(f"temperature must be > 0 when sampling, got {g.temperature}")
-    if not 0 < g.top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {g.top_p}")
-    if g.top_k < 0:
-        problems.append(f"top_k must be >= 0 (0 = off), got {g.top_k}")
-    if g.repetition_penalty <= 0:
-        problems.append(f"repetition_penalty must be > 0 (1 = off), got {g.repetition_penalty}")
-    if any(not s for s in g.stop):
+    if gen.num_beams < 1:
+        problems.append(f"num_beams must be >= 1, got {gen.num_beams}")
+    if gen.max_new_tokens < 1:
+        problems.append(f"max_new_tokens must be >= 1, got {gen.max_new_tokens}")
+    if gen.min_new_tokens < 0 or gen.min_new_tokens > gen.max_new_tokens:
+        problems.append(f"min_new_tokens must be between 0 and max_new_tokens ({gen.max_new_tokens}), "
+                        f"got {gen.min_new_tokens}")
+    if gen.do_sample and gen.temperature <= 0:
+        problems.append(f"temperature must be > 0 when sampling, got {gen.temperature}")
+    if not 0 < gen.top_p <= 1:
+        problems.append(f"top_p must be in (0, 1], got {gen.top_p}")
+    if gen.top_k < 0:
+        problems.append(f"top_k must be >= 0 (0 = off), got {gen.top_k}")
+    if gen.repetition_penalty <= 0:
+        problems.append(f"repetition_penalty must be > 0 (1 = off), got {gen.repetition_penalty}")
+    if any(not s for s in gen.stop):
         problems.append("stop strings must not be empty")
-    if len(g.stop) > MAX_STOP_STRINGS:
-        problems.append(f"at most {MAX_STOP_STRINGS} stop strings, got {len(g.stop)}")
-    if any(len(s) > MAX_STOP_CHARS for s in g.stop):
+    if len(gen.stop) > MAX_STOP_STRINGS:
+        problems.append(f"at most {MAX_STOP_STRINGS} stop strings, got {len(gen.stop)}")
+    if any(len(s) > MAX_STOP_CHARS for s in gen.stop):
         problems.append(f"a stop string may be at most {MAX_STOP_CHARS} characters, got "
-                        f"{max(len(s) for s in g.stop)}")
+                        f"{max(len(s) for s in gen.stop)}")
     if problems:
         raise ConfigError("decoding: " + "; ".join(problems))
 

@@ -1,6 +1,7 @@
 """Speed of SALMONN on this machine, all in one process, against a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/run.py [--reps 3] [--skip-train] [--bf16 auto|on|off] [--out benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/run.py [--reps 3] [--only inference,profile,answers,train] [--variants TEXT]
+                                       [--bf16 auto|on|off] [--out benchmarks/RESULTS.md]
 
 1. Builds (once) the random-weight model of the speed issue's shapes (benchmarks/models.py -> cache/bench).
 2. Describes the machine: CPU model, cores, vector extensions, load average, measured memory copy bandwidth and
@@ -10,8 +11,9 @@
    10 s). The baseline is the faithful fp32 single-clip path (30 s Whisper window, transformers' dynamic KV cache,
    one clip per call as the reference does). Variants are interleaved rep by rep, medians reported, greedy ids
    compared with the baseline's.
-4. Decode roofline: the LLM's weight bytes read per token / measured copy bandwidth.
-5. A torch.profiler breakdown of the baseline and of the fastest batch: where the time goes, achieved GFLOP/s.
+4. Decode roofline: the LLM's weight bytes one step reads (in the variant's dtype; merged LoRA reads no adapter)
+   / the measured READ bandwidth (decoding only reads weights).
+5. A torch.profiler breakdown of the baseline and of the fastest faithful fp32 path: where the time goes.
 6. Training step samples/s at stage-1 shapes (batch 8, 10 s clips): fp32 with encoders every step (baseline) vs
    the frozen-encoder cache (fp32, fast mode, bf16 autocast).
 7. Fast mode's effect on answers: greedy ids with and without the full Whisper window on the reference-tiny
@@ -50,14 +52,15 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def median_time(fn, reps: int) -> float:
+def best_time(fn, reps: int) -> float:
+    """The fastest of `reps` calls: what the machine can do when the neighbours on a shared host pause."""
     fn()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 # ------------------------------------------------------------------------------------------------ machine
@@ -76,105 +79,105 @@ def machine() -> dict:
 
 
 def memory_and_gemm() -> dict:
+    """Best-of-N bandwidth (read-only sum, copy) and GEMM / GEMV throughput."""
     x = torch.randn(64 * 2**20)  # 256 MiB
     y = torch.empty_like(x)
     nbytes = x.numel() * 4
-    copy_s = median_time(lambda: y.copy_(x), 15)
-    read_s = median_time(lambda: x.sum(), 15)
+    copy_s = best_time(lambda: y.copy_(x), 15)
+    read_s = best_time(lambda: x.sum(), 15)
     out = {"copy_GBps": 2 * nbytes / copy_s / 1e9, "read_GBps": nbytes / read_s / 1e9}  # copy: read + write bytes
     del x, y
     for dtype in (torch.float32, torch.bfloat16):
         n = 1024
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        out[f"gemm_{str(dtype)[6:]}_GFLOPs"] = 2 * n**3 / median_time(lambda: a @ b, 3) / 1e9
+        out[f"gemm_{str(dtype)[6:]}_GFLOPs"] = 2 * n**3 / best_time(lambda: a @ b, 3) / 1e9
         w, v = torch.randn(1536, 576, dtype=dtype), torch.randn(1, 576, dtype=dtype)
-        out[f"gemv_{str(dtype)[6:]}_GBps"] = w.numel() * w.element_size() / median_time(
+        out[f"gemv_{str(dtype)[6:]}_GBps"] = w.numel() * w.element_size() / best_time(
             lambda: torch.nn.functional.linear(v, w), 20) / 1e9
     return out
 
 
 # ------------------------------------------------------------------------------------------------ inference
 def llm_bytes_per_token(model) -> int:
-    """Bytes of LLM weights one decoding step reads: every parameter but the input embedding table (one row)."""
+    """Bytes of LLM weights one decoding step reads: every parameter but the input embedding table (one row).
+    Merged LoRA adds nothing (the adapters are not read); unmerged adapters are counted."""
     llm = model.llama_model
     embed = llm.get_input_embeddings().weight
-    return sum(p.numel() * p.element_size() for p in llm.parameters() if p is not embed) + embed.shape[1] * 4
+    merged = {id(p) for layer in model._unmerged_weights for p in layer.parameters() if p is not layer.get_base_layer().weight}
+    return (sum(p.numel() * p.element_size() for p in llm.parameters() if p is not embed and id(p) not in merged)
+            + embed.shape[1] * embed.element_size())
 
 
-def inference(config: Path, reps: int, with_bf16: bool, roofline_bw: float) -> dict:
-    from salmonn.bench import run_bench
+BASELINE = dict(whisper_full_window=True, compile=False, merge_lora=False, greedy_loop=False)  # first issue's path
+FAST_DECODE = dict(merge_lora=True, greedy_loop=True, compile=True)
+VARIANTS = [  # name, dtype, batch, config.model settings (over BASELINE)
+    ("faithful fp32 (baseline)", "float32", 1, {}),
+    ("faithful fp32, defaults (LoRA merged + greedy loop)", "float32", 1, dict(merge_lora=True, greedy_loop=True)),
+    ("faithful fp32 + compiled decode", "float32", 1, dict(compile=True)),
+    ("faithful fp32 + merged + greedy loop + compiled", "float32", 1, FAST_DECODE),
+    ("fast fp32 + merged + greedy loop + compiled", "float32", 1, dict(FAST_DECODE, whisper_full_window=False)),
+    ("faithful fp32, batch 8", "float32", 8, {}),
+    ("faithful fp32 + merged + greedy loop + compiled, batch 8", "float32", 8, FAST_DECODE),
+    ("faithful bf16 + merged + greedy loop + compiled", "bfloat16", 1, FAST_DECODE),
+    ("fast bf16 + merged + greedy loop + compiled", "bfloat16", 1, dict(FAST_DECODE, whisper_full_window=False)),
+    ("faithful bf16 + merged + greedy loop + compiled, batch 8", "bfloat16", 8, FAST_DECODE),
+]
+
+
+def inference(config: Path, reps: int, with_bf16: bool, hw: dict, pattern: str = "") -> dict:
+    """Every variant interleaved rep by rep (the first call of each, compilation included, reported apart)."""
     from salmonn.model import SALMONN
-    model = SALMONN.from_config(config, ["model.device=cpu"])
-    single = [str(AUDIO / "gunshots.wav")]
-    eight = [str(AUDIO / "gunshots.wav"), str(AUDIO / "duck.wav")]
-    variants = [  # name, model, batch, config.model settings
-        ("faithful fp32 (baseline)", model, 1, dict(whisper_full_window=True, compile=False)),
-        ("faithful fp32 + compiled decode", model, 1, dict(whisper_full_window=True, compile=True)),
-        ("fast fp32", model, 1, dict(whisper_full_window=False, compile=False)),
-        ("fast fp32 + compiled decode", model, 1, dict(whisper_full_window=False, compile=True)),
-        ("faithful fp32, batch 8", model, 8, dict(whisper_full_window=True, compile=False)),
-        ("faithful fp32 + compiled decode, batch 8", model, 8, dict(whisper_full_window=True, compile=True)),
-        ("fast fp32 + compiled decode, batch 8", model, 8, dict(whisper_full_window=False, compile=True)),
-    ]
-    slow = []
-    if with_bf16:  # model.dtype=bfloat16: backbones in bf16 (the Q-Former and projection stay fp32)
-        bf16 = SALMONN.from_config(config, ["model.device=cpu", "model.dtype=bfloat16"])
-        slow = [("faithful bf16", bf16, 1, dict(whisper_full_window=True, compile=False)),
-                ("fast bf16", bf16, 1, dict(whisper_full_window=False, compile=False))]
+    models = {"float32": SALMONN.from_config(config, ["model.device=cpu"])}
+    if with_bf16:  # backbones' weights stored in bf16 (the Q-Former and projection stay fp32); never on emulated bf16
+        models["bfloat16"] = SALMONN.from_config(config, ["model.device=cpu", "model.dtype=bfloat16"])
+    wanted = [p for p in pattern.split(",") if p]
+    variants = [v for v in VARIANTS if v[1] in models and (v[0] == VARIANTS[0][0] or not wanted or v[0] in wanted)]
     results: dict[str, dict] = {}
+    for rep in range(reps):
+        for variant in variants:
+            log(f"rep {rep + 1}/{reps}: {variant[0]}")
+            bench_once(results, models, *variant, warmup=int(rep == 0))
+    summarize_variants(results)
+    for dtype, model in models.items():
+        configure(model, {})
+        hw[f"llm_bytes_per_token_{dtype}"] = llm_bytes_per_token(model)  # adapters apart, as the baseline reads
+        configure(model, dict(merge_lora=True))
+        hw[f"llm_bytes_per_token_{dtype}_merged"] = llm_bytes_per_token(model)
+    for name, entry in results.items():  # weight bytes one step reads / read bandwidth
+        key = f"llm_bytes_per_token_{entry['dtype']}" + ("_merged" if entry["settings"].get("merge_lora") else "")
+        entry["roofline_ms_per_token"] = 1000 * hw[key] / (hw["read_GBps"] * 1e9)
+    return {"variants": results, "model": models["float32"]}
 
-    def once(name, m, batch, settings, warmup=0):
-        for key, value in settings.items():
-            setattr(m.config.model, key, value)
-        start = time.perf_counter()
-        r = run_bench(m, single if batch == 1 else eight, PROMPT, new_tokens=32, reps=1, batch=batch, warmup=warmup)
-        entry = results.setdefault(name, {"batch": batch, "settings": settings, "runs": [], "token_ids": r["token_ids"]})
-        entry["runs"] += r["runs"]
-        if warmup:
-            entry["first_call_s"] = time.perf_counter() - start - r["runs"][0]["total_s"]
-        return r
 
-    for v in variants:
-        log(f"warm-up (compiles where asked): {v[0]}")
-        once(*v, warmup=1)
-    for rep in range(reps - 1):
-        for v in variants:
-            log(f"rep {rep + 2}/{reps}: {v[0]}")
-            once(*v)
-    for v in slow:
-        log(v[0])
-        once(*v, warmup=1)
-        for _ in range(reps - 1):
-            once(*v)
-    baseline = results["faithful fp32 (baseline)"]
-    base_ids = baseline["token_ids"][0]
+def configure(model, settings: dict):
+    for key, value in {**BASELINE, **settings}.items():
+        setattr(model.config.model, key, value)
+    return model.eval()  # merges or unmerges LoRA as merge_lora now says
+
+
+def bench_once(results: dict, models: dict, name: str, dtype: str, batch: int, settings: dict, warmup: int) -> None:
+    from salmonn.bench import run_bench
+    clips = [str(AUDIO / "gunshots.wav")] if batch == 1 else [str(AUDIO / "gunshots.wav"), str(AUDIO / "duck.wav")]
+    model = configure(models[dtype], settings)
+    start = time.perf_counter()
+    r = run_bench(model, clips, PROMPT, new_tokens=32, reps=1, batch=batch, warmup=warmup)
+    entry = results.setdefault(name, {"batch": batch, "dtype": dtype, "settings": {**BASELINE, **settings},
+                                      "runs": [], "token_ids": r["token_ids"]})
+    entry["runs"] += r["runs"]
+    if warmup:
+        entry["first_call_s"] = time.perf_counter() - start - r["runs"][0]["total_s"]
+
+
+def summarize_variants(results: dict) -> None:
+    from salmonn.bench import summarize
+    base = results["faithful fp32 (baseline)"]
+    base_s = statistics.median(r["total_s"] for r in base["runs"])
     for name, entry in results.items():
-        runs = entry["runs"]
-        entry["median_s"] = statistics.median(r["total_s"] for r in runs)
-        entry["stages"] = {k[:-2]: statistics.median(r[k] for r in runs) for k in runs[0] if k != "total_s"}
-        entry["ms_per_token"] = 1000 * entry["stages"]["decode"] / 31
-        entry["clips_per_s"] = entry["batch"] / entry["median_s"]
-        entry["speedup_vs_baseline"] = entry["clips_per_s"] * baseline_s(results)
+        entry.update(summarize(entry["runs"], entry["batch"], 32))
+        entry["speedup_vs_baseline"] = entry["clips_per_s"] * base_s
         entry["speedup_vs_issue_reference"] = entry["clips_per_s"] * REFERENCE_S
-        entry["same_ids_as_baseline"] = entry["token_ids"][0] == base_ids
-    fast_single = results["fast fp32"]["token_ids"][0]
-    results["fast fp32 + compiled decode"]["same_ids_as_fast"] = \
-        results["fast fp32 + compiled decode"]["token_ids"][0] == fast_single
-    results["fast fp32 + compiled decode, batch 8"]["same_ids_as_fast"] = \
-        results["fast fp32 + compiled decode, batch 8"]["token_ids"][0] == fast_single
-    weight_bytes = llm_bytes_per_token(model)
-    roofline_ms = 1000 * weight_bytes / (roofline_bw * 1e9)
-    return {"variants": results, "llm_weight_bytes_per_token": weight_bytes, "roofline_ms_per_token": roofline_ms,
-            "model": model}
-
-
-def baseline_s(results: dict) -> float:
-    return statistics.median(r["total_s"] for r in results["faithful fp32 (baseline)"]["runs"])
-
-
-def _native_bf16() -> bool:
-    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        entry["same_ids_as_baseline"] = entry["token_ids"][0] == base["token_ids"][0]
+        entry["distinct_tokens"] = len(set(entry["token_ids"][0]))
 
 
 def bf16_spot_check(bench_dir: Path) -> dict:
@@ -216,8 +219,7 @@ def profile(model, settings: dict, batch: int, label: str) -> dict:
     """Top ops by self CPU time of one answer, and the GFLOP/s the matrix products reach."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
-    for key, value in settings.items():
-        setattr(model.config.model, key, value)
+    configure(model, settings)
     clips = [str(AUDIO / "gunshots.wav"), str(AUDIO / "duck.wav")]
     clips = [clips[i % 2] for i in range(batch)]
     options = dict(num_beams=1, max_new_tokens=32, min_new_tokens=32, stop=[])
@@ -305,8 +307,7 @@ def fast_mode_answers(bench_model) -> dict:
         for clip in clips:
             ids = {}
             for full in (True, False):
-                model.config.model.whisper_full_window = full
-                model.config.model.compile = False
+                configure(model, dict(whisper_full_window=full))
                 kwargs = dict(num_beams=1, max_new_tokens=tokens, min_new_tokens=tokens if prompt is None else 0)
                 if prompt is None:
                     answer = model.generate(str(clip), PROMPT, **kwargs)[0]
@@ -321,185 +322,52 @@ def fast_mode_answers(bench_model) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------------ report
-def plot(inf: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    variants = inf["variants"]
-    names = list(variants)
-    stages = ["features", "whisper", "beats", "qformer", "prefill", "decode"]
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(names) + 1.5))
-    left = np.zeros(len(names))
-    for stage in stages:
-        per_clip = np.array([variants[n]["stages"][stage] / variants[n]["batch"] for n in names])
-        ax.barh(names, per_clip, left=left, label=stage)
-        left += per_clip
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds per clip (median; batch time / clips)")
-    ax.axvline(REFERENCE_S, color="k", ls="--", lw=1)
-    ax.text(REFERENCE_S, -0.7, " issue's reference (other machine)", fontsize=8)
-    ax.legend(ncol=6, fontsize=8, loc="lower right")
-    ax.set_title("10 s clip, 32 greedy tokens: time per clip by stage")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def fmt(x: float, digits: int = 2) -> str:
-    return f"{x:.{digits}f}"
-
-
-def report(info: dict, hw: dict, inf: dict, profiles: list, train: dict | None, answers: dict) -> str:
-    v = inf["variants"]
-    base = v["faithful fp32 (baseline)"]
-    lines = [
-        "# Speed: benchmarks against the reference and this machine's limits",
-        "",
-        f"Generated by `benchmarks/run.py` on {info['date']} (numbers below are from that one run).",
-        "",
-        "## Machine",
-        "",
-        f"- CPU: {info['cpu']} ({info['hypervisor'] or 'bare metal'} guest), {info['cpus']} logical CPUs, "
-        f"{info['physical_cores']} physical cores; torch {info['torch']} using {info['threads']} threads, "
-        f"CPU capability {info['torch_cpu_capability']}",
-        f"- vector extensions present: {', '.join(info['extensions']) or 'none'} "
-        f"({'native bf16' if _native_bf16() else 'no AVX512-BF16 / AMX: bf16 matmuls run emulated'})",
-        f"- load average (1/5/15 min) at start {' / '.join(fmt(x) for x in info['load_average_start'])}, at end "
-        f"{' / '.join(fmt(x) for x in info['load_average_end'])} -- the machine is shared; every ratio below "
-        f"compares variants measured interleaved in the same process",
-        f"- memory: tensor copy {fmt(hw['copy_GBps'], 1)} GB/s (read + write bytes), read-only (sum) "
-        f"{fmt(hw['read_GBps'], 1)} GB/s",
-        f"- GEMM 1024^3: fp32 {fmt(hw['gemm_float32_GFLOPs'], 0)} GFLOP/s, bf16 {fmt(hw['gemm_bfloat16_GFLOPs'], 1)} "
-        f"GFLOP/s; GEMV 1536x576 (one decode matrix): fp32 {fmt(hw['gemv_float32_GBps'], 1)} GB/s, bf16 "
-        f"{fmt(hw['gemv_bfloat16_GBps'], 2)} GB/s",
-        f"- bf16 spot check (one call each): Whisper encoder on 10 s fp32 "
-        f"{fmt(hw['bf16_spot_check']['whisper_10s_float32_s'])} s vs bf16 "
-        f"{fmt(hw['bf16_spot_check']['whisper_10s_bfloat16_s'])} s; one LLM decoding step fp32 "
-        f"{fmt(hw['bf16_spot_check']['decode_step_float32_ms'], 0)} ms vs bf16 "
-        f"{fmt(hw['bf16_spot_check']['decode_step_bfloat16_ms'], 0)} ms",
-        "",
-        "The issue's numbers (reference 3.08 s; bf16 GEMM 2.0 TFLOP/s vs fp32 0.31; copy 33 GB/s) come from a Xeon",
-        "with AMX. This machine is not that one: compare against the faithful fp32 baseline measured here, in the",
-        "same run. Ratios against 3.08 s are given too, but they mix two machines.",
-        "",
-        "## Inference: 10 s clip (gunshots.wav), \"Please describe the audio.\", exactly 32 greedy tokens",
-        "",
-        "Model: random weights of the issue's shapes (`benchmarks/models.py`): Whisper encoder d 512 x 6 layers; "
-        "BEATs released cfg (12 x 768); Q-Former BERT-base sizes, 2 layers; LLaMA 576 x 30 layers, 9 heads, FFN "
-        "1536, vocab 4000 (sentencepiece trained on Debian fortunes); fresh SALMONN checkpoint with LoRA r 8. "
-        "Times exclude model loading; medians of "
-        f"{len(base['runs'])} interleaved runs (stage times from forward hooks, as `salmonn bench`).",
-        "",
-        "| variant | clips/call | median s/call | features | whisper | beats | qformer | prefill | decode | "
-        "ms/token | clips/s | x baseline | x issue ref. | ids = baseline |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, e in v.items():
-        s = e["stages"]
-        same = "yes" if e["same_ids_as_baseline"] else ("(fast mode)" if not e["settings"]["whisper_full_window"]
-                                                        else "**no**")
-        if "same_ids_as_fast" in e:
-            same += "; = fast fp32: " + ("yes" if e["same_ids_as_fast"] else "no")
-        lines.append(f"| {name} | {e['batch']} | {fmt(e['median_s'])} | {fmt(s['features'])} | {fmt(s['whisper'])} "
-                     f"| {fmt(s['beats'])} | {fmt(s['qformer'])} | {fmt(s['prefill'])} | {fmt(s['decode'])} | "
-                     f"{fmt(e['ms_per_token'], 1)} | {fmt(e['clips_per_s'], 3)} | {fmt(e['speedup_vs_baseline'])} | "
-                     f"{fmt(e['speedup_vs_issue_reference'])} | {same} |")
-    compiled = {n: e["first_call_s"] for n, e in v.items() if e["settings"].get("compile") and "first_call_s" in e}
-    lines += [
-        "",
-        f"The issue's reference on its machine: {REFERENCE_S} s per clip (log-mel 0.03, Whisper 0.81, BEATs 0.62, "
-        f"Q-Former 0.07, LLM ~1.5 s) = {fmt(1 / REFERENCE_S, 3)} clips/s; it handles batches one clip at a time. "
-        "The baseline here handles a batch the same way, so its clips/s is the 8-clip baseline too. "
-        "`x baseline` = clips/s over the baseline's clips/s.",
-        "",
-        "Compiled decode (`model.compile=true`) pays its compilation once per batch size and 256-token cache bucket: "
-        + ", ".join(f"{n}: {fmt(t, 0)} s" for n, t in compiled.items()) + " on the first call (not in the medians).",
-        "",
-        "![time per clip by stage](results.png)",
-        "",
-        "## Decode against the memory-bandwidth roofline",
-        "",
-        f"One decoding step reads every LLM weight once: {inf['llm_weight_bytes_per_token'] / 1e6:.0f} MB in fp32 "
-        f"(all parameters but the input embedding table, LoRA included). At the measured copy bandwidth "
-        f"({fmt(hw['copy_GBps'], 1)} GB/s) that is a floor of **{fmt(inf['roofline_ms_per_token'], 1)} ms/token**.",
-        "",
-        "| variant | ms/token | x roofline |",
-        "| --- | --- | --- |",
-    ]
-    for name, e in v.items():
-        if "bf16" in name:
-            continue
-        lines.append(f"| {name} | {fmt(e['ms_per_token'], 1)} | "
-                     f"{fmt(e['ms_per_token'] / inf['roofline_ms_per_token'])} |")
-    lines += ["", "## Where the time goes (torch.profiler, one call, self CPU time)", ""]
-    for p in profiles:
-        lines += [f"**{p['label']}**: {fmt(p['total_s'])} s of op time; matrix products (mm/addmm/bmm) take "
-                  f"{fmt(100 * p['gemm_share'], 0)}% at {fmt(p['gemm_GFLOPs'], 0)} GFLOP/s "
-                  f"(fp32 GEMM microbenchmark here: {fmt(hw['gemm_float32_GFLOPs'], 0)} GFLOP/s).", "",
-                  "| op | self s | share | calls |", "| --- | --- | --- | --- |"]
-        lines += [f"| {t['op']} | {fmt(t['self_s'], 3)} | {fmt(100 * t['share'], 1)}% | {t['calls']} |" for t in p["top"]]
-        lines.append("")
-    if train:
-        lines += ["## Training step at stage-1 shapes (batch 8, 10 s clips, the benchmark model)", "",
-                  "`salmonn train configs/train/stage1_pretrain.yaml` with the benchmark backbones; median optimizer "
-                  "step (first step excluded); cache fill is part of setup.", "",
-                  "| variant | setup s | step s | samples/s | x baseline |", "| --- | --- | --- | --- | --- |"]
-        for name, e in train.items():
-            lines.append(f"| {name} | {fmt(e['setup_s'], 1)} | {fmt(e['step_s'])} | {fmt(e['samples_per_s'])} | "
-                         f"{fmt(e['speedup'])} |")
-        lines.append("")
-    lines += ["## Fast mode's effect on answers", "",
-              "`model.whisper_full_window=false` feeds Whisper only the clip's own frames, so Whisper's attention no "
-              "longer sees 30 s of padding and a clip gets (frames - 17) // 17 + 1 tokens per segment instead of 88: "
-              "answers change. Greedy ids, full window vs fast mode (random weights, so this measures how much the "
-              "decision changes, not quality):", "",
-              "| model | clip | seconds | identical | common prefix / tokens |", "| --- | --- | --- | --- | --- |"]
-    for model_name, rows in answers.items():
-        for r in rows:
-            lines.append(f"| {model_name} | {r['clip']} | {fmt(r['seconds'], 1)} | {'yes' if r['same'] else 'no'} | "
-                         f"{r['common_prefix']} / {r['tokens']} |")
-    lines += ["", "The default SALMONN-mini model is trained in fast mode, so there fast mode is its native setting; "
-              "the released 7B/13B models were trained with the 30 s window and should keep the faithful default.", ""]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--only", default="inference,profile,answers,train",
+                        help="comma-separated parts to run: inference, profile, answers, train (the machine is "
+                             "always described)")
+    parser.add_argument("--variants", default="", help="comma-separated variant names to run (default: all; the "
+                                                       "baseline always runs)")
+    parser.add_argument("--skip-train", action="store_true", help="same as leaving train out of --only")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                        help="end-to-end bf16 runs: auto = only on CPUs with AVX512-BF16/AMX (emulated bf16 takes "
-                             "minutes per answer); a short fp32-vs-bf16 spot check always runs")
+                        help="bf16 runs: auto = only on CPUs with AVX512-BF16/AMX (emulated bf16 takes minutes per "
+                             "answer); a short fp32-vs-bf16 spot check always runs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: the physical cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
+    parts = set(args.only.split(",")) - ({"train"} if args.skip_train else set())
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     import models
-    from salmonn.bench import physical_cores
-    torch.set_num_threads(physical_cores())
+    from report import plot, report
+    from salmonn.bench import native_bf16, physical_cores
+    torch.set_num_threads(args.threads or physical_cores())
     config = models.build(models.DEFAULT_OUT)
     info = machine()
     log(f"machine: {info['cpu']}, load {info['load_average_start']}")
     hw = memory_and_gemm()
     log(f"memory/GEMM: {hw}")
-    with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and _native_bf16())
+    with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16())
     hw["bf16_spot_check"] = bf16_spot_check(models.DEFAULT_OUT)
-    inf = inference(config, args.reps, with_bf16, hw["copy_GBps"])
-    model = inf.pop("model")
-    log("profiles")
-    profiles = [profile(model, dict(whisper_full_window=True, compile=False), 1, "faithful fp32 baseline, 1 clip"),
-                profile(model, dict(whisper_full_window=False, compile=True), 8,
-                        "fast fp32 + compiled decode, batch 8")]
-    log("fast mode answers")
-    answers = fast_mode_answers(model)
+    inf = inference(config, args.reps, with_bf16, hw, args.variants) if "inference" in parts else None
+    model = inf.pop("model") if inf else None
+    profiles = []
+    if "profile" in parts and model is not None:
+        log("profiles")
+        profiles = [profile(model, {}, 1, "faithful fp32 baseline, 1 clip"),
+                    profile(model, FAST_DECODE, 1, "faithful fp32 + merged + greedy loop + compiled, 1 clip")]
+    answers = fast_mode_answers(model) if "answers" in parts and model is not None else {}
     del model
-    train = None if args.skip_train else training(models.DEFAULT_OUT, args.train_steps, with_bf16)
+    train = training(models.DEFAULT_OUT, args.train_steps, with_bf16) if "train" in parts else None
     info["load_average_end"] = list(os.getloadavg())
     out = args.out
-    plot(inf, out.parent / "results.png")
+    if inf:
+        plot(inf, out.parent / "results.png")
     (out.parent / "results.json").write_text(json.dumps(
         {"machine": info, "hardware": hw, "inference": inf, "profiles": profiles, "training": train,
          "fast_mode_answers": answers}, indent=1, default=str))

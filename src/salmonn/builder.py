@@ -8,6 +8,7 @@ Everything that reads backbone files lives here, so `model.py` only composes and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from .bench import native_bf16
 from .checkpoint import load_beats, load_strict, read_prefixed
 from .config import Config, load_config
 from .errors import ConfigError
@@ -113,6 +115,9 @@ def load_salmonn(config: Config, load_checkpoint: bool = True) -> SALMONN:
     quantize = "8bit" if m.low_resource and m.quantize == "none" else m.quantize
     if quantize != "none":
         quantization_config(quantize, dtype, device)  # fail before loading anything
+    if dtype == torch.bfloat16 and device.type == "cpu" and not native_bf16():
+        warnings.warn("model.dtype=bfloat16 on a CPU without AVX512-BF16/AMX: bf16 matrix products are emulated "
+                      "here and run slower than float32", stacklevel=2)
     encoder, features = load_whisper_encoder(resolve_model_dir(m.whisper_path, "whisper_path"), dtype)
     beats = load_beats(m.beats_path).to(dtype) if m.beats_path else None
     llm, tokenizer = load_llm(resolve_model_dir(m.llama_path, "llama_path"), dtype, quantize, device)

@@ -71,8 +71,8 @@ class ModelConfig:
     quantize: str = "none"  # LLM weights: none, 8bit or 4bit (bitsandbytes, CUDA only; low_resource=True means 8bit)
     compile: bool = False  # torch.compile the LLM's per-token step with a static KV cache (each new batch size /
     #                        256-token cache bucket compiles once, about a minute on a CPU; answers may differ in ulps)
-    greedy_loop: bool = False  # num_beams=1 greedy through salmonn.greedy's own loop instead of HF generate():
-    #                            less overhead per token (same ids as generate on the fixture)
+    greedy_loop: bool = True  # num_beams=1 greedy through salmonn.greedy's own loop instead of HF generate(): less
+    #                           overhead per token (same ids as generate: fixture and SALMONN-mini answers)
     merge_lora: bool = True  # fold LoRA into the base weights in eval mode: no adapter matmuls per token (same
     #                          greedy ids on the fixture; train() restores the original weights exactly)
 

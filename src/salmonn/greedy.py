@@ -16,6 +16,8 @@ from torch import nn
 from .config import GenerateConfig
 from .decoding import COMPILE_CACHE_BUCKET
 
+COMPILED_ROWS = 8  # compiled batches are padded to a multiple of this (each batch size compiles once, for minutes)
+
 
 def handles(gen: GenerateConfig, return_scores: bool) -> bool:
     """Whether the loop decodes these options (plain greedy); the rest goes through generate()."""
@@ -42,6 +44,11 @@ def _static_cache(llm: nn.Module, batch: int, length: int, like: torch.Tensor):
     return cache
 
 
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """`x` [B, ...] with its last row repeated up to `rows` rows (they decode like it and are dropped)."""
+    return torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])]) if rows > x.shape[0] else x
+
+
 def _step_function(llm: nn.Module, compile: bool):
     if not compile:
         return llm
@@ -56,8 +63,12 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
                   compile: bool = False, streamer=None) -> torch.Tensor:
     """Left-padded prompt embeddings [B, T, d] and mask [B, T] -> generated ids [B, n] (n <= max_new_tokens;
     rows that ended early continue with `pad`). `llm` is the causal LM (under any peft wrapper)."""
-    batch, prompt_len = mask.shape
+    rows, prompt_len = mask.shape
     steps = gen.max_new_tokens
+    if compile:  # batches of 2..8 rows all run as 8: a long-form tail batch reuses the compiled step
+        padded = rows if rows == 1 else -(-rows // COMPILED_ROWS) * COMPILED_ROWS
+        embeds, mask = _pad_rows(embeds, padded), _pad_rows(mask, padded)
+    batch = mask.shape[0]
     if compile:
         length = cache_length(prompt_len + steps)
         cache = _static_cache(llm, batch, length, embeds)
@@ -93,4 +104,4 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
                    cache_position=torch.tensor([prompt_len + index], device=mask.device), use_cache=True)
     if streamer is not None:
         streamer.end()
-    return torch.stack(chosen, dim=1)  # [B, n]
+    return torch.stack(chosen, dim=1)[:rows]  # [B, n] without the padding rows

@@ -154,6 +154,7 @@ def report(info: dict, clip: dict | None, long: dict | None) -> str:
              "threads, the share of its threads' cores the call got).", "", f"torch threads: {info['threads']}.", ""]
     if clip:
         lines += ["## 10 s clip (gunshots.wav) + 32 greedy tokens, target <= 1 s", "",
+                  *([f"(From the run of {info['clip_from']}.)", ""] if "clip_from" in info else []),
                   f"Medians of {len(next(iter(clip.values()))['runs'])} interleaved runs; first call (compilation) "
                   "apart.", "",
                   "| variant | median s | x baseline | first token s | decode ms/token | CPU s | CPU share | "
@@ -170,6 +171,7 @@ def report(info: dict, clip: dict | None, long: dict | None) -> str:
         lines.append("")
     if long:
         lines += ["## Long form: speech transcribed segment by segment, target >= 20x real time", "",
+                  *([f"(From the run of {info['long_from']}.)", ""] if "long_from" in info else []),
                   f"`long_form` (as `salmonn infer --long-form`), 8 segments per call, dtype {long['dtype']}, "
                   f"settings {long['settings']}.", "",
                   "| run | audio min | wall s | x real time | CPU s | first segment s | peak MiB (+during) | tokens |",
@@ -209,7 +211,13 @@ def main() -> None:
         dtype = args.long_dtype if args.long_dtype != "auto" else ("bfloat16" if native_bf16() else "float32")
         long = long_benchmark(args.minutes, settings, dtype)
     info["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.with_suffix(".json").write_text(json.dumps({"info": info, "clip": clip, "long": long}, indent=1))
+    stored = args.out.with_suffix(".json")
+    earlier = json.loads(stored.read_text()) if stored.exists() else {}
+    if clip is None and earlier.get("clip"):  # a part not run keeps its earlier result (and says when)
+        clip, info["clip_from"] = earlier["clip"], earlier["info"]["date"]
+    if long is None and earlier.get("long"):
+        long, info["long_from"] = earlier["long"], earlier["info"]["date"]
+    stored.write_text(json.dumps({"info": info, "clip": clip, "long": long}, indent=1))
     args.out.write_text(report(info, clip, long))
     log(f"wrote {args.out}")
 

@@ -60,7 +60,8 @@ def machine_section(info: dict, hw: dict) -> list[str]:
         f"- load average (1/5/15 min) at start {' / '.join(fmt(x) for x in info['load_average_start'])}, at end "
         f"{' / '.join(fmt(x) for x in info['load_average_end'])} -- the machine is shared; every ratio below "
         f"compares variants measured interleaved in the same process",
-        f"- memory: read-only (sum) {fmt(hw['read_GBps'], 1)} GB/s -- the decode floor's bandwidth; tensor copy "
+        f"- memory: read-only (sum) {fmt(hw['read_GBps'], 1)} GB/s, the best of reads between all runs (memory "
+        f"bandwidth is shared with the neighbours) -- the decode floor's bandwidth; tensor copy "
         f"{fmt(hw['copy_GBps'], 1)} GB/s (read + write bytes)",
         f"- GEMM 1024^3: fp32 {fmt(hw['gemm_float32_GFLOPs'], 0)} GFLOP/s, bf16 {fmt(hw['gemm_bfloat16_GFLOPs'], 1)} "
         f"GFLOP/s; GEMV 1536x576 (one decode matrix, eager F.linear): fp32 {fmt(hw['gemv_float32_GBps'], 1)} GB/s, "

@@ -78,14 +78,17 @@ def machine() -> dict:
             "load_average_start": list(os.getloadavg())}
 
 
+def read_bandwidth(x: torch.Tensor) -> float:
+    """GB/s of reading `x` once (a sum: the fastest pure read torch has here), best of 5."""
+    return x.numel() * x.element_size() / best_time(lambda: x.sum(), 5) / 1e9
+
+
 def memory_and_gemm() -> dict:
     """Best-of-N bandwidth (read-only sum, copy) and GEMM / GEMV throughput."""
     x = torch.randn(64 * 2**20)  # 256 MiB
     y = torch.empty_like(x)
-    nbytes = x.numel() * 4
     copy_s = best_time(lambda: y.copy_(x), 15)
-    read_s = best_time(lambda: x.sum(), 15)
-    out = {"copy_GBps": 2 * nbytes / copy_s / 1e9, "read_GBps": nbytes / read_s / 1e9}  # copy: read + write bytes
+    out = {"copy_GBps": 2 * x.numel() * 4 / copy_s / 1e9, "read_GBps": read_bandwidth(x)}  # copy: read + write
     del x, y
     for dtype in (torch.float32, torch.bfloat16):
         n = 1024
@@ -130,13 +133,16 @@ def inference(config: Path, reps: int, with_bf16: bool, hw: dict, pattern: str =
     models = {"float32": SALMONN.from_config(config, ["model.device=cpu"])}
     if with_bf16:  # backbones' weights stored in bf16 (the Q-Former and projection stay fp32); never on emulated bf16
         models["bfloat16"] = SALMONN.from_config(config, ["model.device=cpu", "model.dtype=bfloat16"])
-    wanted = [p for p in pattern.split(",") if p]
+    wanted = [p.strip() for p in pattern.split(";") if p.strip()]
     variants = [v for v in VARIANTS if v[1] in models and (v[0] == VARIANTS[0][0] or not wanted or v[0] in wanted)]
     results: dict[str, dict] = {}
+    probe = torch.randn(64 * 2**20)  # 256 MiB: read between runs, the floor takes the best (neighbours share it)
     for rep in range(reps):
         for variant in variants:
             log(f"rep {rep + 1}/{reps}: {variant[0]}")
             bench_once(results, models, *variant, warmup=int(rep == 0))
+            hw["read_GBps"] = max(hw["read_GBps"], read_bandwidth(probe))
+    del probe
     summarize_variants(results)
     for dtype, model in models.items():
         configure(model, {})
@@ -329,8 +335,8 @@ def main() -> None:
     parser.add_argument("--only", default="inference,profile,answers,train",
                         help="comma-separated parts to run: inference, profile, answers, train (the machine is "
                              "always described)")
-    parser.add_argument("--variants", default="", help="comma-separated variant names to run (default: all; the "
-                                                       "baseline always runs)")
+    parser.add_argument("--variants", default="", help="variant names to run, separated by ';' (default: all; "
+                                                       "the baseline always runs)")
     parser.add_argument("--skip-train", action="store_true", help="same as leaving train out of --only")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                         help="bf16 runs: auto = only on CPUs with AVX512-BF16/AMX (emulated bf16 takes minutes per "

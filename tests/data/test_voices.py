@@ -115,6 +115,9 @@ def test_mini_v2_corpus_is_resumable_and_labelled(kokoro, tmp_path, monkeypatch)
         by_kind.setdefault(e["path"].split("/")[1], []).append(e)
     assert {e["task"] for e in by_kind["voice"]} == {"asr", "gender_recognition"}
     assert all(e["text"] == f"an answer to {e['question']}" and "reference" in e for e in by_kind["voice_qa"])
+    for e in by_kind["voice_qa"]:  # whether SmolLM2's text answer holds the known answer (None: no known answer)
+        expected = (e["reference"].split()[-1] in e["question"].split()) if e["reference"] else None
+        assert e["llm_correct"] is expected, e
     assert {e["text"] for e in by_kind["quiet"] if e["task"] == "asr"} == {J.NO_SPEECH_TEXT}
     assert J.NO_SPEECH_TEXT in {e["text"] for e in by_kind["events"] if e["task"] == "asr"}
     summary = json.loads((out / "summary.json").read_text())

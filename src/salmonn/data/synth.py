@@ -176,14 +176,21 @@ def _llm_targets(results: list[dict], out: Path, progress: bool) -> dict[str, di
 
 
 def _entries(result: dict, answers: dict[str, dict]) -> list[dict]:
-    """A clip's annotation entries; a neural spoken question gets SmolLM2's answer (or is dropped)."""
+    """A clip's annotation entries; a neural spoken question gets SmolLM2's answer (or is dropped).
+
+    ``llm_correct`` says whether that answer contains the known answer (None for open questions): the
+    questions SmolLM2 answers correctly as text are the ones spoken factual QA is scored on.
+    """
+    from salmonn.evaluation.following import contains_answer
+
     entries = []
     for e in result["entries"]:
         if "reference" in e:
             record = answers.get(e["question"])
             if record is None or record["drop"]:
                 continue
-            e = dict(e, text=record["answer"])
+            correct = contains_answer(record["answer"], e["reference"]) if e["reference"] else None
+            e = dict(e, text=record["answer"], llm_correct=correct)
         entries.append(e)
     return entries
 

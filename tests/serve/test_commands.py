@@ -16,9 +16,10 @@ from salmonn.serve.schemas import APIError, parse_chat
 
 
 def test_commands_bind_to_loopback_by_default():
-    build_parser()
+    parser = build_parser()
     for name in ("serve", "demo"):
-        assert inspect.signature(COMMANDS[name]).parameters["host"].default == "127.0.0.1"
+        assert inspect.signature(COMMANDS[name]).parameters["server"].default.host == "127.0.0.1"
+        assert vars(parser.parse_args([name]))["server.host"] == "127.0.0.1"
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.2")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -94,10 +95,41 @@ def make_server(app, log_level: str, drain_timeout: float):
                                          timeout_graceful_shutdown=drain_timeout))
 
 
-def serve(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          model_name: str = "salmonn", max_batch_size: int = 8, max_wait_ms: float = 10.0, max_queue: int = 128,
-          request_timeout: float = 300.0, drain_timeout: float = 10.0, max_body_mb: float = 25.0,
-          max_audio_seconds: float = 300.0, max_tokens_limit: int = 1024, examples: str | None = None,
+@dataclasses.dataclass
+class ServerFlags:
+    """Server: the model, where it listens, how it batches (shared by serve and demo).
+
+    Options:
+      config: the model's config file (default: the bundled SALMONN-mini)
+      host: address to listen on (loopback unless you mean to expose the model)
+      port: port to listen on (0: any free port)
+      api_key: the key /v1/* requests must send as 'Authorization: Bearer KEY' (default: $SALMONN_API_KEY)
+      model_name: the model id the API reports and echoes
+      max_batch_size: rows in one generate() call
+      max_wait_ms: how long the oldest request waits for others with the same settings to batch with
+      max_audio_seconds: longer audio is refused with 400 (decoding stops at the limit)
+      examples: folder of clips the web demo offers
+    """
+    config: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    model_name: str = "salmonn"
+    max_batch_size: int = 8
+    max_wait_ms: float = 10.0
+    max_audio_seconds: float = 300.0
+    examples: str | None = None
+
+    def run(self, overrides: list[str], log_level: str, open_browser: bool = False, **limits) -> None:
+        """run_server with these flags; `limits`: the other ServeSettings fields."""
+        run_server(self.config, list(overrides), host=self.host, port=self.port, model_name=self.model_name,
+                   max_audio_seconds=self.max_audio_seconds, log_level=log_level, open_browser=open_browser,
+                   api_key=self.api_key, max_batch_size=self.max_batch_size, max_wait_ms=self.max_wait_ms,
+                   examples_dir=self.examples, **limits)
+
+
+def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_timeout: float = 300.0,
+          drain_timeout: float = 10.0, max_body_mb: float = 25.0, max_tokens_limit: int = 1024,
           log_level: str = "info", overrides: list[str] = ()) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (+ the web demo at /).
 
@@ -107,33 +139,19 @@ def serve(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     Binds to 127.0.0.1 by default; --api-key (or $SALMONN_API_KEY) makes /v1/* require 'Bearer KEY'.
 
     Options:
-      config: the model's config file (default: the bundled SALMONN-mini)
-      host: address to listen on (loopback unless you mean to expose the model)
-      port: port to listen on (0: any free port)
-      api_key: the key /v1/* requests must send as 'Authorization: Bearer KEY' (default: $SALMONN_API_KEY)
-      model_name: the model id the API reports and echoes
-      max_batch_size: rows in one generate() call
-      max_wait_ms: how long the oldest request waits for others with the same settings to batch with
       max_queue: waiting requests beyond this are refused with 503 and Retry-After
       request_timeout: seconds from arrival to answer (504 after)
       drain_timeout: on SIGTERM, seconds the running requests get (waiting ones are refused at once)
       max_body_mb: request bodies over this are refused with 413
-      max_audio_seconds: longer audio is refused with 400 (decoding stops at the limit)
       max_tokens_limit: the largest max_tokens a request may ask for
-      examples: folder of clips the web demo offers
       log_level: uvicorn's log level
     """
-    run_server(config, list(overrides), host=host, port=port, model_name=model_name,
-               max_audio_seconds=max_audio_seconds, log_level=log_level, api_key=api_key,
-               max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-               request_timeout=request_timeout, drain_timeout=drain_timeout, max_body_mb=max_body_mb,
-               max_tokens_limit=max_tokens_limit, examples_dir=examples)
+    server.run(overrides, log_level, max_queue=max_queue, request_timeout=request_timeout,
+               drain_timeout=drain_timeout, max_body_mb=max_body_mb, max_tokens_limit=max_tokens_limit)
 
 
-def demo(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-         model_name: str = "salmonn", max_batch_size: int = 8, max_wait_ms: float = 10.0,
-         max_audio_seconds: float = 300.0, examples: str | None = None, no_browser: bool = False,
-         log_level: str = "warning", overrides: list[str] = ()) -> None:
+def demo(server: ServerFlags = ServerFlags(), no_browser: bool = False, log_level: str = "warning",
+         overrides: list[str] = ()) -> None:
     """Start the server and open the web demo in a browser.
 
     Upload or record a clip (or pick an example), type an instruction, set beams / temperature / max tokens and
@@ -141,18 +159,7 @@ def demo(config: str | None = None, host: str = "127.0.0.1", port: int = 8000, a
     only prints the address.
 
     Options:
-      config: the model's config file (default: the bundled SALMONN-mini)
-      host: address to listen on (loopback unless you mean to expose the model)
-      port: port to listen on (0: any free port)
-      api_key: the key /v1/* requests must send as 'Authorization: Bearer KEY' (default: $SALMONN_API_KEY)
-      model_name: the model id the API reports and echoes
-      max_batch_size: rows in one generate() call
-      max_wait_ms: how long the oldest request waits for others with the same settings to batch with
-      max_audio_seconds: longer audio is refused with 400 (decoding stops at the limit)
-      examples: folder of clips the web demo offers
       no_browser: print the address instead of opening a browser
       log_level: uvicorn's log level
     """
-    run_server(config, list(overrides), host=host, port=port, model_name=model_name,
-               max_audio_seconds=max_audio_seconds, log_level=log_level, open_browser=not no_browser,
-               api_key=api_key, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, examples_dir=examples)
+    server.run(overrides, log_level, open_browser=not no_browser)

@@ -158,13 +158,13 @@ def report(info: dict, clip: dict | None, long: dict | None) -> str:
                   f"Medians of {len(next(iter(clip.values()))['runs'])} interleaved runs; first call (compilation) "
                   "apart.", "",
                   "| variant | median s | x baseline | first token s | decode ms/token | CPU s | CPU share | "
-                  "peak MiB (+during call) | first call s | ids = baseline |", "| --- " * 10 + "|"]
+                  "peak MiB (+during call) | first call s | ids = baseline (distinct ids) |", "| --- " * 10 + "|"]
         for name, e in clip.items():
             share = e["cpu_s"] / e["median_s"] / info["threads"]
             lines.append(f"| {name} | {e['median_s']:.3f} | {e['speedup']:.2f} | {e['first_token_s']:.3f} | "
                          f"{e['ms_per_token']:.1f} | {e['cpu_s']:.2f} | {share:.2f} | {e['peak_mb']:.0f} "
                          f"(+{e['peak_growth_mb']:.0f}) | {e['first_call_s']:.1f} | "
-                         f"{'yes' if e['same_ids_as_baseline'] else 'no'} |")
+                         f"{'yes' if e['same_ids_as_baseline'] else 'no'} ({len(set(e['token_ids']))}) |")
         lines += ["", "Stage medians (s):", "", "| variant | " + " | ".join(next(iter(clip.values()))["stages"]) +
                   " |", "| --- " * 7 + "|"]
         lines += [f"| {n} | " + " | ".join(f"{v:.3f}" for v in e["stages"].values()) + " |" for n, e in clip.items()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -13,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from salmonn.bench import STAGES, PeakMemory, run_bench, torch_threads
+from salmonn.bench import STAGES, PeakMemory, run_bench
 
 from .conftest import AUDIO, FIXTURE
 
 SALMONN = str(Path(sys.executable).parent / "salmonn")
-DELAY_S = 1.0  # well above the jitter of a loaded 2-core machine on a 3-token fixture answer (medians of 3)
+DELAY_S = 1.0  # seconds of a virtual clock that only the injected delays advance: attribution is exact
 
 
 def test_bench_json_reports_median_stages_first_token_and_memory():
@@ -34,47 +33,52 @@ def test_bench_json_reports_median_stages_first_token_and_memory():
     assert 0 < out["first_token_s"] < out["median_s"] and out["peak_mb"] > 0 and out["cpu_s"] > 0
 
 
-def _sleep(*_args) -> None:
-    time.sleep(DELAY_S)
+class VirtualClock:
+    """A clock that only the injected delays advance, so a stage's time is exactly the delays put into it."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, *_args) -> None:
+        self.t += DELAY_S
 
 
-def _delay(model, stage: str):
+def _delay(model, stage: str, sleep):
     """Put DELAY_S into one stage through a hook on a module only that stage runs; returns the hook handles."""
     if stage == "features":
         clip_segments = model.clip_segments  # audio decoding
-        model.clip_segments = lambda *a, **k: (_sleep(), clip_segments(*a, **k))[1]
+        model.clip_segments = lambda *a, **k: (sleep(), clip_segments(*a, **k))[1]
         return [type("Undo", (), {"remove": lambda self: delattr(model, "clip_segments")})()]
     if stage in ("prefill", "decode"):
         def on_llm_call(_module, _args, kwargs) -> None:
             embeds = kwargs.get("inputs_embeds")
             prompt = embeds is not None and embeds.shape[1] > 1  # decoding steps feed one token
             if prompt == (stage == "prefill"):
-                _sleep()
+                sleep()
         return [model.causal_lm.register_forward_pre_hook(on_llm_call, with_kwargs=True)]
     target = {"whisper": model.speech_encoder.layers[0], "beats": model.beats.encoder.layers[0],
               "qformer": model.speech_Qformer}[stage]
-    return [target.register_forward_pre_hook(_sleep)]
+    return [target.register_forward_pre_hook(sleep)]
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_delay_put_into_one_stage_shows_up_in_that_stage(tiny_model, stage):
-    def bench(delayed: bool) -> dict[str, float]:
-        handles = _delay(tiny_model, stage) if delayed else []
-        try:
-            return run_bench(tiny_model, clip, "Please describe the audio.", new_tokens=3, reps=1, warmup=0)["runs"][0]
-        finally:
-            for handle in handles:
-                handle.remove()
-    clip = [str(AUDIO / "gunshots.wav")]
-    with torch_threads(1):  # one thread: less jitter on a shared machine
-        bench(False)
-        runs = [bench(delayed) for _ in range(3) for delayed in (False, True)]  # interleaved
-    base, delayed = ({s: statistics.median(r[s + "_s"] for r in runs[k::2]) for s in STAGES} for k in (0, 1))
-    expected = DELAY_S * (2 if stage == "decode" else 1)  # 3 tokens: prefill + 2 decoding steps
-    assert delayed[stage] - base[stage] >= expected * 0.9, (stage, base, delayed)
-    for other in STAGES:
-        if other != stage:
-            assert delayed[other] - base[other] < DELAY_S / 2, (stage, other, base, delayed)
+    clock = VirtualClock()
+    handles = _delay(tiny_model, stage, clock.sleep)
+    try:
+        result = run_bench(tiny_model, [str(AUDIO / "gunshots.wav")], "Please describe the audio.", new_tokens=3,
+                           reps=1, warmup=0, now=clock)
+    finally:
+        for handle in handles:
+            handle.remove()
+    expected = {s: 0.0 for s in STAGES}
+    expected[stage] = DELAY_S * (2 if stage == "decode" else 1)  # 3 tokens: prefill + 2 decoding steps
+    assert result["stages"] == expected
+    first_token = sum(DELAY_S for s in ("features", "whisper", "beats", "qformer", "prefill") if s == stage)
+    assert result["first_token_s"] == first_token
 
 
 def test_peak_memory_sees_a_temporary_allocation():

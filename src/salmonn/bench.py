@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 from .errors import SalmonnError
 
@@ -125,17 +125,17 @@ class PeakMemory:
 
 class StageClock:
     """Attributes wall time to stages at events fired by forward hooks (time since the previous event goes to
-    the stage that just ended)."""
+    the stage that just ended). `now` is the clock read (tests pass a virtual one)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, now: Callable[[], float] = time.perf_counter):
+        self.model, self.now = model, now
         self.handles: list = []
         self.times: dict[str, float] = {}
         self.last = 0.0
         self.llm_calls = 0
 
     def mark(self, stage: str) -> None:
-        now = time.perf_counter()
+        now = self.now()
         self.times[stage] = self.times.get(stage, 0.0) + now - self.last
         self.last = now
 
@@ -165,7 +165,7 @@ class StageClock:
 
     def start(self) -> None:
         self.times, self.llm_calls, self.first_token_s = {s: 0.0 for s in STAGES}, 0, 0.0
-        self.last = self.started = time.perf_counter()
+        self.last = self.started = self.now()
 
     def stop(self) -> dict[str, float]:
         self.mark("decode")
@@ -178,7 +178,7 @@ class StageClock:
 
 
 def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int = 3, batch: int = 1,
-              warmup: int = 1) -> dict[str, Any]:
+              warmup: int = 1, now: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Time `reps` answers (after `warmup` untimed ones) of `batch` clips (the given clips, cycled) and return
     {"median_s", "runs", "stages" (medians), "ms_per_token", "clips_per_s", "first_token_s", "cpu_s",
     "peak_mb", "peak_growth_mb", "token_ids"}."""
@@ -188,7 +188,7 @@ def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int =
     clips = [audio[i % len(audio)] for i in range(batch)]
     options = dict(num_beams=1, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, stop=[])
     runs, ids = [], None
-    with StageClock(model) as clock, torch.inference_mode():
+    with StageClock(model, now) as clock, torch.inference_mode():
         for rep in range(warmup + reps):
             with PeakMemory(model.device) as memory:
                 clock.start()

@@ -214,9 +214,9 @@ def main() -> None:
     stored = args.out.with_suffix(".json")
     earlier = json.loads(stored.read_text()) if stored.exists() else {}
     if clip is None and earlier.get("clip"):  # a part not run keeps its earlier result (and says when)
-        clip, info["clip_from"] = earlier["clip"], earlier["info"]["date"]
+        clip, info["clip_from"] = earlier["clip"], earlier["info"].get("clip_from", earlier["info"]["date"])
     if long is None and earlier.get("long"):
-        long, info["long_from"] = earlier["long"], earlier["info"]["date"]
+        long, info["long_from"] = earlier["long"], earlier["info"].get("long_from", earlier["info"]["date"])
     stored.write_text(json.dumps({"info": info, "clip": clip, "long": long}, indent=1))
     args.out.write_text(report(info, clip, long))
     log(f"wrote {args.out}")

@@ -171,8 +171,10 @@ class SALMONN(nn.Module):
     def merge_lora(self) -> None:
         """Fold each adapter (at the current scale) into its base weight, so inference runs no adapter matmuls
         (model.merge_lora; eval() calls this). The original weights are kept, so unmerging restores them exactly.
-        Quantized LLMs keep their adapters apart."""
-        if self._unmerged_weights or self.config.model.quantize != "none" or self.config.model.low_resource:
+        Quantized LLMs, and models in a distributed (DDP/FSDP) run, keep their adapters apart."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self._unmerged_weights or self.config.model.quantize != "none" or self.config.model.low_resource \
+                or distributed:  # DDP/FSDP own the parameters' storage: merging is for single-process inference
             return
         with torch.no_grad():
             for layer in self._lora_layers():

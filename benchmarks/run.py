@@ -107,8 +107,9 @@ def llm_bytes_per_token(model) -> int:
     llm = model.llama_model
     embed = llm.get_input_embeddings().weight
     merged = {id(p) for layer in model._unmerged_weights for p in layer.parameters() if p is not layer.get_base_layer().weight}
+    tied = llm.get_output_embeddings().weight is embed  # then the head reads the whole table every step
     return (sum(p.numel() * p.element_size() for p in llm.parameters() if p is not embed and id(p) not in merged)
-            + embed.shape[1] * embed.element_size())
+            + (embed.numel() if tied else embed.shape[1]) * embed.element_size())
 
 
 BASELINE = dict(whisper_full_window=True, compile=False, merge_lora=False, greedy_loop=False)  # first issue's path

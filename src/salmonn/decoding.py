@@ -293,15 +293,26 @@ STREAMING_MAX_ROWS = 1  # compiled linears with one input row (a one-clip decodi
 #                         8 rows the weight-major reduction ran 3.4x slower than F.linear in bf16 (equal in fp32)
 
 
-def compiled_decoding(length: int) -> dict:
-    """generate() arguments that run the per-token step through torch.compile with a static KV cache (on any
-    device: transformers compiles automatically only on CUDA). The cache is sized in COMPILE_CACHE_BUCKET steps and
-    transformers keeps the largest size seen, so a compiled step is reused across calls of the same batch size."""
+def compile_config():
+    """transformers' CompileConfig for the per-token step, on any device (transformers compiles automatically only
+    on CUDA)."""
     from transformers import CompileConfig
     config = CompileConfig(fullgraph=False, dynamic=False)
     config._compile_all_devices = True  # noqa: SLF001 - the documented switch has no public setter
-    bucket = -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
-    return {"cache_implementation": "static", "compile_config": config, "max_cache_len": bucket}
+    return config
+
+
+def cache_length(length: int) -> int:
+    """`length` rounded up to a COMPILE_CACHE_BUCKET multiple."""
+    return -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
+
+
+def compiled_decoding(length: int) -> dict:
+    """generate() arguments that run the per-token step through torch.compile with a static KV cache. The cache is
+    sized in COMPILE_CACHE_BUCKET steps and transformers keeps the largest size seen, so a compiled step is reused
+    across calls of the same batch size."""
+    return {"cache_implementation": "static", "compile_config": compile_config(),
+            "max_cache_len": cache_length(length)}
 
 
 def _streaming_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:

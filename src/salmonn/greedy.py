@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import GenerateConfig
-from .decoding import COMPILE_CACHE_BUCKET
+from .decoding import cache_length, compile_config
 
 COMPILED_ROWS = 8  # compiled batches are padded to a multiple of this (each batch size compiles once, for minutes)
 
@@ -23,11 +23,6 @@ def handles(gen: GenerateConfig, return_scores: bool) -> bool:
     """Whether the loop decodes these options (plain greedy); the rest goes through generate()."""
     return (gen.num_beams == 1 and not gen.do_sample and gen.repetition_penalty == 1.0 and not gen.stop
             and not return_scores)
-
-
-def cache_length(length: int) -> int:
-    """`length` rounded up to a COMPILE_CACHE_BUCKET multiple."""
-    return -(-length // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
 
 
 def _static_cache(llm: nn.Module, batch: int, length: int, like: torch.Tensor):
@@ -52,10 +47,7 @@ def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
 def _step_function(llm: nn.Module, compile: bool):
     if not compile:
         return llm
-    from transformers import CompileConfig
-    config = CompileConfig(fullgraph=False, dynamic=False)
-    config._compile_all_devices = True  # noqa: SLF001 - the documented switch has no public setter
-    return llm.get_compiled_call(config)
+    return llm.get_compiled_call(compile_config())
 
 
 @torch.no_grad()

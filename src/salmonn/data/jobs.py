@@ -217,8 +217,6 @@ def _render_events(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.
     entries.append({"path": rel, "text": caption, "task": "audiocaption"})
     if len(classes) == 1:
         entries.append({"path": rel, "text": classes[0], "task": "sound_event"})
-    if job.get("no_speech"):
-        entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
     return x, entries
 
 
@@ -251,8 +249,6 @@ def _render_music(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.n
     entries += [{"path": rel, "task": "music_description",
                  "text": music_description(rng, job["tempo"], inst, job["texture"], job["mode"])},
                 {"path": rel, "text": inst, "task": "instrument"}]
-    if job.get("no_speech"):
-        entries.append({"path": rel, "text": NO_SPEECH_TEXT, "task": "asr"})
     return x, entries
 
 
@@ -294,6 +290,8 @@ def render_clip(job: dict) -> dict:
     if renderer is None:  # pragma: no cover - plans only hold the kinds above
         raise SalmonnError(f"unknown clip kind {kind!r}")
     x, entries = renderer(job, rng, meta)
+    if job.get("no_speech"):  # plan_split marks event and music clips: their transcript says so
+        entries.append({"path": job["path"], "text": NO_SPEECH_TEXT, "task": "asr"})
     meta["seconds"] = round(_write_wav(Path(job["root"]) / job["path"], x), 4)
     meta["entries"] = entries
     return meta

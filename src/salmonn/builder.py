@@ -138,13 +138,15 @@ def load_model(config: str | Path | Config | None = None, overrides: Sequence[st
                load_checkpoint: bool = True) -> SALMONN:
     """A YAML path (None: the default model, SALMONN-mini) + key=value overrides -> a ready model.
 
-    device / dtype / quantize / lora_scale (the CLI's flags) win over the config and the overrides."""
+    device / dtype / quantize / lora_scale (the CLI's flags) win over the config and the overrides. A Config
+    object is used as it is: set its fields instead of passing overrides or flags with it."""
+    if isinstance(config, Config):
+        if list(overrides) or any(v is not None for v in (device, dtype, quantize, lora_scale)):
+            raise ValueError("load_model: overrides and flags apply to a YAML path; set the Config's fields instead")
+        return load_salmonn(config, load_checkpoint)
     if config is None:
         from .defaults import default_config_path
         config = default_config_path()
-    if not isinstance(config, Config):
-        flags = {"model.device": device, "model.dtype": dtype, "model.quantize": quantize,
-                 "model.lora_scale": lora_scale}
-        overrides = list(overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
-        config = load_config(config, overrides)
-    return load_salmonn(config, load_checkpoint)
+    flags = {"model.device": device, "model.dtype": dtype, "model.quantize": quantize, "model.lora_scale": lora_scale}
+    overrides = list(overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
+    return load_salmonn(load_config(config, overrides), load_checkpoint)

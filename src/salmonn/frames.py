@@ -61,8 +61,3 @@ def clip_tokens(num_samples: int, model_config) -> int:
     """LLM audio tokens of a clip of `num_samples` at 16 kHz, under this model config."""
     frames = [segment_frames(n, model_config) for n in segment_samples(num_samples, model_config.long_audio)]
     return int(tokens_for_frames(torch.tensor(frames), model_config).sum())
-
-
-def clip_tokens_for_seconds(seconds: float, model_config) -> int:
-    """clip_tokens of a clip `seconds` long."""
-    return clip_tokens(round(seconds * SAMPLE_RATE), model_config)

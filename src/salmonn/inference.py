@@ -126,7 +126,7 @@ def score(model, audio, prompt: str | Sequence[str], text: str | Sequence[str], 
     that one sample."""
     clips = as_clips(audio)
     prompts = [full_prompt(model, p, templated) for p in pair_prompts(len(clips), prompt)]
-    texts = pair_prompts(len(clips), text)
+    texts = pair_prompts(len(clips), text, what="answer text")
     results = []
     for tokens, p, t in zip(model.encode_audio(clips), prompts, texts):  # one at a time: one sample's loss
         loss, _, labels = model([tokens], [p], [t])

@@ -43,11 +43,11 @@ def format_prompt(instruction: str, template: str) -> str:
     return template.format(AUDIO_PREFIX + instruction)
 
 
-def pair_prompts(clips: int, prompts: str | Sequence[str]) -> list[str]:
-    """One prompt for every clip, or one per clip: the list of per-clip prompts."""
+def pair_prompts(clips: int, prompts: str | Sequence[str], what: str = "prompt") -> list[str]:
+    """One prompt (or `what`) for every clip, or one per clip: the list of per-clip ones."""
     prompts = [prompts] * clips if isinstance(prompts, str) else list(prompts)
     if len(prompts) != clips:
-        raise PromptError(f"got {len(prompts)} prompts for {clips} clips: give one prompt, or one per clip")
+        raise PromptError(f"got {len(prompts)} {what}s for {clips} clips: give one {what}, or one per clip")
     return prompts
 
 

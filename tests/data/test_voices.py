@@ -174,3 +174,14 @@ def test_llm_answers_are_cached_and_filtered(tmp_path, monkeypatch):
     with open(cache, "a") as f:
         f.write('{"question": "cut off by a ki')  # a kill mid-line: that line is answered again, not an error
     assert Q._read_cache(cache) == {"what is the capital of france": record}
+
+
+def test_quick_kinds_render_before_the_neural_voices(tmp_path, monkeypatch):
+    """A partial corpus holds every espeak/sound/music clip long before the neural voices are done."""
+    monkeypatch.setattr(S, "CHUNK_CLIPS", 2)
+    plan = ([{"kind": "voice", "idx": i} for i in range(4)] + [{"kind": "speech", "idx": i} for i in range(4)]
+            + [{"kind": "events", "idx": i} for i in range(2)])
+    train = [dict(j, split="train") for j in plan]
+    kinds = [c[0][0]["kind"] for c in S._ordered_chunks({"train": train, "test": plan[:2]}, tmp_path)]
+    assert kinds[0] == "voice"  # the held-out split comes first, whatever its kinds
+    assert kinds[1:] == ["speech", "events", "speech", "voice", "voice"]

@@ -101,6 +101,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 CHUNK_CLIPS = 40  # clips per resumable unit (one chunks/<split>-<k>.jsonl each)
 _KINDS = ("speech", "qa", "events", "music", "mix", "voice", "voice_qa", "voice_mix", "quiet")
+_NEURAL_KINDS = ("voice", "voice_qa", "voice_mix")  # Kokoro: ~1 s of CPU per clip, the rest ~0.1 s
 
 
 def _chunk_name(split: str, k: int) -> str:
@@ -134,7 +135,9 @@ def _check_plan(out: Path, jobs: list[dict]) -> None:
 
 
 def _ordered_chunks(plans: dict[str, list[dict]], chunk_dir: Path) -> list[tuple[list[dict], str]]:
-    """All chunks; held-out splits first, then the kinds of a split interleaved (a partial run is balanced)."""
+    """All chunks; held-out splits first, then a split's quick kinds (espeak-ng, synthesized sounds and music),
+    then its neural-voice kinds, the kinds of each group interleaved: a partial run is balanced and holds every
+    quick clip after minutes, while the neural voices (hours) go on."""
     chunks = []
     for order, (split, plan) in enumerate(sorted(plans.items(), key=lambda kv: kv[0] == "train")):
         per_kind: dict[str, int] = {}
@@ -143,7 +146,7 @@ def _ordered_chunks(plans: dict[str, list[dict]], chunk_dir: Path) -> list[tuple
         for k in range(0, len(plan), CHUNK_CLIPS):
             first = plan[k]
             position = first["idx"] / per_kind[first["kind"]]
-            chunks.append(((order, position), (plan[k:k + CHUNK_CLIPS], str(chunk_dir / _chunk_name(split, k // CHUNK_CLIPS)))))
+            chunks.append(((order, first["kind"] in _NEURAL_KINDS, position), (plan[k:k + CHUNK_CLIPS], str(chunk_dir / _chunk_name(split, k // CHUNK_CLIPS)))))
     return [c for _, c in sorted(chunks, key=lambda c: c[0])]
 
 

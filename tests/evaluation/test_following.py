@@ -142,5 +142,5 @@ def test_story_task_through_compute_metrics():
 
 def test_qa_reports_accuracy_not_computed():
     out = compute_metrics("sqqa", ["Paris."], ["Paris"], [QUESTION])
-    assert out["metrics"] == {"following_rate": 1.0}
+    assert out["metrics"] == {"following_rate": 1.0, "echo_rate": 0.0}  # spoken question: echo rate (spoken_facts)
     assert out["not_computed"]["accuracy"].startswith("not computed:")

@@ -14,9 +14,10 @@ def eval_command(manifest: str, task: str, config: str | None = None, output: st
 
     Answers every record of MANIFEST (JSONL or the reference's annotation JSON; records naming another task are
     skipped) in batches, scores them (WER/CER/PER, BLEU, CIDEr-D/METEOR/SPICE/SPIDEr, accuracy, following rate,
-    story diversity), and writes to --output: <task>.scaling-<s>.jsonl per sample, <task>.summary.json,
-    summary.json, report.md (with the paper's SALMONN-13B numbers and every metric not computed, with why) and,
-    for sweeps, lora_sweep.png. Re-running resumes; --restart starts the task over.
+    story diversity; spoken questions: same answer as the LLM gives to the typed question, and echo rate), and
+    writes to --output: <task>.scaling-<s>.jsonl per sample, <task>.summary.json, summary.json, report.md (with
+    the paper's SALMONN-13B numbers, issue 15's spoken-QA targets and every metric not computed, with why),
+    text_answers.jsonl (spoken QA) and, for sweeps, lora_sweep.png. Re-running resumes; --restart starts the task over.
 
     The instruction is --prompt, else the task's entry in model.test_prompt_path (the reference's
     test_prompt.json loads as is), else a built-in table; '{}' takes each record's Q.

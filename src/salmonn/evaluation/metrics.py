@@ -42,6 +42,7 @@ METRIC_UNITS: dict[str, str] = {
     "wer": "%", "cer": "%", "per": "%", "bleu": "BLEU 0-100",
     "cider_d": "x100", "meteor": "x100", "spice": "x100", "spider": "x100",
     "accuracy": "fraction", "following_rate": "fraction", "repeat_rate": "fraction",
+    "same_answer_rate": "fraction", "echo_rate": "fraction",
     "diversity": "%", "distinct_1": "%", "distinct_2": "%",
 }
 
@@ -435,6 +436,14 @@ def _story_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[di
     return _result(metrics, [{"repeated": f} for f in following.repeat_flags(hyps)])
 
 
+def _spoken_facts_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options
+                         ) -> Result:
+    """Spoken factual QA: same answer as the LLM's text answer, and echo rate (``spoken_facts.score``)."""
+    from salmonn.evaluation import spoken_facts
+
+    return spoken_facts.score(hyps, samples, opts.get("text_answers"))
+
+
 def _judge_missing(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
     """Marks answer accuracy as not computed (it needs a judge, not a string metric)."""
     return _result({}, [{} for _ in hyps], {"accuracy": "not computed: judging free-form answers needs a "
@@ -444,7 +453,16 @@ def _judge_missing(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[d
 _WER_EN = _error_rate_scorer("wer", lambda o: english_words(o.get("spelling_json")))
 _CAPTION = (_caption_scorer,)
 _CLASSIFY = (_classification_scorer,)
+def _judge_missing_spoken(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options
+                          ) -> Result:
+    """As ``_judge_missing``, naming what spoken questions are scored by instead."""
+    return _result({}, [{} for _ in hyps], {"accuracy": "not computed: judging free-form answers needs a human or "
+                                                        "LLM judge; scored instead: the following rate and, for "
+                                                        "spoken questions, same_answer_rate and echo_rate"})
+
+
 _FOLLOW_QA = (_following_scorer, _judge_missing)
+_SPOKEN_QA = (_following_scorer, _spoken_facts_scorer, _judge_missing_spoken)
 
 TASK_METRICS: dict[str, tuple[Scorer, ...]] = {
     "asr": (_WER_EN,),
@@ -458,13 +476,13 @@ TASK_METRICS: dict[str, tuple[Scorer, ...]] = {
     "audiocaption": _CAPTION, "audiocaption_v2": _CAPTION, "music_description": _CAPTION,
     "emotion_recognition": _CLASSIFY, "gender_recognition": _CLASSIFY, "speaker_verification": _CLASSIFY,
     "sound_event": _CLASSIFY, "instrument": _CLASSIFY,
-    "QA": _FOLLOW_QA, "sqqa": _FOLLOW_QA, "inference_QA": _FOLLOW_QA,
+    "QA": _SPOKEN_QA, "sqqa": _SPOKEN_QA, "inference_QA": _FOLLOW_QA,
     "keyword_extraction": _FOLLOW_QA, "slot_filling": _FOLLOW_QA, "speech_audio_coreasoning": _FOLLOW_QA,
     "audio_story_telling": (_following_scorer, _story_scorer),
     "story": (_following_scorer, _story_scorer),  # the paper's name; FOLLOWING_RULES has both
 }
 
-_REFLESS = {_following_scorer, _judge_missing, _story_scorer}
+_REFLESS = {_following_scorer, _judge_missing, _judge_missing_spoken, _story_scorer, _spoken_facts_scorer}
 NEEDS_REFERENCES = {task for task, scorers in TASK_METRICS.items() if not set(scorers) <= _REFLESS}
 
 
@@ -484,10 +502,14 @@ def _check_inputs(task: str, hyps: Sequence[str], refs: Sequence[Ref] | None,
 
 
 def compute_metrics(task: str, hyps: list[str], refs: list[Ref] | None, samples: list[dict] | None = None,
-                    *, spelling_json: str | None = None, use_java: bool = True) -> Result:
-    """Score one task: {"metrics", "not_computed", "per_sample", "details"} (units in METRIC_UNITS)."""
+                    *, spelling_json: str | None = None, use_java: bool = True,
+                    text_answers: Mapping[str, str] | None = None) -> Result:
+    """Score one task: {"metrics", "not_computed", "per_sample", "details"} (units in METRIC_UNITS).
+
+    ``text_answers`` (spoken QA): typed question -> the LLM's own text answer (``spoken_facts``); without it
+    ``same_answer_rate`` is not computed."""
     refs, samples = _check_inputs(task, hyps, refs, samples)
-    opts = {"task": task, "spelling_json": spelling_json, "use_java": use_java}
+    opts = {"task": task, "spelling_json": spelling_json, "use_java": use_java, "text_answers": text_answers}
     out = _result({}, [{} for _ in hyps])
     for scorer in TASK_METRICS[task]:
         part = scorer(hyps, refs, samples, opts)

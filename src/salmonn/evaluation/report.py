@@ -35,8 +35,8 @@ PUBLISHED: dict[str, list[tuple[str, float, str]]] = {
 PUBLISHED["story"] = PUBLISHED["audio_story_telling"]
 
 # Metrics that describe the answers rather than the task; never the "main" metric of a task.
-_SECONDARY = ("following_rate", "repeat_rate", "distinct_1", "distinct_2")
-_LOWER_IS_BETTER = {"wer", "cer", "per", "repeat_rate"}
+_SECONDARY = ("following_rate", "repeat_rate", "distinct_1", "distinct_2", "echo_rate")
+_LOWER_IS_BETTER = {"wer", "cer", "per", "repeat_rate", "echo_rate"}
 
 
 def published_cell(task: str, metric: str) -> str:
@@ -111,6 +111,7 @@ def markdown_report(summaries: Mapping[str, Summary], title: str = "SALMONN eval
             for reason, where in reasons.items():
                 text = reason if reason.startswith("not computed") else f"not computed: {reason}"
                 missing.append(f"- **{task}** `{metric}` (LoRA {', '.join(where)}): {text}")
+    lines += spoken_qa_lines(summaries)
     lines += ["", "## Not computed", ""]
     lines += missing or ["- (every metric was computed)"]
     failed = failed_clips(summaries)
@@ -120,6 +121,36 @@ def markdown_report(summaries: Mapping[str, Summary], title: str = "SALMONN eval
     if notes:
         lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def spoken_qa_lines(summaries: Mapping[str, Summary]) -> list[str]:
+    """The spoken factual QA section: same-answer and echo rates with their counts beside issue 15's targets."""
+    from salmonn.evaluation.spoken_facts import target_met, target_text
+
+    rows = []
+    for task in _task_order(list(summaries)):
+        for run in summaries[task]["runs"]:
+            counts = run.get("details", {}).get("spoken_qa")
+            if not counts:
+                continue
+            cells = []
+            for metric, part, whole in (("same_answer_rate", "same", "kept"), ("echo_rate", "echoes", "questions")):
+                value = run["metrics"].get(metric)
+                met = target_met(metric, value) if value is not None else None
+                cells += [_fmt(metric, value) if value is not None else "not computed",
+                          f"{counts[part]} / {counts[whole]}", target_text(metric),
+                          {True: "met", False: "not met", None: "—"}[met]]
+            rows.append("| " + " | ".join([task, scaling_label(run["lora_scaling"]), str(counts["questions"]),
+                                           str(counts["with_known_answer"]), str(counts["kept"]), *cells]) + " |")
+    if not rows:
+        return []
+    header = ["task", "LoRA", "spoken questions", "with a known answer", "kept (text answer right)",
+              "same answer", "same / kept", "target", "", "echo rate", "echoes / questions", "target", ""]
+    return ["", "## Spoken factual QA", "",
+            "Kept: the spoken questions whose known answer the backbone LLM gives when the question is typed (no "
+            "audio, LoRA off, greedy). Same answer: the answer from audio contains the known answer and is no "
+            "near-echo of the question. Echo: the answer from audio is a near-echo of the question (WER <= 0.5).",
+            "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
 
 
 def failed_clips(summaries: Mapping[str, Summary]) -> list[str]:

@@ -11,13 +11,15 @@ Output folder layout (one folder can hold a whole task suite of one model):
 - ``summary.json``, ``report.md``  every task summary in the folder; Markdown table + "not computed" list
 - ``lora_sweep.png``            metric and following rate against the LoRA scaling (tasks run at >= 2 scalings)
 - ``<task>.scaling-<s>.confusion.png``  for classification tasks
+- ``text_answers.jsonl``        spoken QA: the backbone LLM's own answers to the typed questions (keyed by the LLM;
+  a rerun reuses them), against which ``same_answer_rate`` is scored (``spoken_facts``)
 
 Re-running resumes: samples already answered (same index, audio, prompt and run_key) are not generated again;
 failed clips are tried again. Under ``torchrun --nproc_per_node N`` every rank answers every N-th pending sample
 into ``<file>.part-<rank>``; rank 0 merges the parts in manifest order, scores and writes the reports.
 
 Modules: items (records, instructions, audio), files (per-sample files, summaries), distributed (torchrun),
-metrics, report, commands (the ``salmonn eval`` command).
+metrics, spoken_facts (spoken factual QA), report, commands (the ``salmonn eval`` command).
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ class TaskRun:
     progress: bool
     use_java: bool
     spelling: str | None
+    text_answerer: object = None  # spoken QA: typed questions -> the LLM's text answers (spoken_facts)
+    _text_answers: dict | None = None
 
     def answer(self, scale: LoraScale, restart: bool) -> Path:
         """Answer this rank's share of the samples not answered yet at `scale`; returns the per-sample file."""
@@ -224,18 +228,35 @@ class TaskRun:
             refs = None
         samples = [self.items[r["index"]].record for r in rows]
         return compute_metrics(self.task, [r["hypothesis"] for r in rows], refs, samples,
-                               spelling_json=self.spelling, use_java=self.use_java)
+                               spelling_json=self.spelling, use_java=self.use_java,
+                               text_answers=self.text_answers(samples))
+
+    def text_answers(self, samples: list[dict]) -> dict[str, str] | None:
+        """Spoken QA: the LLM's text answers to the typed questions (once per task run, cached in the output
+        folder); None when the task has none to answer or no answerer."""
+        from salmonn.evaluation import spoken_facts
+
+        if self.task not in spoken_facts.TASKS or self.text_answerer is None:
+            return None
+        if self._text_answers is None:
+            questions = spoken_facts.needs_text_answer(samples)
+            self._text_answers = spoken_facts.text_answers(self.text_answerer, questions,
+                                                           self.output / spoken_facts.CACHE_NAME) if questions else {}
+        return self._text_answers
 
 
 def evaluate(model, manifest: str | Path, task: str, output: str | Path = DEFAULT_OUTPUT, *, batch_size: int = 8,
              lora_scales: str | Sequence[LoraScale] | None = None, prompt: str | None = None,
              use_java: bool = True, restart: bool = False, decoding: dict | None = None,
-             dist: Distributed | None = None, progress: bool = True) -> dict | None:
+             dist: Distributed | None = None, progress: bool = True, text_answerer=None) -> dict | None:
     """Answer and score one task of a manifest at one or more LoRA scalings; write the report files.
 
     Returns the task summary on rank 0 (None on the other ranks). ``decoding`` is passed to model.generate
     (e.g. {"num_beams": 1}); ``lora_scales`` is a '--lora-scale' string or a list of LoraScale. Clips that
     cannot be used fail alone: the summary counts them per scaling (``runs[i]["failed"]``).
+    Spoken QA (tasks QA, sqqa) also scores the answers against the LLM's own answers to the typed questions:
+    ``text_answerer`` (a callable: questions -> answers, with a ``key``) gives them; default: the model's own
+    backbone LLM (``spoken_facts.BackboneAnswerer``).
     """
     from salmonn.evaluation.metrics import TASK_METRICS
 
@@ -252,8 +273,11 @@ def evaluate(model, manifest: str | Path, task: str, output: str | Path = DEFAUL
         raise ConfigError("--lora-scale: this model has no LoRA (model.lora is false)")
     template = instruction_for(task, prompt, m.test_prompt_path or None)
     output = Path(output)
+    if text_answerer is None and dist.is_main:
+        from salmonn.evaluation.spoken_facts import TASKS, backbone_answerer
+        text_answerer = backbone_answerer(model) if task in TASKS else None
     job = TaskRun(model, task, plan_items(manifest, task, template), output, run_key(model, decoding), decoding,
-                  batch_size, dist, progress, use_java, spelling_json(model))
+                  batch_size, dist, progress, use_java, spelling_json(model), text_answerer)
     output.mkdir(parents=True, exist_ok=True)
     original, runs = getattr(model, "lora_scale", 1.0), []
     try:

@@ -5,6 +5,10 @@ Stage 0 (the connector's CTC warm-up) sees ASR only; stage 1 (pre-training) ASR 
 that task over-fitting can be measured on it. Test manifests come from the first corpus only.
 
     .venv/bin/python scripts/mini/make_manifests.py data/mini --extra data/mini-speech
+
+The mini-v2 corpus (neural voices, issue 15) adds `--spoken-qa`: stage 2 also trains spoken questions whose target
+is SmolLM2's own text answer (the held-out `opposites` family, sqa_test.json, stays untrained). Transcripts of
+audio without speech ("there is no speech in this audio") are capped at --no-speech-share of each stage's ASR.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import random
 from pathlib import Path
 
 from salmonn.data.asterisk import is_asterisk_audio
+from salmonn.data.jobs import NO_SPEECH_TEXT
 from salmonn.data.manifest import read_manifest
 
 STAGE_TASKS = {
@@ -30,11 +35,29 @@ def write_jsonl(records: list[dict], path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def cap_no_speech(records: list[dict], share: float) -> list[dict]:
+    """The records with at most `share` of the ASR ones saying there is no speech (the first ones kept)."""
+    speech = sum(r["task"] == "asr" and r["text"] != NO_SPEECH_TEXT for r in records)
+    room = int(share * speech / (1 - share)) if share < 1 else len(records)
+    kept = []
+    for r in records:
+        if r["task"] == "asr" and r["text"] == NO_SPEECH_TEXT:
+            if room <= 0:
+                continue
+            room -= 1
+        kept.append(r)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--extra", type=Path, nargs="*", default=[],
                         help="more corpora (another --seed) whose train split joins the stage 0 and 1 manifests")
+    parser.add_argument("--spoken-qa", action="store_true",
+                        help="stage 2 also trains spoken questions (QA) answered by the LLM's own text answers")
+    parser.add_argument("--no-speech-share", type=float, default=0.1,
+                        help="at most this share of a stage's ASR samples are 'no speech' transcripts")
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
@@ -48,7 +71,10 @@ def main() -> None:
         if stage in EXTRA_STAGES and more:
             pool = train + more
             random.Random(2).shuffle(pool)
-        write_jsonl([r for r in pool if r["task"] in tasks], args.corpus / f"{stage}_train.jsonl")
+        if stage == "stage2" and args.spoken_qa:
+            tasks = tasks + ("QA",)
+        records = cap_no_speech([r for r in pool if r["task"] in tasks], args.no_speech_share)
+        write_jsonl(records, args.corpus / f"{stage}_train.jsonl")
         valid = [r for task in tasks for r in [x for x in test if x["task"] == task][:VALID_PER_TASK]]
         write_jsonl(valid, args.corpus / f"{stage}_valid.jsonl")
     captions = [r for r in train if r["task"] == "audiocaption"]

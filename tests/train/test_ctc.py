@@ -79,3 +79,25 @@ def test_connector_only_ctc_stage_learns_to_spell_and_leaves_lora_alone(corpus, 
     trained = load_file(final / "trainable.safetensors")
     lora_b = [k for k in trained if "lora_B" in k]  # peft starts B at zero: any LoRA update would move it
     assert lora_b and all(not trained[k].any() for k in lora_b)
+
+
+def test_audio_without_speech_is_spelled_as_all_blanks(corpus, tmp_path):
+    """'there is no speech in this audio' (quiet, event and music clips) is no transcript to spell over the audio."""
+    from salmonn.data.jobs import NO_SPEECH_TEXT
+    tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(corpus, tmp_path, "run.ctc_weight=1"))
+    model = SALMONN.from_config(tc.config, load_checkpoint=False).eval()
+    step = TrainStep(model, run=tc.run, tokenizer=model.tokenizer)
+    tok = model.tokenizer
+    end = tok(model.config.model.end_sym, add_special_tokens=False).input_ids
+    said = tok("a dog barks", add_special_tokens=False).input_ids
+    tokens = [torch.randn(12, model.llama_model.config.hidden_size) for _ in range(2)]
+    batch = {"tasks": ["asr", "asr"], "weights": torch.ones(2),
+             "targets": [tok(NO_SPEECH_TEXT, add_special_tokens=False).input_ids + end, said + end]}
+    table, blank = model.llama_model.get_input_embeddings().weight, blank_id(tok, " ")
+    expected, _ = ctc_loss_sum(tokens, [[], said], table, blank, tc.run.ctc_scale)
+    spelled, _ = ctc_loss_sum(tokens, [tok(NO_SPEECH_TEXT, add_special_tokens=False).input_ids, said], table,
+                              blank, tc.run.ctc_scale)
+    with torch.no_grad():
+        loss = step.ctc_loss(tokens, batch)
+    torch.testing.assert_close(loss, expected)
+    assert abs(float(spelled) - float(expected)) > 1.0  # the rule changes the loss

@@ -33,6 +33,8 @@ class TrainStep(nn.Module):
             self.ctc_tasks, self.ctc_scale = set(run.ctc_tasks), run.ctc_scale
             self.ctc_blank = blank_id(tokenizer, run.ctc_blank)
             self.end_ids = tokenizer(model.config.model.end_sym, add_special_tokens=False).input_ids
+            from salmonn.data.jobs import NO_SPEECH_TEXT
+            self.no_speech_ids = tokenizer(NO_SPEECH_TEXT, add_special_tokens=False).input_ids
 
     def audio_tokens(self, batch: dict) -> list[torch.Tensor]:
         m = self.model
@@ -72,6 +74,8 @@ class TrainStep(nn.Module):
             return sum(t.sum() for t in tokens) * 0.0  # keeps every connector parameter in the graph (DDP)
         k = len(self.end_ids)
         targets = [t[:-k] if t[-k:] == self.end_ids else t for t in (batch["targets"][i] for i in rows)]
+        # audio without speech ("there is no speech in this audio") spells nothing: every token is blank
+        targets = [[] if list(t) == self.no_speech_ids else t for t in targets]
         table = self.model.llama_model.get_input_embeddings().weight.detach()
         loss, count = ctc_loss_sum([tokens[i] for i in rows], targets, table, self.ctc_blank, self.ctc_scale)
         self.last_ctc = float(loss.detach()) / max(count, 1)

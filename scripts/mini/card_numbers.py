@@ -9,7 +9,11 @@
 2. Scores the shipped weights (src/salmonn/assets/mini, the default config) per task on the first --limit records
    with `salmonn eval`'s scorers (greedy, 64 new tokens, the card's test prompts); spoken questions (sqa_test, a
    family no stage trains) at LoRA 1x and 0.5x with the strict rule of salmonn.evaluation.following (answer must
-   contain the known answer; near-echoes and trained-task labels never count), plus accuracy, echo and label rates.
+   contain the known answer; near-echoes and trained-task labels never count), plus accuracy, echo and label rates,
+   and issue 15's two spoken factual QA numbers (salmonn.evaluation.spoken_facts): same_answer_rate (on the questions
+   SmolLM2 answers correctly as text, the share answered the same from audio; target >= 0.60) and echo_rate (near-echoes
+   of the question among all answers; target <= 0.05), with their counts; SmolLM2's text answers are cached in
+   --work/text_answers.jsonl.
 3. The bundled speech clips one by one: WER of the answer against its own transcript, against the other clip's
    (swapped) and of answers that ignore the audio (a fixed sentence, an empty answer): tests/test_mini.py's bounds.
 Writes the numbers, the clip counts actually scored and the weights' sha256 to --out.
@@ -29,6 +33,7 @@ import soundfile as sf
 from salmonn.data.synth import SIZES, synth_corpus
 from salmonn.defaults import MINI_DIR, default_config_path
 from salmonn.evaluation import following as F
+from salmonn.evaluation import spoken_facts
 from salmonn.evaluation.metrics import english_words, error_rate
 
 TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description")
@@ -78,7 +83,7 @@ def score_tasks(model, corpus: Path, out: Path, limit: int, tasks: list[str], sa
         for run in summary["runs"]:
             row = {"lora_scaling": run["lora_scaling"], "metrics": run["metrics"]}
             if task == "QA":
-                row |= qa_breakdown(out / run["samples_file"], manifest)
+                row |= spoken_qa_numbers(run) | qa_breakdown(out / run["samples_file"], manifest)
             runs.append(row)
         results[task] = {"clips": summary["n_samples"], "limit": limit, "runs": runs,
                          "seconds": round(time.time() - start, 1)}
@@ -87,8 +92,20 @@ def score_tasks(model, corpus: Path, out: Path, limit: int, tasks: list[str], sa
     return results
 
 
+def spoken_qa_numbers(run: dict) -> dict:
+    """Issue 15's spoken factual QA numbers of one scaling: same-answer and echo rates, counts, targets, met or not."""
+    counts = run["details"].get("spoken_qa", {})
+    out = {"spoken_qa": counts}
+    for metric in spoken_facts.TARGETS:
+        value = run["metrics"].get(metric)
+        out[metric] = {"value": value, "target": spoken_facts.target_text(metric),
+                       "met": None if value is None else spoken_facts.target_met(metric, value),
+                       **({"not_computed": run["not_computed"][metric]} if metric in run["not_computed"] else {})}
+    return out
+
+
 def qa_breakdown(samples_file: Path, manifest: Path) -> dict:
-    """Accuracy (contains the known answer), echo, near-echo and label rates of the spoken-QA answers."""
+    """Accuracy (contains the known answer), strict echo (the old rule), near-echo and label rates of the answers."""
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
     answers = [r["hypothesis"] for r in rows]
@@ -96,7 +113,7 @@ def qa_breakdown(samples_file: Path, manifest: Path) -> dict:
     n = len(rows)
     return {
         "accuracy": sum(F.contains_answer(a, s["text"]) for a, s in zip(answers, samples)) / n,
-        "echo_rate": sum(F.is_echo(a, s["question"]) for a, s in zip(answers, samples)) / n,
+        "strict_echo_rate": sum(F.is_echo(a, s["question"]) for a, s in zip(answers, samples)) / n,  # WER < 0.3
         "near_echo_rate": sum(F.is_near_echo(a, s["question"]) for a, s in zip(answers, samples)) / n,
         "label_rate": sum(F.is_label(a) for a in answers) / n,
         "examples": [{"question": s["question"], "reference": s["text"], "answer": a}

@@ -5,8 +5,10 @@
 
 Tasks and manifests come from `salmonn data synth` + make_manifests.py under --corpus (default data/mini):
 test_<task>.jsonl for the trained tasks and sqa_test.json (the spoken-question family no stage trains) for QA,
-which is also swept over LoRA scales (the paper's task over-fitting measurement). Results: OUT/summary.json,
-OUT/report.md and per-sample JSONL, as `salmonn eval` writes them.
+which is also swept over LoRA scales (the paper's task over-fitting measurement) and scored as spoken factual QA
+(issue 15: same_answer_rate against SmolLM2's own answer to the typed question, echo_rate; salmonn.evaluation.
+spoken_facts). Results: OUT/summary.json, OUT/report.md (with the spoken-QA counts and targets), per-sample JSONL and
+OUT/text_answers.jsonl (the cached text answers), as `salmonn eval` writes them.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def main() -> None:
                            batch_size=args.batch_size, lora_scales=args.qa_scales if task == "QA" else None,
                            use_java=False)
         for run in summary["runs"]:
-            print(f"{task} @ scaling {run['lora_scaling']:g}: {run['metrics']} ({time.time() - start:.0f} s)",
-                  flush=True)
+            counts = run["details"].get("spoken_qa")
+            print(f"{task} @ scaling {run['lora_scaling']:g}: {run['metrics']}"
+                  + (f" spoken QA counts {counts}" if counts else "") + f" ({time.time() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -171,7 +171,8 @@ class BackboneAnswerer:
                                                  add_generation_prompt=True)
             return tokenizer(text, add_special_tokens=False).input_ids
         text = self.model.config.model.prompt_template.format(typed(question))
-        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False).input_ids]
+        bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]  # as prompting.prompt_pieces
+        return [*bos, *tokenizer(text, add_special_tokens=False).input_ids]
 
     def __call__(self, questions: Sequence[str]) -> list[str]:
         import torch

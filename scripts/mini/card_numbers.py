@@ -69,7 +69,7 @@ def score_tasks(model, corpus: Path, out: Path, limit: int, tasks: list[str], sa
     """Per task: metrics and the number of clips scored; spoken QA per LoRA scaling with its failure kinds."""
     import sys
     sys.path.insert(0, str(Path(__file__).parent))
-    from evaluate import manifest_for
+    from evaluate import manifest_for, split_task
 
     from salmonn.evaluation.run import evaluate
 
@@ -77,13 +77,15 @@ def score_tasks(model, corpus: Path, out: Path, limit: int, tasks: list[str], sa
     for task in tasks:
         start = time.time()
         manifest = manifest_for(corpus, task, limit, out)
-        summary = evaluate(model, manifest, task, out, batch_size=8, use_java=False,
-                           lora_scales=QA_SCALES if task == "QA" else None)
+        base, kind = split_task(task)
+        work = out / kind if kind else out  # one folder per kind: salmonn eval names its files by task
+        summary = evaluate(model, manifest, base, work, batch_size=8, use_java=False,
+                           lora_scales=QA_SCALES if base == "QA" else None)
         runs = []
         for run in summary["runs"]:
             row = {"lora_scaling": run["lora_scaling"], "metrics": run["metrics"]}
-            if task == "QA":
-                row |= spoken_qa_numbers(run) | qa_breakdown(out / run["samples_file"], manifest)
+            if base == "QA":
+                row |= spoken_qa_numbers(run) | qa_breakdown(work / run["samples_file"], manifest)
             runs.append(row)
         results[task] = {"clips": summary["n_samples"], "limit": limit, "runs": runs,
                          "seconds": round(time.time() - start, 1)}

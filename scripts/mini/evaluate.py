@@ -24,14 +24,24 @@ from salmonn.model import SALMONN
 TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description", "QA")
 
 
+def split_task(task: str) -> tuple[str, str | None]:
+    """'asr@voice' -> ('asr', 'voice'): a task restricted to one clip kind of the corpus (its folder)."""
+    base, _, kind = task.partition("@")
+    return base, kind or None
+
+
 def manifest_for(corpus: Path, task: str, limit: int, out: Path) -> Path:
-    """The test manifest of a task (its first `limit` records with limit > 0) as OUT/manifests/<task>.jsonl."""
-    if task == "QA":
+    """The test manifest of a task (its first `limit` records with limit > 0) as OUT/manifests/<task>.jsonl;
+    `task@kind` keeps the records of one clip kind (e.g. asr@voice: the neural voices, asr@speech: espeak-ng)."""
+    base, kind = split_task(task)
+    if base == "QA":
         records = json.loads((corpus / "sqa_test.json").read_text())["annotation"]
         for r in records:
             r["path"] = str((corpus / r["path"]).resolve())
     else:
-        records = [json.loads(line) for line in (corpus / f"test_{task}.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (corpus / f"test_{base}.jsonl").read_text().splitlines()]
+    if kind:
+        records = [r for r in records if Path(r["path"]).parent.name == kind]
     if limit > 0:
         records = records[:limit]
     path = out / "manifests" / f"{task}.jsonl"

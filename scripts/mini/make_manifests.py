@@ -49,6 +49,17 @@ def cap_no_speech(records: list[dict], share: float) -> list[dict]:
     return kept
 
 
+def first_clips(records: list[dict], spec: str) -> list[dict]:
+    """The records, keeping of each KIND in spec ('voice=1840,voice_qa=400') only clips <kind>_<index> below N."""
+    limits = {k: int(n) for k, n in (item.split("=") for item in spec.split(",") if item)}
+    kept = []
+    for r in records:
+        kind, index = Path(r["path"]).parent.name, int(Path(r["path"]).stem.rsplit("_", 1)[1])
+        if index < limits.get(kind, index + 1):
+            kept.append(r)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", type=Path)
@@ -58,6 +69,9 @@ def main() -> None:
                         help="stage 2 also trains spoken questions (QA) answered by the LLM's own text answers")
     parser.add_argument("--no-speech-share", type=float, default=0.1,
                         help="at most this share of a stage's ASR samples are 'no speech' transcripts")
+    parser.add_argument("--first", default="",
+                        help="KIND=N,...: train on the first N clips of these kinds only (e.g. voice=1840: what "
+                             "a partly rendered corpus held); the manifests equal those of that partial corpus")
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
@@ -65,6 +79,7 @@ def main() -> None:
     leaked = [r["path"] for r in train + more if is_asterisk_audio(r["path"])]
     if leaked:  # the real-speech test set (salmonn data asterisk) must never be trained on
         raise SystemExit(f"{leaked[0]}: an Asterisk test recording in a training split; remove it from the corpus")
+    train = first_clips(train, args.first)
     random.Random(0).shuffle(train)
     for stage, tasks in STAGE_TASKS.items():
         pool = train

@@ -203,6 +203,8 @@ def generate_answers(model, rows: list[list[Piece]], gen: GenerateConfig, stream
     m = model.config.model
     if m.compile:
         stream_small_linears(model.llama_model)
+    pack_gqa_steps(model.llama_model, PACKED_GQA_STEPS)
+    contiguous_head_input(model.llama_model)
     if m.greedy_loop and greedy.handles(gen, return_scores):
         ids = greedy.greedy_decode(model.causal_lm, embeds, mask, gen, model.tokenizer.eos_token_id,
                                    model.tokenizer.pad_token_id, compile=m.compile, streamer=streamer)
@@ -313,6 +315,77 @@ def compiled_decoding(length: int) -> dict:
     across calls of the same batch size."""
     return {"cache_implementation": "static", "compile_config": compile_config(),
             "max_cache_len": cache_length(length)}
+
+
+PACKED_GQA_STEPS = True  # one-token steps attend per key/value head (see pack_gqa_steps); False: transformers' sdpa
+PACKED_GQA = "salmonn_packed_gqa"  # the attention implementation's registered name
+FILLED_PROMPT_KEYS = True  # under PACKED_GQA_STEPS, a prompt's forward into an empty static cache attends to its own
+#                            positions only (not the masked free slots: 2.2x faster prompt attention at 204 of 512)
+
+
+def _packed_gqa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                          **kwargs):
+    """transformers' sdpa attention, except that a one-token step of a grouped-query layer attends per key/value
+    head: the query [B, H, 1, D] is viewed as [B, H_kv, H / H_kv, D] (the group's heads as query rows) against the
+    cache's own [B, H_kv, L, D] keys and values. transformers does this only outside torch.compile; inside it, every
+    compiled step copied the whole static cache H / H_kv times (repeat_kv) and ran one-row flash attention per head:
+    20x slower attention on a 512-slot bf16 cache (benchmarks/decode_step.md). A prompt (several query tokens)
+    runs transformers' sdpa, over only the keys its mask can see when the rest of the static cache is masked
+    everywhere (FILLED_PROMPT_KEYS; the same terms of the softmax, summed in other blocks)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    groups = getattr(module, "num_key_value_groups", 1)
+    if (query.shape[2] == 1 and groups > 1 and kwargs.get("position_bias") is None and kwargs.get("softcap") is None
+            and (attention_mask is None or attention_mask.shape[1] == 1)):
+        batch, heads, _, dim = query.shape
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(batch, heads // groups, groups, dim), key, value, attn_mask=attention_mask,
+            dropout_p=dropout, scale=scaling)  # [B, H_kv, H / H_kv, D]; a [B, 1, 1, L] mask broadcasts
+        return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None  # [B, 1, H, D]
+    if (not torch.compiler.is_compiling() and FILLED_PROMPT_KEYS and attention_mask is not None
+            and attention_mask.dtype == torch.bool and key.shape[2] > query.shape[2] == attention_mask.shape[-2] > 1
+            and attention_mask.shape[-1] == key.shape[2] and not attention_mask[..., query.shape[2]:].any()):
+        length = query.shape[2]  # a prompt into an empty static cache: the slots after it are masked everywhere
+        key, value, attention_mask = key[:, :, :length], value[:, :, :length], attention_mask[..., :length]
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  **kwargs)
+
+
+def pack_gqa_steps(llm: nn.Module, on: bool = True) -> None:
+    """Switch an sdpa LLM to _packed_gqa_attention (on) or back to transformers' sdpa (off); other attention
+    implementations (eager, flash) are left alone. Same masks as sdpa; prompts (several tokens) run sdpa itself."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    if PACKED_GQA not in AttentionInterface._global_mapping:  # noqa: SLF001 - register() writes this mapping
+        AttentionInterface.register(PACKED_GQA, _packed_gqa_attention)
+        AttentionMaskInterface.register(PACKED_GQA, sdpa_mask)
+    configs = {id(c): c for c in (getattr(m, "config", None) for m in llm.modules())
+               if getattr(c, "_attn_implementation", None) in ("sdpa", PACKED_GQA)}
+    for config in configs.values():
+        config._attn_implementation_internal = PACKED_GQA if on else "sdpa"  # noqa: SLF001 - no per-call setter
+
+
+CONTIGUOUS_HEAD_INPUT = True  # the output head gets a contiguous input (see contiguous_head_input); False: as is
+
+
+def _contiguous_input(module: nn.Module, args: tuple):
+    if torch.compiler.is_compiling():  # a compiled step's [B, 1, d] input is contiguous; no guard on the switch
+        return None
+    if CONTIGUOUS_HEAD_INPUT and args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+        return (args[0].contiguous(), *args[1:])
+    return None
+
+
+def contiguous_head_input(llm: nn.Module) -> None:
+    """Give the output head (lm_head) a contiguous input (once; a forward pre-hook). A prompt's forward keeps only
+    the last position's hidden state (logits_to_keep=1), a strided [B, 1, d] slice of [B, T, d]: with B > 1,
+    F.linear over that slice took 1.0-1.3 s in bf16 against 5-9 ms once contiguous (same values) for SALMONN-mini's
+    49152 x 576 head (3.4x slower in fp32), every 8-segment long-form batch (benchmarks/decode_step.md)."""
+    head = llm.get_output_embeddings() if hasattr(llm, "get_output_embeddings") else None
+    if head is None or getattr(head, "_salmonn_contiguous_input", False):
+        return
+    head.register_forward_pre_hook(_contiguous_input)
+    head._salmonn_contiguous_input = True
 
 
 def _streaming_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
     import mini
     from salmonn import SALMONN
+    from salmonn import decoding
     from salmonn.decoding import decoding_config
     from salmonn.inference import long_form
     audio, _ = sf.read(str(mini.speech_audio(5)), dtype="float32")
@@ -36,17 +37,25 @@ def main() -> None:
     gen = decoding_config(model.config.generate, "greedy")
     long_form(model, (batch, 16000), mini.ASR_PROMPT, gen)  # warm-up (compiled step from the disk cache)
     start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         answer = long_form(model, (batch, 16000), mini.ASR_PROMPT, gen)
     wall = time.perf_counter() - start
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events) / 1e6
+    shaped = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     lines = ["# SALMONN-mini long form: one 8-segment batch (4 min of speech) under torch.profiler", "",
              f"dtype {args.dtype}, {args.threads} thread(s), merged LoRA + greedy loop + compiled step; wall "
              f"{wall:.1f} s under the profiler ({240 / wall:.1f}x real time), {total:.1f} s of op time, "
-             f"{len(answer.token_ids)} answer tokens.", "", "| op | self s | share | calls |", "| --- | --- | --- | --- |"]
+             f"{len(answer.token_ids)} answer tokens. Decode-step switches: PACKED_GQA_STEPS "
+             f"{decoding.PACKED_GQA_STEPS}, CONTIGUOUS_HEAD_INPUT {decoding.CONTIGUOUS_HEAD_INPUT}, FILLED_PROMPT_KEYS "
+             f"{decoding.FILLED_PROMPT_KEYS}.", "", "| op | self s | share | calls |", "| --- | --- | --- | --- |"]
     lines += [f"| {e.key[:80]} | {e.self_cpu_time_total / 1e6:.3f} | {100 * e.self_cpu_time_total / 1e6 / total:.1f}% "
               f"| {e.count} |" for e in events[:15]]
+    lines += ["", "By input shapes (which call the time is in: Whisper's attention is [8, 8, 1500, 64], a decoding "
+              "step's query [8, 9, 1, 64] or packed [8, 3, 3, 64], the prompt's [8, 9, T, 64]):", "",
+              "| op | input shapes | self s | share | calls |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {e.key[:60]} | {str(e.input_shapes)[:110]} | {e.self_cpu_time_total / 1e6:.3f} | "
+              f"{100 * e.self_cpu_time_total / 1e6 / total:.1f}% | {e.count} |" for e in shaped[:12]]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

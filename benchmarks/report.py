@@ -44,8 +44,27 @@ def report(info: dict, hw: dict, inf: dict | None, profiles: list, train: dict |
     lines += machine_section(info, hw)
     if inf:
         lines += inference_section(inf["variants"]) + roofline_section(inf["variants"], hw)
-    lines += profile_section(profiles, hw) + train_section(train) + answers_section(answers)
+    lines += profile_section(profiles, hw) + train_section(train) + answers_section(answers) + decode_step_section()
     return "\n".join(lines)
+
+
+def decode_step_section(path: Path = Path(__file__).with_name("decode_step.md")) -> list[str]:
+    """benchmarks/decode_step.py's stored tables (SALMONN-mini's one-token steps, its own run and date)."""
+    if not path.exists():
+        return []
+    body = path.read_text().splitlines()[1:]  # without its title
+    return ["## SALMONN-mini one-token decode steps (benchmarks/decode_step.py, its own run: decode_step.md)",
+            *[("#" + line if line.startswith("## ") else line) for line in body], ""]
+
+
+def main() -> None:
+    """Render RESULTS.md again from the stored results.json (no measuring), e.g. after decode_step.py ran."""
+    import json
+    here = Path(__file__).parent
+    stored = json.loads((here / "results.json").read_text())
+    (here / "RESULTS.md").write_text(report(stored["machine"], stored["hardware"], stored["inference"],
+                                            stored["profiles"], stored["training"], stored["fast_mode_answers"]))
+
 
 
 def machine_section(info: dict, hw: dict) -> list[str]:
@@ -167,3 +186,7 @@ def answers_section(answers: dict) -> list[str]:
     return lines + ["", "The default SALMONN-mini model is trained in fast mode, so there fast mode is its native "
                     "setting; the released 7B/13B models were trained with the 30 s window and keep the faithful "
                     "default.", ""]
+
+
+if __name__ == "__main__":
+    main()

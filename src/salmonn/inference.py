@@ -3,7 +3,7 @@
     prepare   clips + prompts -> each item's LLM input pieces, or the one-line reason it cannot be answered
     generate  prepare + salmonn.decoding.generate_answers (SALMONN.generate; raises the first problem)
     answer_all / answer_batch   the same, where a bad item fails alone (CLI, manifests, evaluation)
-    long_form  each 30 s segment answered with the instruction, answers joined in order
+    long_form  each pause-aligned chunk (or fixed 30 s segment) answered with the instruction, answers joined
     run_manifest   resumable JSONL in -> JSONL out
 
     from salmonn import SALMONN
@@ -26,15 +26,22 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import audio_name
+from .audio import audio_name, pad_to_min
 from .config import GenerateConfig
 from .data.manifest import ManifestError
 from .decoding import Answer, decoding_config, generate_answers
 from .errors import ConfigError, PromptError, SalmonnError
+from .frames import SAMPLE_RATE, SEGMENT_SECONDS
+from .pauses import iter_pause_chunks
 from .prompting import IGNORE_INDEX, Piece, format_prompt, pair_prompts, prompt_pieces
 
 SINGLE_CLIP_TYPES = (str, Path, bytes, np.ndarray, torch.Tensor, tuple)  # one clip, not a list of clips
 LONG_FORM_HINT = "answer it segment by segment (salmonn infer --long-form, long_form=True) or cut the audio"
+# long form: how a long clip is cut before each piece is answered
+LONG_FORM_CHUNKS = ("pause", "fixed")  # pause-aligned chunks (salmonn.pauses), or today's fixed 30 s segments
+DEFAULT_LONG_FORM_CHUNKS = "pause"  # chosen by scripts/mini/long_form.py (README, "Long form")
+DEFAULT_PAUSE_SECONDS = 8.0  # s, the longest pause-aligned chunk by default (same measurement; mini trained on <= 8 s)
+MIN_LONG_FORM_SECONDS = 1.0  # s, the shortest maximum chunk length accepted
 
 
 def as_clips(audio) -> list:
@@ -161,22 +168,26 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 def answer_all(model, audio, prompt: str | Sequence[str], batch_size: int = 8, templated: bool = False,
                sample_rate: int | None = None, preset: str | None = None, progress: bool = False,
                long_form: bool = False, on_segment: Callable[[int, Answer], None] | None = None,
+               long_form_chunks: str | None = None, long_form_seconds: float | None = None,
                **options) -> list[Result]:
     """Answer every clip, `batch_size` clips per generate call; an item that fails (unreadable audio, too long,
     a bad prompt) gets its error and the others still complete. Answers equal single-clip answers.
-    long_form=True answers each clip segment by segment (see `long_form`); on_segment(clip index, answer)
-    sees each segment's answer as it comes."""
+    long_form=True answers each clip piece by piece (see `long_form`: long_form_chunks "pause" or "fixed", chunks
+    of at most long_form_seconds); on_segment(clip index, answer) sees each piece's answer as it comes."""
     clips = as_clips(audio)
     prompts = pair_prompts(len(clips), prompt)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     gen = decoding_config(model.config.generate, preset, **options)  # option errors before any work
+    if long_form:
+        long_form_chunks, long_form_seconds = long_form_pieces(long_form_chunks, long_form_seconds)
     results: list[Result] = []
     bar = progress_bar(len(clips), progress)
     if long_form:
         for index, (clip, p) in enumerate(zip(clips, prompts)):
             results.append(long_form_result(model, clip, p, gen, templated, sample_rate, batch_size,
-                                            None if on_segment is None else lambda a, i=index: on_segment(i, a)))
+                                            None if on_segment is None else lambda a, i=index: on_segment(i, a),
+                                            long_form_chunks, long_form_seconds))
             bar.update(1)
     else:
         for chunk in batches(list(zip(clips, prompts)), batch_size):
@@ -203,13 +214,45 @@ def answer_batch(model, audio: Sequence, prompts: Sequence[str], gen: GenerateCo
     return results
 
 
+def long_form_pieces(chunks: str | None, max_seconds: float | None) -> tuple[str, float]:
+    """Checked (chunks, max_seconds) of the long-form mode; None means the default (pause chunks of at most
+    DEFAULT_PAUSE_SECONDS; fixed segments of SEGMENT_SECONDS). ConfigError for anything else."""
+    chunks = DEFAULT_LONG_FORM_CHUNKS if chunks is None else chunks
+    if chunks not in LONG_FORM_CHUNKS:
+        raise ConfigError(f"long-form chunks must be one of {', '.join(LONG_FORM_CHUNKS)}, got {chunks!r}")
+    if max_seconds is None:
+        max_seconds = DEFAULT_PAUSE_SECONDS if chunks == "pause" else float(SEGMENT_SECONDS)
+    if not MIN_LONG_FORM_SECONDS <= max_seconds <= SEGMENT_SECONDS:
+        raise ConfigError(f"the long-form chunk length must be {MIN_LONG_FORM_SECONDS:g} to {SEGMENT_SECONDS} s "
+                          f"(Whisper's window), got {max_seconds:g}")
+    if chunks == "fixed" and max_seconds != SEGMENT_SECONDS:
+        raise ConfigError(f"fixed long-form segments are {SEGMENT_SECONDS} s (Whisper's window); a shorter maximum "
+                          f"is for pause-aligned chunks")
+    return chunks, float(max_seconds)
+
+
+def long_form_segments(model, audio, sample_rate: int | None = None, chunks: str | None = None,
+                       max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """One clip's long-form pieces as they are decoded: fixed 30 s segments (model.clip_segments), or pause-aligned
+    chunks of at most `max_seconds` (salmonn.pauses; each padded to 1 s like a segment)."""
+    chunks, max_seconds = long_form_pieces(chunks, max_seconds)
+    segments = model.clip_segments(audio, sample_rate)
+    if chunks == "fixed":
+        return segments
+    return (pad_to_min(chunk) for chunk in iter_pause_chunks(segments, SAMPLE_RATE, max_seconds))
+
+
 @torch.no_grad()
 def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = False,
               sample_rate: int | None = None, batch_size: int = 8,
-              on_segment: Callable[[Answer], None] | None = None) -> Answer:
-    """Answer each 30 s segment of one clip with the instruction, `batch_size` segments per generate call, and
-    join the answers in order (text joined by spaces, ids concatenated). Any length of audio within
-    model.max_audio_seconds, on any model: each segment's prompt fits the LLM on its own."""
+              on_segment: Callable[[Answer], None] | None = None, chunks: str | None = None,
+              max_seconds: float | None = None) -> Answer:
+    """Answer each piece of one clip with the instruction, `batch_size` pieces per generate call, and join the
+    answers in order (text joined by spaces, ids concatenated). The pieces: chunks="pause" (the default) cuts at
+    pauses so that no chunk is longer than `max_seconds` (default DEFAULT_PAUSE_SECONDS); chunks="fixed" is
+    consecutive 30 s segments. Any length of audio within model.max_audio_seconds, on any model: each piece's
+    prompt fits the LLM on its own. on_segment(answer) sees each piece's answer as it comes."""
+    pieces = long_form_segments(model, audio, sample_rate, chunks, max_seconds)  # options checked before decoding
     prompt = full_prompt(model, prompt, templated)
     name = audio_name(audio)
     answers: list[Answer] = []
@@ -225,7 +268,7 @@ def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = 
                 on_segment(answer)
         pending.clear()
 
-    for segment in model.clip_segments(audio, sample_rate):
+    for segment in pieces:
         pending.append(segment)
         if len(pending) == batch_size:
             flush()
@@ -237,11 +280,13 @@ def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = 
 
 def long_form_result(model, audio, prompt: str, gen: GenerateConfig, templated: bool = False,
                      sample_rate: int | None = None, batch_size: int = 8,
-                     on_segment: Callable[[Answer], None] | None = None) -> Result:
+                     on_segment: Callable[[Answer], None] | None = None, chunks: str | None = None,
+                     max_seconds: float | None = None) -> Result:
     """`long_form` as a Result: a problem with the clip or the prompt is its error."""
     result = Result(audio=audio, prompt=prompt)
     try:
-        result.answer = long_form(model, audio, prompt, gen, templated, sample_rate, batch_size, on_segment)
+        result.answer = long_form(model, audio, prompt, gen, templated, sample_rate, batch_size, on_segment,
+                                  chunks, max_seconds)
     except SalmonnError as err:
         result.error = str(_named(err, audio_name(audio)))
     return result
@@ -283,19 +328,21 @@ def _done_lines(output: Path) -> tuple[dict[int, dict], list[str]]:
 
 def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | None = None,
                  batch_size: int = 8, preset: str | None = None, retry_errors: bool = False,
-                 progress: bool = True, long_form: bool = False, **options) -> dict:
+                 progress: bool = True, long_form: bool = False, long_form_chunks: str | None = None,
+                 long_form_seconds: float | None = None, **options) -> dict:
     """Answer every record of a JSONL (or reference annotation JSON) manifest into `output` (JSONL).
 
     Each record: {"audio" (or "path"), "prompt"?, ...}; `prompt` is used where a record has none. Each output
     line: {"line", "audio", "prompt", "text", "token_ids"} (+ "id"/"task" when the record has them), or
     {"line", "audio", "prompt", "error"}. Lines are written in manifest order and flushed per batch; records
     whose line is already in `output` are skipped (retry_errors=True answers failed ones again). long_form=True
-    answers each clip segment by segment (`long_form`). Returns {"answered", "failed", "skipped"} for this run.
+    answers each clip piece by piece (`long_form`; long_form_chunks, long_form_seconds). Returns {"answered", "failed", "skipped"} for this run.
     """
     from .data.manifest import iter_records
     output = Path(output)
     records = list(iter_records(manifest))  # a malformed manifest is one clear error before any work
     gen = decoding_config(model.config.generate, preset, **options)
+    pieces = long_form_pieces(long_form_chunks, long_form_seconds) if long_form else None
     done, keep = _done_lines(output)
     by_line = dict(records)
     for number, record in done.items():
@@ -316,7 +363,7 @@ def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | 
         for chunk in batches(todo, batch_size):
             audio = [r.get("path") for _, r in chunk]
             prompts = [r.get("prompt", prompt) for _, r in chunk]
-            results = _manifest_batch(model, audio, prompts, gen, long_form, batch_size)
+            results = _manifest_batch(model, audio, prompts, gen, pieces, batch_size)
             for (number, record), result in zip(chunk, results):
                 line = {"line": number, "audio": record.get("audio", record.get("path"))}  # as the manifest says
                 for key in ("id", "task"):
@@ -337,8 +384,9 @@ def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | 
     return stats
 
 
-def _manifest_batch(model, audio: list, prompts: list, gen: GenerateConfig, long_form: bool = False,
-                    batch_size: int = 8) -> list[Result]:
+def _manifest_batch(model, audio: list, prompts: list, gen: GenerateConfig,
+                    long_form: tuple[str, float] | None = None, batch_size: int = 8) -> list[Result]:
+    """long_form: (chunks, max_seconds) to answer each clip piece by piece, None for whole clips."""
     results: list[Result | None] = [None] * len(audio)
     usable = []
     for i, (a, p) in enumerate(zip(audio, prompts)):
@@ -349,7 +397,8 @@ def _manifest_batch(model, audio: list, prompts: list, gen: GenerateConfig, long
         else:
             usable.append(i)
     if long_form:
-        answered = [long_form_result(model, audio[i], prompts[i], gen, batch_size=batch_size) for i in usable]
+        answered = [long_form_result(model, audio[i], prompts[i], gen, batch_size=batch_size, chunks=long_form[0],
+                                     max_seconds=long_form[1]) for i in usable]
     else:
         answered = answer_batch(model, [audio[i] for i in usable], [prompts[i] for i in usable], gen)
     for i, r in zip(usable, answered):

@@ -642,7 +642,7 @@ def test_long_form_answers_each_segment_and_joins_them_in_order(tiny_model, tmp_
     sf.write(path, wav, 16000)
     gen = decoding_config(tiny_model.config.generate, None, **GREEDY)
     seen = []
-    answer = long_form(tiny_model, str(path), PROMPT, gen, batch_size=3, on_segment=seen.append)
+    answer = long_form(tiny_model, str(path), PROMPT, gen, batch_size=3, on_segment=seen.append, chunks="fixed")
     pieces = [wav[i:i + A.SEGMENT_SAMPLES] for i in range(0, len(wav), A.SEGMENT_SAMPLES)]
     alone = tiny_model.generate([(p, 16000) for p in pieces], PROMPT, **GREEDY)
     assert [a.token_ids for a in seen] == [a.token_ids for a in alone] and len(seen) == 7
@@ -650,5 +650,59 @@ def test_long_form_answers_each_segment_and_joins_them_in_order(tiny_model, tmp_
     tokens = tiny_model.encode_segments(pieces)  # the segments are different inputs (the tiny random LLM's
     assert all((a - b).abs().max() > 1e-3 for a, b in zip(tokens, tokens[1:-1]))  # answers barely show it)
     assert main(["infer", "--config", CONFIG, "--audio", str(path), "--prompt", PROMPT, "--long-form",
-                 "--num-beams", "1", "--max-new-tokens", "12"]) == 0
+                 "--long-form-chunks", "fixed", "--num-beams", "1", "--max-new-tokens", "12"]) == 0
     assert capsys.readouterr().out.splitlines() == [a.text for a in alone]  # each segment's answer as it comes
+
+
+def test_long_form_pause_chunks_answer_each_chunk_cut_in_the_silences(tiny_model, tmp_path, capsys):
+    from salmonn.cli import main
+    from salmonn.pauses import pause_chunks
+    gap = np.zeros(16000, np.float32)  # 1 s between sounds
+    clips = [A.load_audio(AUDIO / name)[:4 * 16000]  # <= 4 s each: every 6-12 s stretch holds a gap
+             for name in ("mountain.wav", "duck.wav", "gunshots.wav", "excitement.wav")]
+    wav = np.concatenate([part for clip in clips * 3 for part in (clip, gap)])  # 47.2 s
+    path = tmp_path / "long.wav"
+    sf.write(path, wav, 16000, subtype="FLOAT")
+    chunks = pause_chunks(wav, 16000, 12.0)
+    assert len(chunks) >= 3 and max(len(c) for c in chunks) <= 12 * 16000
+    for cut in np.cumsum([len(c) for c in chunks])[:-1]:  # each cut is in a gap, not in a sound
+        assert not wav[cut - 4000:cut + 4000].any(), cut / 16000  # 0.25 s of silence on either side
+    gen = decoding_config(tiny_model.config.generate, None, **GREEDY)
+    seen = []
+    answer = long_form(tiny_model, str(path), PROMPT, gen, batch_size=2, on_segment=seen.append, chunks="pause",
+                       max_seconds=12.0)
+    alone = tiny_model.generate([(A.pad_to_min(c), 16000) for c in chunks], PROMPT, **GREEDY)
+    assert [a.token_ids for a in seen] == [a.token_ids for a in alone]
+    assert answer.text == " ".join(a.text for a in alone if a.text)
+    assert answer.token_ids == [i for a in alone for i in a.token_ids]
+    fixed = long_form(tiny_model, str(path), PROMPT, gen, chunks="fixed")  # 30 s segments: other pieces
+    assert len(fixed.token_ids) != len(answer.token_ids) or fixed.token_ids != answer.token_ids
+    assert main(["infer", "--config", CONFIG, "--audio", str(path), "--prompt", PROMPT, "--long-form",
+                 "--long-form-chunks", "pause", "--long-form-seconds", "12", "--num-beams", "1",
+                 "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out.splitlines() == [a.text for a in alone]  # each chunk's answer as it comes
+    manifest = tmp_path / "in.jsonl"
+    manifest.write_text(json.dumps({"audio": str(path), "prompt": PROMPT}) + "\n")
+    run_manifest(tiny_model, manifest, tmp_path / "out.jsonl", long_form=True, long_form_chunks="pause",
+                 long_form_seconds=12.0, progress=False, **GREEDY)
+    assert json.loads((tmp_path / "out.jsonl").read_text())["token_ids"] == answer.token_ids
+
+
+def test_long_form_options_are_checked_before_any_work(tiny_model):
+    from salmonn.cli import main
+    from salmonn.inference import DEFAULT_LONG_FORM_CHUNKS, DEFAULT_PAUSE_SECONDS, long_form_pieces
+    assert long_form_pieces(None, None) == (DEFAULT_LONG_FORM_CHUNKS, DEFAULT_PAUSE_SECONDS)
+    assert long_form_pieces("fixed", None) == ("fixed", 30.0)
+    gen = decoding_config(tiny_model.config.generate, None, **GREEDY)
+    for chunks, seconds, message in [("silence", None, "must be one of pause, fixed"),
+                                     ("pause", 45.0, "1 to 30 s"), ("pause", 0.5, "1 to 30 s"),
+                                     ("fixed", 10.0, "fixed long-form segments are 30 s")]:
+        with pytest.raises(ConfigError, match=message):
+            long_form(tiny_model, "/no/such/file.wav", PROMPT, gen, chunks=chunks, max_seconds=seconds)
+        with pytest.raises(ConfigError, match=message):
+            answer_all(tiny_model, ["/no/such/file.wav"], PROMPT, long_form=True, long_form_chunks=chunks,
+                       long_form_seconds=seconds)
+    assert main(["infer", "--config", CONFIG, "--audio", "x.wav", "--prompt", PROMPT,
+                 "--long-form-seconds", "10"]) == 1  # without --long-form
+    assert main(["infer", "--config", CONFIG, "--audio", "x.wav", "--prompt", PROMPT, "--long-form",
+                 "--long-form-chunks", "silence"]) == 1

@@ -60,6 +60,17 @@ def first_clips(records: list[dict], spec: str) -> list[dict]:
     return kept
 
 
+def cap_per_task(records: list[dict], cap: int) -> list[dict]:
+    """The records with at most `cap` of each task (the first ones kept, order unchanged)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for r in records:
+        seen[r["task"]] = seen.get(r["task"], 0) + 1
+        if seen[r["task"]] <= cap:
+            kept.append(r)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", type=Path)
@@ -72,6 +83,8 @@ def main() -> None:
     parser.add_argument("--first", default="",
                         help="KIND=N,...: train on the first N clips of these kinds only (e.g. voice=1840: what "
                              "a partly rendered corpus held); the manifests equal those of that partial corpus")
+    parser.add_argument("--stage2-per-task", type=int, default=0,
+                        help="at most N stage-2 samples per task (0: no cap): keeps a partial corpus's task balance")
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
@@ -89,6 +102,8 @@ def main() -> None:
         if stage == "stage2" and args.spoken_qa:
             tasks = tasks + ("QA",)
         records = cap_no_speech([r for r in pool if r["task"] in tasks], args.no_speech_share)
+        if stage == "stage2" and args.stage2_per_task:
+            records = cap_per_task(records, args.stage2_per_task)
         write_jsonl(records, args.corpus / f"{stage}_train.jsonl")
         valid = [r for task in tasks for r in [x for x in test if x["task"] == task][:VALID_PER_TASK]]
         write_jsonl(valid, args.corpus / f"{stage}_valid.jsonl")

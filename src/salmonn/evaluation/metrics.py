@@ -450,9 +450,6 @@ def _judge_missing(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[d
                                                         "human or LLM judge; only the following rate is scored"})
 
 
-_WER_EN = _error_rate_scorer("wer", lambda o: english_words(o.get("spelling_json")))
-_CAPTION = (_caption_scorer,)
-_CLASSIFY = (_classification_scorer,)
 def _judge_missing_spoken(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options
                           ) -> Result:
     """As ``_judge_missing``, naming what spoken questions are scored by instead."""
@@ -461,6 +458,9 @@ def _judge_missing_spoken(hyps: Sequence[str], refs: Sequence[Ref], samples: Seq
                                                         "spoken questions, same_answer_rate and echo_rate"})
 
 
+_WER_EN = _error_rate_scorer("wer", lambda o: english_words(o.get("spelling_json")))
+_CAPTION = (_caption_scorer,)
+_CLASSIFY = (_classification_scorer,)
 _FOLLOW_QA = (_following_scorer, _judge_missing)
 _SPOKEN_QA = (_following_scorer, _spoken_facts_scorer, _judge_missing_spoken)
 

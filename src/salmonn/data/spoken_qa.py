@@ -20,6 +20,12 @@ MAX_ANSWER_WORDS = 40
 BATCH_SIZE = 16
 
 
+def typed_question(question: str) -> str:
+    """The question as a user types it to the LLM: first letter upper case, ending in '?'."""
+    q = question.strip()
+    return q[0].upper() + q[1:] + ("" if q.endswith("?") else "?")
+
+
 def clean_answer(answer: str) -> str:
     """The answer on one line, cut after the last full sentence that fits in 40 words."""
     text = " ".join(answer.split())
@@ -47,15 +53,8 @@ def drop_reason(question: str, answer: str) -> str | None:
 
 def _read_cache(path: Path) -> dict[str, dict]:
     """question -> cached record; a line cut off by a kill is ignored (answered again)."""
-    found: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            found[record["question"]] = record
-    return found
+    from salmonn.evaluation.files import read_jsonl
+    return {record["question"]: record for record in read_jsonl(path)}
 
 
 def llm_answers(questions: Sequence[str], cache: str | Path, *, progress: bool = True) -> dict[str, dict]:
@@ -86,7 +85,7 @@ def _generate(questions: list[str], cache: Path, progress: bool) -> dict[str, di
                                      disable=not progress) as bar:
         for start in range(0, len(questions), BATCH_SIZE):
             batch = questions[start:start + BATCH_SIZE]
-            chats = [tokenizer.apply_chat_template([{"role": "user", "content": q[0].upper() + q[1:] + "?"}],
+            chats = [tokenizer.apply_chat_template([{"role": "user", "content": typed_question(q)}],
                                                    tokenize=False, add_generation_prompt=True) for q in batch]
             enc = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():

@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from salmonn.data.spoken_qa import BATCH_SIZE, MAX_NEW_TOKENS, clean_answer, typed_question
 from salmonn.evaluation import following
+from salmonn.evaluation.files import read_jsonl
 
 CACHE_NAME = "text_answers.jsonl"
-MAX_NEW_TOKENS = 48  # as salmonn.data.spoken_qa (the corpus's text answers)
-BATCH_SIZE = 16
 TASKS = ("QA", "sqqa")  # tasks whose records may be spoken questions
 # metric -> (comparison, value, where the target comes from)
 TARGETS: dict[str, tuple[str, float, str]] = {"same_answer_rate": (">=", 0.60, "issue 15"),
@@ -141,12 +141,6 @@ def same_answer(answer: str, question: str, reference: str) -> bool:
 # ------------------------------------------------------------------ the LLM's text answers
 
 
-def typed(question: str) -> str:
-    """The question as a user types it (as salmonn.data.spoken_qa asks it): first letter upper case, '?'."""
-    q = question.strip()
-    return q[0].upper() + q[1:] + ("" if q.endswith("?") else "?")
-
-
 class BackboneAnswerer:
     """The evaluated model's own LLM answering typed questions: no audio, LoRA off, greedy.
 
@@ -167,17 +161,15 @@ class BackboneAnswerer:
         """Token ids of the typed question's prompt (chat template, else BOS + the config's template)."""
         tokenizer = self.model.tokenizer
         if self.chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": typed(question)}], tokenize=False,
+            text = tokenizer.apply_chat_template([{"role": "user", "content": typed_question(question)}], tokenize=False,
                                                  add_generation_prompt=True)
             return tokenizer(text, add_special_tokens=False).input_ids
-        text = self.model.config.model.prompt_template.format(typed(question))
+        text = self.model.config.model.prompt_template.format(typed_question(question))
         bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]  # as prompting.prompt_pieces
         return [*bos, *tokenizer(text, add_special_tokens=False).input_ids]
 
     def __call__(self, questions: Sequence[str]) -> list[str]:
         import torch
-
-        from salmonn.data.spoken_qa import clean_answer
 
         model, tokenizer = self.model, self.model.tokenizer
         llm = model.causal_lm
@@ -216,15 +208,7 @@ def text_answers(answerer: Answerer, questions: Sequence[str], cache: str | Path
     """question -> the answerer's text answer, from ``cache`` (JSONL of {"llm", "question", "answer"}) where it
     holds one of this answerer's ``key``; the missing ones are generated in one call and appended."""
     cache, key = Path(cache), getattr(answerer, "key", "")
-    found: dict[str, str] = {}
-    if cache.is_file():
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut off by a kill: answered again
-                continue
-            if record.get("llm") == key:
-                found[record["question"]] = record["answer"]
+    found = {r["question"]: r["answer"] for r in read_jsonl(cache) if r.get("llm") == key}  # a cut line: asked again
     todo = [q for q in dict.fromkeys(questions) if q not in found]
     if todo:
         answers = answerer(todo)

@@ -24,19 +24,10 @@ MODES = (("fixed", 30.0), ("pause", 8.0), ("pause", 15.0))
 
 
 def run(model, path: Path, chunks: str, seconds: float) -> dict:
-    from salmonn.decoding import decoding_config
-    from salmonn.inference import long_form
-    gen = decoding_config(model.config.generate, "greedy")
-    pieces: list[int] = []
-    start, cpu = time.perf_counter(), time.process_time()
-    answer = long_form(model, str(path), mini.ASR_PROMPT, gen, batch_size=8, chunks=chunks, max_seconds=seconds,
-                       on_segment=lambda a: pieces.append(len(a.token_ids)))
-    wall = time.perf_counter() - start
-    import soundfile as sf
-    audio_s = sf.info(str(path)).duration
-    return {"chunks": chunks, "max_seconds": seconds, "pieces": len(pieces), "tokens": len(answer.token_ids),
-            "seconds": round(wall, 2), "cpu_s": round(time.process_time() - cpu, 2),
-            "x_real_time": round(audio_s / wall, 2), "audio_s": audio_s}
+    row = mini.long_form_run(model, path, chunks=chunks, max_seconds=seconds)
+    return {"chunks": chunks, "max_seconds": seconds, "pieces": row["pieces"], "tokens": row["tokens"],
+            "seconds": round(row["seconds"], 2), "cpu_s": round(row["cpu_s"], 2),
+            "x_real_time": round(row["x_real_time"], 2), "audio_s": row["audio_s"]}
 
 
 def main() -> None:
@@ -52,7 +43,7 @@ def main() -> None:
     load = os.getloadavg()
     rows = [run(model, path, chunks, seconds) for chunks, seconds in MODES]
     base = rows[0]["seconds"]
-    lines = [f"# Long form by chunking mode (benchmarks/long_form_chunks.py)", "",
+    lines = ["# Long form by chunking mode (benchmarks/long_form_chunks.py)", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {machine_line()}, Python {platform.python_version()}, "
              f"{args.threads} threads, load at start {[round(x, 2) for x in load]}, "
              f"SALMONN-mini defaults (fp32), {args.minutes:g} min of espeak-ng speech, 8 pieces per generate call.", "",

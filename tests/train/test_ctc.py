@@ -101,3 +101,25 @@ def test_audio_without_speech_is_spelled_as_all_blanks(corpus, tmp_path):
         loss = step.ctc_loss(tokens, batch)
     torch.testing.assert_close(loss, expected)
     assert abs(float(spelled) - float(expected)) > 1.0  # the rule changes the loss
+
+
+def test_ctc_query_spells_with_one_query_per_window_and_leaves_the_other_free(corpus, tmp_path):
+    """run.ctc_query with 2 queries per window: CTC scores only the chosen query's tokens (window-major layout)."""
+    tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(
+        corpus, tmp_path, "run.ctc_weight=1", "run.ctc_query=1", "model.num_speech_query_token=2"))
+    model = SALMONN.from_config(tc.config, load_checkpoint=False).eval()
+    step = TrainStep(model, run=tc.run, tokenizer=model.tokenizer)
+    tok = model.tokenizer
+    end = tok(model.config.model.end_sym, add_special_tokens=False).input_ids
+    said = tok("a dog barks", add_special_tokens=False).input_ids
+    tokens = torch.randn(2 * 10, model.llama_model.config.hidden_size, requires_grad=True)  # 10 windows x 2 queries
+    batch = {"tasks": ["asr"], "weights": torch.ones(1), "targets": [said + end]}
+    table, blank = model.llama_model.get_input_embeddings().weight, blank_id(tok, " ")
+    loss = step.ctc_loss([tokens], batch)
+    expected, _ = ctc_loss_sum([tokens.detach()[1::2]], [said], table, blank, tc.run.ctc_scale)
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()
+    assert tokens.grad[0::2].abs().sum() == 0 and tokens.grad[1::2].abs().sum() > 0
+    with pytest.raises(ConfigError, match="ctc_query 2 is not one of the 2 queries per window"):
+        load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(
+            corpus, tmp_path, "run.ctc_query=2", "model.num_speech_query_token=2"))

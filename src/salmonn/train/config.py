@@ -72,6 +72,7 @@ class RunConfig:
     ctc_tasks: list[str] = dataclasses.field(default_factory=lambda: ["asr"])  # tasks whose target is a transcript
     ctc_blank: str = " "  # text of the one token whose embedding stands for CTC's blank
     ctc_scale: float = 16.0  # temperature of the cosine classifier against the embedding table
+    ctc_query: int | None = None  # with several queries per window, the one CTC spells (the others stay free, e.g. for the speaker); None = every token
     lm_weight: float = 1.0  # weight of the LM loss; 0 skips the LLM (connector-only CTC warm-up, needs ctc_weight)
     unfreeze: list[str] = dataclasses.field(default_factory=list)  # extra param-name substrings to train
     train_only: list[str] = dataclasses.field(default_factory=list)  # if set, train only names containing one
@@ -203,6 +204,10 @@ def build_train_config(config: Config, overrides: list[str] | tuple[str, ...] = 
             value = getattr(obj, key)
             setattr(obj, key, [_resolve(v, base) for v in value] if isinstance(value, list) else _resolve(value, base))
     _check(run, datasets, where)
+    queries = config.model.num_speech_query_token
+    if run.ctc_query is not None and not 0 <= run.ctc_query < queries:
+        raise ConfigError(f"{where} [run]: ctc_query {run.ctc_query} is not one of the {queries} queries per window "
+                          f"(model.num_speech_query_token); use 0..{queries - 1}, or null for every token")
     return TrainConfig(config=config, run=run, datasets=datasets, activation=activation, source=config.source)
 
 

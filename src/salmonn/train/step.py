@@ -31,6 +31,7 @@ class TrainStep(nn.Module):
         if self.ctc_weight:
             from .ctc import blank_id
             self.ctc_tasks, self.ctc_scale = set(run.ctc_tasks), run.ctc_scale
+            self.ctc_query, self.queries = run.ctc_query, model.config.model.num_speech_query_token
             self.ctc_blank = blank_id(tokenizer, run.ctc_blank)
             self.end_ids = tokenizer(model.config.model.end_sym, add_special_tokens=False).input_ids
             from salmonn.data.jobs import NO_SPEECH_TEXT
@@ -77,9 +78,16 @@ class TrainStep(nn.Module):
         # audio without speech ("there is no speech in this audio") spells nothing: every token is blank
         targets = [[] if list(t) == self.no_speech_ids else t for t in targets]
         table = self.model.llama_model.get_input_embeddings().weight.detach()
-        loss, count = ctc_loss_sum([tokens[i] for i in rows], targets, table, self.ctc_blank, self.ctc_scale)
+        spelling = [self.spelling_tokens(tokens[i]) for i in rows]
+        loss, count = ctc_loss_sum(spelling, targets, table, self.ctc_blank, self.ctc_scale)
         self.last_ctc = float(loss.detach()) / max(count, 1)
         return loss
+
+    def spelling_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The audio tokens [L * Q, d] (window-major) that CTC spells: all, or query run.ctc_query of each window."""
+        if self.ctc_query is None:
+            return tokens
+        return tokens.view(-1, self.queries, tokens.shape[-1])[:, self.ctc_query]  # [L * Q, d] -> [L, d]
 
     @torch.no_grad()
     def per_sample(self, batch: dict, tokens: list[torch.Tensor] | None = None):

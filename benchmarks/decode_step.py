@@ -10,7 +10,9 @@ process, bf16 weights + merged LoRA + greedy loop + compiled step, every variant
   call (the 512-slot static cache of the last profile), target >= 20x real time.
 Variants: decoding.PACKED_GQA_STEPS off (transformers' sdpa: repeat_kv copies the cache inside the compiled step)
 and on, then with decoding.CONTIGUOUS_HEAD_INPUT (the prompt's last hidden states made contiguous before lm_head),
-then with decoding.FILLED_PROMPT_KEYS (the prompt attends to its own slots of the static cache, not all of them).
+then with decoding.FILLED_PROMPT_KEYS (the prompt attends to its own slots of the static cache, not all of them),
+then with decoding.FUSED_PROJECTIONS (q/k/v and gate/up of the merged LLM as one product each: 4 weight reads per
+layer step instead of 7; off by default until this measures it).
 The first call of each variant and shape (compilation) is not timed; the greedy loop without torch.compile runs once
 for its ids. Writes decode_step.md / .json (RESULTS.md quotes them: `.venv/bin/python benchmarks/report.py`).
 """
@@ -32,17 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 AUDIO = ROOT.parent / "shared" / "audio"
 PROMPT = "Please describe the audio."
-VARIANTS = {  # name -> decoding.(PACKED_GQA_STEPS, CONTIGUOUS_HEAD_INPUT, FILLED_PROMPT_KEYS)
-    "sdpa + repeat_kv, strided head input (before)": (False, False, False),
-    "packed GQA steps": (True, False, False),
-    "packed GQA steps + contiguous head input": (True, True, False),
-    "packed GQA steps + contiguous head input + filled prompt keys (defaults)": (True, True, True),
+VARIANTS = {  # name -> decoding.(PACKED_GQA_STEPS, CONTIGUOUS_HEAD_INPUT, FILLED_PROMPT_KEYS, FUSED_PROJECTIONS)
+    "sdpa + repeat_kv, strided head input (before)": (False, False, False, False),
+    "packed GQA steps": (True, False, False, False),
+    "packed GQA steps + contiguous head input": (True, True, False, False),
+    "packed GQA steps + contiguous head input + filled prompt keys (defaults)": (True, True, True, False),
+    "packed GQA steps + contiguous head input + filled prompt keys + fused projections": (True, True, True, True),
 }
+DEFAULTS = "packed GQA steps + contiguous head input + filled prompt keys (defaults)"  # the eager ids' settings
 
 
 def switch(settings: tuple) -> None:
     from salmonn import decoding
-    decoding.PACKED_GQA_STEPS, decoding.CONTIGUOUS_HEAD_INPUT, decoding.FILLED_PROMPT_KEYS = settings
+    (decoding.PACKED_GQA_STEPS, decoding.CONTIGUOUS_HEAD_INPUT, decoding.FILLED_PROMPT_KEYS,
+     decoding.FUSED_PROJECTIONS) = settings
 
 
 def log(message: str) -> None:
@@ -62,6 +67,7 @@ def timed_clips(model, batch: int, reps: int) -> dict:
             if rep:
                 runs[name] += result["runs"]
             ids[name] = result["token_ids"]
+    switch(VARIANTS[DEFAULTS])
     model.config.model.compile = False  # the eager greedy loop (transformers packs GQA itself there): ids only
     ids["eager"] = run_bench(model, clips, PROMPT, new_tokens=32, reps=1, batch=batch, warmup=0)["token_ids"]
     model.config.model.compile = True
@@ -101,6 +107,7 @@ def long_runs(model, minutes: float) -> dict:
         long_run(model, mini.speech_audio(4))  # compiles this variant's 8-row, 512-slot step
         log(f"long form {minutes:g} min: {name}")
         out[name] = long_run(model, path)
+    switch(VARIANTS[DEFAULTS])
     model.config.model.compile = False
     log(f"long form {minutes:g} min: eager greedy loop (ids only)")
     eager = long_run(model, path)
@@ -116,7 +123,8 @@ def report(info: dict, parts: dict) -> str:
              f"Generated on {info['date']}: {info['machine']}; torch threads {info['threads']}; load average at "
              f"start {info['load_start']}, at end {info['load_end']} (2 cores shared with a nice-19 job).", "",
              "bf16 weights, merged LoRA, greedy loop, compiled step; the variants differ only in "
-             "`salmonn.decoding.PACKED_GQA_STEPS`, `CONTIGUOUS_HEAD_INPUT` and `FILLED_PROMPT_KEYS`. Medians of "
+             "`salmonn.decoding.PACKED_GQA_STEPS`, `CONTIGUOUS_HEAD_INPUT`, `FILLED_PROMPT_KEYS` and "
+             "`FUSED_PROJECTIONS`. Medians of "
              "interleaved runs, compilation apart. `ids = eager step`: the same ids as the greedy loop without "
              "torch.compile (DynamicCache; transformers' sdpa packs a one-token step's GQA itself there), run once.",
              ""]

@@ -205,6 +205,7 @@ def generate_answers(model, rows: list[list[Piece]], gen: GenerateConfig, stream
         stream_small_linears(model.llama_model)
     pack_gqa_steps(model.llama_model, PACKED_GQA_STEPS)
     contiguous_head_input(model.llama_model)
+    fuse_projections(model.llama_model, FUSED_PROJECTIONS and _merged_for_inference(model))
     if m.greedy_loop and greedy.handles(gen, return_scores):
         ids = greedy.greedy_decode(model.causal_lm, embeds, mask, gen, model.tokenizer.eos_token_id,
                                    model.tokenizer.pad_token_id, compile=m.compile, streamer=streamer)
@@ -393,13 +394,17 @@ def _streaming_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     written as a weight-major reduction that inductor turns into one parallel, vectorised pass over the weight.
     Decoding is bound by reading the weights, and this reads them about twice as fast as BLAS's matrix-vector
     product on 2 AVX2 cores (benchmarks/RESULTS.md). Eager calls (the prompt) keep F.linear."""
+    return _streaming_linear(x, self.weight, self.bias)
+
+
+def _streaming_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     if torch.compiler.is_compiling() and x.dim() >= 2 and x.shape[:-1].numel() <= STREAMING_MAX_ROWS:
-        rows = x.reshape(-1, x.shape[-1]).to(self.weight.dtype)  # [M, K]
-        out = (self.weight[:, None, :] * rows[None, :, :]).sum(-1).t()  # [N, M, K] -> [N, M] -> [M, N]
-        if self.bias is not None:
-            out = out + self.bias
+        rows = x.reshape(-1, x.shape[-1]).to(weight.dtype)  # [M, K]
+        out = (weight[:, None, :] * rows[None, :, :]).sum(-1).t()  # [N, M, K] -> [N, M] -> [M, N]
+        if bias is not None:
+            out = out + bias
         return out.reshape(*x.shape[:-1], out.shape[-1])  # [..., N]
-    return torch.nn.functional.linear(x, self.weight, self.bias)
+    return torch.nn.functional.linear(x, weight, bias)
 
 
 def stream_small_linears(llm: nn.Module) -> None:
@@ -410,3 +415,148 @@ def stream_small_linears(llm: nn.Module) -> None:
         if type(module) is nn.Linear:
             module.forward = types.MethodType(_streaming_linear_forward, module)
     llm._salmonn_streaming_linears = True
+
+
+# ---------------------------------------------------------------------------------------------------- fused projections
+FUSED_PROJECTIONS = False  # merged layers run q/k/v and gate/up as one product each (see fuse_projections); off
+#                            until benchmarks/decode_step.py has measured it (4 weight reads per layer step, not 7)
+FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # linears of one module, same input
+
+
+class _FusedLinears:
+    """One weight for linears of one module that read the same input (a LLaMA layer's q/k/v, or its gate/up).
+
+    Their base weights (and biases) become row blocks, i.e. views, of the one weight: no memory is added, the
+    module tree and state_dict() keep their names, and in-place writes (load_state_dict) reach the fused weight.
+    Each linear's forward is replaced (an instance attribute, as stream_small_linears does): the first call for an
+    input computes the one product and keeps it, the others take their columns of it (by tensor identity: any
+    call order and a lone call are right), the last one drops it. In eager mode a linear whose weight is no longer
+    its view (.data replaced: a re-merge, .to()) runs its own forward again."""
+
+    def __init__(self, linears: list[nn.Module], bases: list[nn.Linear]):
+        self.linears, self.bases = linears, bases
+        self.sizes = [base.out_features for base in bases]
+        self.streaming = getattr(bases[0].forward, "__func__", None) is _streaming_linear_forward  # compiled runs
+        with torch.no_grad():
+            self.weight = torch.cat([base.weight.detach() for base in bases])  # [sum N, K]
+            self.bias = None if bases[0].bias is None else torch.cat([base.bias.detach() for base in bases])
+        for index, base in enumerate(bases):
+            start = sum(self.sizes[:index])
+            base.weight.data = self.weight[start:start + self.sizes[index]]
+            if self.bias is not None:
+                base.bias.data = self.bias[start:start + self.sizes[index]]
+        self.pointers = [base.weight.data_ptr() for base in bases]
+        self.pending: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None  # (input, its parts)
+        self.own_forwards = [linear.__dict__.get("forward") for linear in linears]  # instance forwards to restore
+        for index, linear in enumerate(linears):
+            linear.forward = types.MethodType(_fused_linear_forward, linear)
+            linear._salmonn_fused = (self, index)
+        self.forwards = [linear.forward for linear in linears]
+
+    def intact(self) -> bool:
+        """Whether every base weight is still its view of the fused weight."""
+        return all(base.weight.data_ptr() == pointer for base, pointer in zip(self.bases, self.pointers))
+
+    def current(self) -> bool:
+        """intact(), and every linear still runs the fused forward (stream_small_linears did not replace it)."""
+        return self.intact() and all(linear.__dict__.get("forward") is forward
+                                     for linear, forward in zip(self.linears, self.forwards))
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pending = self.pending
+        if pending is not None and pending[0] is x:
+            return pending[1]
+        if self.streaming:
+            out = _streaming_linear(x, self.weight, self.bias)  # compiled one-row steps: one streamed pass
+        else:
+            out = torch.nn.functional.linear(x, self.weight, self.bias)
+        parts = out.split(self.sizes, dim=-1)
+        self.pending = (x, parts)
+        return parts
+
+    def unfuse(self) -> None:
+        """Give the linears their own forwards back, and each base weight still inside the fused one a copy of
+        its own (so that the fused storage is freed once nothing else holds it)."""
+        for linear, own, forward in zip(self.linears, self.own_forwards, self.forwards):
+            del linear._salmonn_fused
+            if linear.__dict__.get("forward") is forward:  # (not replaced since)
+                del linear.forward
+                if own is not None:
+                    linear.forward = own
+        for base, pointer in zip(self.bases, self.pointers):
+            if base.weight.data_ptr() == pointer:
+                base.weight.data = base.weight.data.clone()
+                if self.bias is not None:
+                    base.bias.data = base.bias.data.clone()
+        self.pending = None
+
+
+def _fused_linear_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    fused, index = self._salmonn_fused
+    if not torch.compiler.is_compiling() and not fused.intact():
+        forward = fused.own_forwards[index] or type(self).forward.__get__(self)
+        return forward(x)
+    part = fused.parts(x)[index]
+    if index == len(fused.sizes) - 1:
+        fused.pending = None  # the module's last linear (v_proj, up_proj): nothing is kept between calls
+    return part
+
+
+def _base_linear(module: nn.Module) -> nn.Linear | None:
+    """The plain nn.Linear that computes `module`: itself, or the base layer of a peft LoRA layer whose active
+    adapters are all merged into it; None otherwise (unmerged adapters, quantized layers, a forward replaced by
+    anything but stream_small_linears)."""
+    if not _plain_forward(module):
+        return None
+    if type(module) is nn.Linear:
+        return module
+    if hasattr(module, "get_base_layer") and hasattr(module, "merged_adapters"):
+        base = module.get_base_layer()
+        active = getattr(module, "active_adapters", [])
+        if (type(base) is nn.Linear and _plain_forward(base) and not getattr(module, "disable_adapters", False)
+                and active and set(active) <= set(module.merged_adapters)):
+            return base
+    return None
+
+
+def _plain_forward(module: nn.Module) -> bool:
+    forward = vars(module).get("forward")
+    return forward is None or getattr(forward, "__func__", None) is _streaming_linear_forward
+
+
+def _merged_for_inference(model) -> bool:
+    """SALMONN in eval mode with its LoRA merged (or without LoRA): what fuse_projections may fuse."""
+    return not model.training and (bool(model._unmerged_weights) or not model.config.model.lora)  # noqa: SLF001
+
+
+def fuse_projections(llm: nn.Module, on: bool = True) -> None:
+    """Fuse (on) each module's FUSED_GROUPS linears into one product (see _FusedLinears), or put them back (off).
+    A one-token step then reads its weights in 4 products per LLaMA layer instead of 7. Only groups whose
+    linears are all plain nn.Linear or merged LoRA layers are fused, and only in eval mode; call it with off (or
+    unfuse_projections) before weights are merged or unmerged. Fused groups whose weights were replaced since are
+    fused again. Values: the same products (eager fp32 and bf16, compiled fp32: identical logits here); a compiled
+    bf16 step can differ in the last bit (inductor keeps a product unrounded inside the kernel that consumes it,
+    and the split changes which kernels those are). Greedy ids: tests/test_fast_decode.py."""
+    fused: list[_FusedLinears] = llm.__dict__.get("_salmonn_fused_linears", [])
+    if fused and (not on or llm.training or not all(group.current() for group in fused)):
+        unfuse_projections(llm)
+    if not on or llm.training or fused:
+        return
+    fused = llm.__dict__.setdefault("_salmonn_fused_linears", [])
+    for module in llm.modules():
+        for names in FUSED_GROUPS:
+            linears = [getattr(module, name, None) for name in names]
+            if not all(isinstance(linear, nn.Module) for linear in linears):
+                continue
+            bases = [_base_linear(linear) for linear in linears]
+            if any(base is None for base in bases) or len({(b.in_features, b.weight.dtype, b.weight.device,
+                                                              b.bias is None) for b in bases}) > 1:
+                continue
+            fused.append(_FusedLinears(linears, bases))
+
+
+def unfuse_projections(llm: nn.Module) -> None:
+    """Undo fuse_projections (nothing to do when nothing is fused). SALMONN.unmerge_lora calls it."""
+    for group in llm.__dict__.get("_salmonn_fused_linears", []):
+        group.unfuse()
+    llm.__dict__.get("_salmonn_fused_linears", []).clear()

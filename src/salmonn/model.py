@@ -25,6 +25,7 @@ from . import audio as A
 from . import whisper as W
 from .checkpoint import IGNORED_REFERENCE_KEYS, check_keys, read_state_dict, save_ours, save_reference_pth
 from .config import Config, ModelConfig, config_to_dict
+from .decoding import unfuse_projections
 from .errors import ConfigError, SalmonnError
 from .features import whisper_log_mel
 from .frames import MAX_FRAMES, SAMPLES_PER_FRAME, frames_for, tokens_for_frames, window_size
@@ -193,6 +194,7 @@ class SALMONN(nn.Module):
             base.weight.data = weight.to(base.weight.device)
             layer.merged_adapters.remove("default")
         self._unmerged_weights.clear()
+        unfuse_projections(self.llama_model)  # decoding.FUSED_PROJECTIONS fuses merged layers only
 
     # ------------------------------------------------------------------ audio -> tokens
     def encode(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,

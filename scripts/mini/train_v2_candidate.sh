@@ -8,10 +8,11 @@ C=${1:-$HOME/.cache/salmonn/data/mini-v2}
 R=runs/mini-v2
 .venv/bin/python scripts/mini/make_manifests.py "$C" --spoken-qa --first voice=1840,voice_qa=400,voice_mix=280
 data() { echo "datasets.train_ann_path=$C/$1_train.jsonl datasets.valid_ann_path=$C/$1_valid.jsonl datasets.cache_dir=cache/mini-v2-encoders"; }
-.venv/bin/salmonn train configs/mini/stage0.yaml $(data stage0) run.output_dir=$R/stage0 run.iters_per_epoch=400
-.venv/bin/salmonn train configs/mini/stage2.yaml $(data stage2) run.output_dir=$R/stage2 \
+ONE_QUERY="model.num_speech_query_token=1 run.ctc_query=null"  # the YAML's since v2c: 2 queries, CTC on query 0
+.venv/bin/salmonn train configs/mini/stage0.yaml $(data stage0) $ONE_QUERY run.output_dir=$R/stage0 run.iters_per_epoch=400
+.venv/bin/salmonn train configs/mini/stage2.yaml $(data stage2) $ONE_QUERY run.output_dir=$R/stage2 \
     run.init_from=$R/stage0/final run.iters_per_epoch=450
-.venv/bin/salmonn train configs/mini/stage2.yaml $(data stage2) run.output_dir=$R/stage2b \
+.venv/bin/salmonn train configs/mini/stage2.yaml $(data stage2) $ONE_QUERY run.output_dir=$R/stage2b \
     run.init_from=$R/stage2/final run.iters_per_epoch=450 run.optims.init_lr=3e-4 run.optims.warmup_steps=20 run.seed=1
 # scored like the shipped weights (export writes into the package; git checkout restores the shipped file):
 #   .venv/bin/python scripts/mini/export.py $R/stage2b/final/trainable.safetensors

@@ -1,0 +1,47 @@
+"""The model card's training table from a run's logs: per stage, steps, wall time and the first/last losses.
+
+    .venv/bin/python scripts/mini/run_summary.py runs/mini-v2c [--out scripts/mini/results/train_v2c.json]
+
+Reads each runs/<run>/stage*/metrics.jsonl (`salmonn train`'s log: train and valid records); train losses are
+means over the first and last 50 steps (single steps are noisy at batch 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+WINDOW = 50  # steps averaged at each end of a stage
+
+
+def stage_summary(path: Path) -> dict:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train = [r for r in records if r["type"] == "train"]
+    valid = [r for r in records if r["type"] == "valid"]
+
+    def mean(rows: list[dict], key: str) -> float | None:
+        values = [r[key] for r in rows if key in r]
+        return round(sum(values) / len(values), 4) if values else None
+
+    return {"steps": train[-1]["step"], "minutes": round((train[-1]["time"] - train[0]["time"]) / 60, 1),
+            "train_loss_first": mean(train[:WINDOW], "loss"), "train_loss_last": mean(train[-WINDOW:], "loss"),
+            "ctc_loss_first": mean(train[:WINDOW], "ctc_loss"), "ctc_loss_last": mean(train[-WINDOW:], "ctc_loss"),
+            "valid": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k != "type"}
+                      for r in (valid[:1] + valid[-1:] if len(valid) > 1 else valid)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="a folder of stage runs (runs/mini-v2c)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    summary = {p.parent.name: stage_summary(p) for p in sorted(args.run.glob("stage*/metrics.jsonl"))}
+    text = json.dumps({"run": str(args.run), "stages": summary}, indent=1) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,4 +20,5 @@ data() { echo "datasets.train_ann_path=$C/$1_train.jsonl datasets.valid_ann_path
 #       --tasks asr@voice,gender_recognition@voice,asr@quiet,asr@events,QA@voice_qa
 #   .venv/bin/python scripts/mini/card_numbers.py --limit 64 --work ~/.cache/salmonn/eval/card-v2c-base
 #   .venv/bin/python scripts/mini/long_form.py --limit 40 --modes pause:8 --out scripts/mini/results/long_form_first40.json
+#   .venv/bin/python scripts/mini/long_form.py --modes pause:8 --out scripts/mini/results/long_form_all.json
 #   .venv/bin/python scripts/mini/gender_probe.py --clips 300

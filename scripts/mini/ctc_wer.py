@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/mini/test_asr.jsonl"))
     parser.add_argument("--limit", type=int, default=48)
     parser.add_argument("--blank", default=" ", help="run.ctc_blank of the training run")
+    parser.add_argument("--query", type=int, default=None, help="run.ctc_query of the training run (None: every token)")
     args = parser.parse_args()
     model = SALMONN.from_config(args.config).eval()
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines()][:args.limit]
@@ -32,6 +33,9 @@ def main() -> None:
     blank = blank_id(model.tokenizer, args.blank)
     with torch.no_grad():
         tokens = model.encode_audio([r["path"] for r in rows])
+    if args.query is not None:  # window-major [L * Q, d] -> the spelled query's [L, d]
+        q = model.config.model.num_speech_query_token
+        tokens = [t.view(-1, q, t.shape[-1])[:, args.query] for t in tokens]
     hyps = [model.tokenizer.decode(ctc_greedy(t, table, blank)).strip() for t in tokens]
     refs = [r["text"] for r in rows]
     for hyp, ref in list(zip(hyps, refs))[:4]:

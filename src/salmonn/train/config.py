@@ -72,7 +72,7 @@ class RunConfig:
     ctc_tasks: list[str] = dataclasses.field(default_factory=lambda: ["asr"])  # tasks whose target is a transcript
     ctc_blank: str = " "  # text of the one token whose embedding stands for CTC's blank
     ctc_scale: float = 16.0  # temperature of the cosine classifier against the embedding table
-    ctc_query: int | None = None  # with several queries per window, the one CTC spells (the others stay free, e.g. for the speaker); None = every token
+    ctc_query: int | None = None  # with several queries per window, the one CTC spells (others stay free); None: all
     lm_weight: float = 1.0  # weight of the LM loss; 0 skips the LLM (connector-only CTC warm-up, needs ctc_weight)
     unfreeze: list[str] = dataclasses.field(default_factory=list)  # extra param-name substrings to train
     train_only: list[str] = dataclasses.field(default_factory=list)  # if set, train only names containing one

@@ -44,10 +44,10 @@ def main() -> None:
     rows = [run(model, path, chunks, seconds) for chunks, seconds in MODES]
     base = rows[0]["seconds"]
     lines = ["# Long form by chunking mode (benchmarks/long_form_chunks.py)", "",
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {machine_line()}, Python {platform.python_version()}, "
-             f"{args.threads} threads, load at start {[round(x, 2) for x in load]}, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {machine_line()}, "
+             f"Python {platform.python_version()}, {args.threads} threads, load at start {[round(x, 2) for x in load]}, "
              f"SALMONN-mini defaults (fp32), {args.minutes:g} min of espeak-ng speech, 8 pieces per generate call.", "",
-             "| mode | pieces | tokens | s | CPU s | x real time | time vs fixed 30 s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| mode | pieces | tokens | s | CPU s | x real time | time vs fixed 30 s |", "| --- " * 7 + "|"]
     for r in rows:
         lines.append(f"| {r['chunks']} <= {r['max_seconds']:g} s | {r['pieces']} | {r['tokens']} | {r['seconds']} | "
                      f"{r['cpu_s']} | {r['x_real_time']} | {r['seconds'] / base:.2f}x |")

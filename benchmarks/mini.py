@@ -126,7 +126,8 @@ def long_form_run(model, path: Path, **options) -> dict:
     audio_s = sf.info(str(path)).duration
     return {"audio_s": audio_s, "seconds": seconds, "cpu_s": time.process_time() - cpu, "x_real_time":
             audio_s / seconds, "first_segment_s": pieces[0] if pieces else None, "pieces": len(pieces),
-            "peak_mb": memory.peak_mb, "peak_growth_mb": memory.growth_mb, "tokens": len(answer.token_ids), "text_head": answer.text[:300]}
+            "peak_mb": memory.peak_mb, "peak_growth_mb": memory.growth_mb, "tokens": len(answer.token_ids),
+            "text_head": answer.text[:300]}
 
 
 def long_benchmark(minutes: float, settings: dict, dtype: str) -> dict:

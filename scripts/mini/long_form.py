@@ -39,7 +39,7 @@ from salmonn.data.asterisk import asterisk_records
 from salmonn.decoding import decoding_config
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.frames import SEGMENT_SECONDS
-from salmonn.inference import answer_all, long_form, long_form_pieces, long_form_segments
+from salmonn.inference import answer_all, long_form, long_form_pieces
 
 INSTRUCTION = "Recognize the speech and give me the transcription."
 PAUSE_SECONDS = 0.4  # silence between two joined prompts
@@ -77,10 +77,12 @@ def run_mode(model, wav: np.ndarray, reference: str, chunks: str, seconds: float
     """One long-form pass over the joined audio."""
     tokens = math.ceil(tokens_per_30s * seconds / SEGMENT_SECONDS)
     gen = decoding_config(model.config.generate, "greedy", max_new_tokens=tokens)
-    count = sum(1 for _ in long_form_segments(model, (wav, SAMPLE_RATE), None, chunks, seconds))
+    answered: list = []  # one answer per piece, as it comes
     start = time.perf_counter()
-    answer = long_form(model, (wav, SAMPLE_RATE), INSTRUCTION, gen, batch_size=8, chunks=chunks, max_seconds=seconds)
+    answer = long_form(model, (wav, SAMPLE_RATE), INSTRUCTION, gen, batch_size=8, on_segment=answered.append,
+                       chunks=chunks, max_seconds=seconds)
     elapsed = time.perf_counter() - start
+    count = len(answered)
     print(f"{chunks} {seconds:g} s: {count} pieces, {elapsed:.0f} s", flush=True)
     return {"chunks": chunks, "max_seconds": seconds, "pieces": count, "wer": round(wer([answer.text], [reference]), 4),
             "seconds": round(elapsed, 1), "x_real_time": round(len(wav) / SAMPLE_RATE / elapsed, 2),

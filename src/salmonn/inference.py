@@ -336,7 +336,8 @@ def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | 
     line: {"line", "audio", "prompt", "text", "token_ids"} (+ "id"/"task" when the record has them), or
     {"line", "audio", "prompt", "error"}. Lines are written in manifest order and flushed per batch; records
     whose line is already in `output` are skipped (retry_errors=True answers failed ones again). long_form=True
-    answers each clip piece by piece (`long_form`; long_form_chunks, long_form_seconds). Returns {"answered", "failed", "skipped"} for this run.
+    answers each clip piece by piece (`long_form`; long_form_chunks, long_form_seconds). Returns {"answered",
+    "failed", "skipped"} for this run.
     """
     from .data.manifest import iter_records
     output = Path(output)

@@ -161,8 +161,8 @@ class BackboneAnswerer:
         """Token ids of the typed question's prompt (chat template, else BOS + the config's template)."""
         tokenizer = self.model.tokenizer
         if self.chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": typed_question(question)}], tokenize=False,
-                                                 add_generation_prompt=True)
+            text = tokenizer.apply_chat_template([{"role": "user", "content": typed_question(question)}],
+                                                 tokenize=False, add_generation_prompt=True)
             return tokenizer(text, add_special_tokens=False).input_ids
         text = self.model.config.model.prompt_template.format(typed_question(question))
         bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]  # as prompting.prompt_pieces

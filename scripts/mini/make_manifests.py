@@ -7,7 +7,8 @@ that task over-fitting can be measured on it. Test manifests come from the first
     .venv/bin/python scripts/mini/make_manifests.py data/mini --extra data/mini-speech
 
 The mini-v2 corpus (neural voices, issue 15) adds `--spoken-qa`: stage 2 also trains spoken questions whose target
-is SmolLM2's own text answer (the held-out `opposites` family, sqa_test.json, stays untrained). Transcripts of
+is SmolLM2's own text answer (the held-out `opposites` family, sqa_test.json, stays untrained). Records of a clip
+with a gender label carry it ("gender", for run.gender_weight). Transcripts of
 audio without speech ("there is no speech in this audio") are capped at --no-speech-share of each stage's ASR.
 """
 
@@ -60,6 +61,12 @@ def first_clips(records: list[dict], spec: str) -> list[dict]:
     return kept
 
 
+def with_gender(records: list[dict]) -> list[dict]:
+    """The records, each of a clip with a gender_recognition label carrying it as "gender" (run.gender_weight)."""
+    gender = {r["path"]: r["text"] for r in records if r["task"] == "gender_recognition"}
+    return [{**r, "gender": gender[r["path"]]} if r["path"] in gender else r for r in records]
+
+
 def cap_per_task(records: list[dict], cap: int) -> list[dict]:
     """The records with at most `cap` of each task (the first ones kept, order unchanged)."""
     seen: dict[str, int] = {}
@@ -88,11 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
-    more = [r for extra in args.extra for r in read_manifest(extra.resolve() / "train.json")]
+    more = [r for extra in args.extra for r in with_gender(read_manifest(extra.resolve() / "train.json"))]
     leaked = [r["path"] for r in train + more if is_asterisk_audio(r["path"])]
     if leaked:  # the real-speech test set (salmonn data asterisk) must never be trained on
         raise SystemExit(f"{leaked[0]}: an Asterisk test recording in a training split; remove it from the corpus")
-    train = first_clips(train, args.first)
+    train = with_gender(first_clips(train, args.first))
     random.Random(0).shuffle(train)
     for stage, tasks in STAGE_TASKS.items():
         pool = train

@@ -73,6 +73,9 @@ class RunConfig:
     ctc_blank: str = " "  # text of the one token whose embedding stands for CTC's blank
     ctc_scale: float = 16.0  # temperature of the cosine classifier against the embedding table
     ctc_query: int | None = None  # with several queries per window, the one CTC spells (others stay free); None: all
+    gender_weight: float = 0.0  # speaker-gender loss on the audio tokens of manifest rows with "gender" (train/ctc.py)
+    gender_query: int | None = None  # the query per window whose clip mean is classified; None: all tokens
+    gender_labels: list[str] = dataclasses.field(default_factory=lambda: ["male", "female"])  # one token each
     lm_weight: float = 1.0  # weight of the LM loss; 0 skips the LLM (connector-only CTC warm-up, needs ctc_weight)
     unfreeze: list[str] = dataclasses.field(default_factory=list)  # extra param-name substrings to train
     train_only: list[str] = dataclasses.field(default_factory=list)  # if set, train only names containing one
@@ -208,6 +211,9 @@ def build_train_config(config: Config, overrides: list[str] | tuple[str, ...] = 
     if run.ctc_query is not None and not 0 <= run.ctc_query < queries:
         raise ConfigError(f"{where} [run]: ctc_query {run.ctc_query} is not one of the {queries} queries per window "
                           f"(model.num_speech_query_token); use 0..{queries - 1}, or null for every token")
+    if run.gender_query is not None and not 0 <= run.gender_query < queries:
+        raise ConfigError(f"{where} [run]: gender_query {run.gender_query} is not one of the {queries} queries per "
+                          f"window (model.num_speech_query_token); use 0..{queries - 1}, or null for every token")
     return TrainConfig(config=config, run=run, datasets=datasets, activation=activation, source=config.source)
 
 
@@ -218,6 +224,8 @@ def _check(run: RunConfig, datasets: DatasetsConfig, where: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+    if run.gender_weight < 0:
+        raise ConfigError(f"{where} [run]: gender_weight must be >= 0, got {run.gender_weight}")
     if run.lm_weight < 0 or run.ctc_weight < 0 or run.lm_weight + run.ctc_weight == 0:
         raise ConfigError(f"{where} [run]: lm_weight ({run.lm_weight}) and ctc_weight ({run.ctc_weight}) must be >= 0 "
                           "and not both 0")

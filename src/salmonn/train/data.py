@@ -108,6 +108,7 @@ class Sample:
     question: str | None
     seconds: float  # total audio length, expand_wav and gaps included
     target_ids: list[int]  # text + end_sym, tokenised, cut to max_txt_len
+    gender: str | None = None  # the speaker's gender label, if the manifest gives one (run.gender_weight)
 
     @property
     def n_segments(self) -> int:
@@ -123,6 +124,8 @@ class Sample:
             out["Q"] = self.question
         if self.expand:
             out["expand_wav"] = self.expand
+        if self.gender is not None:
+            out["gender"] = self.gender
         return out
 
 
@@ -174,6 +177,8 @@ def _record_problems(record: dict, prompts: PromptBook, probes: dict | None, mod
         bad.append(f"task {task!r} is not in the prompt file {prompts.source}")
     elif prompts.takes_question(task) and record.get("Q") is None:
         bad.append(f"task {task!r} prompts take a question ({{}}) but the record has no 'Q'")
+    if "gender" in record and (not isinstance(record["gender"], str) or not record["gender"]):
+        bad.append("'gender' must be a non-empty string (a label of run.gender_labels)")
     expand = record.get("expand_wav") or []
     if not isinstance(expand, list) or not all(isinstance(p, str) for p in expand):
         bad.append("'expand_wav' must be a list of paths")
@@ -223,7 +228,8 @@ def load_samples(manifests: Sequence[str], prompts: PromptBook, tokenizer, model
         ids = tokenizer(record["text"] + model_cfg.end_sym, add_special_tokens=False).input_ids[:model_cfg.max_txt_len]
         question = record.get("Q")
         samples.append(Sample(where, record["path"], list(record.get("expand_wav") or []), record["text"],
-                              record["task"], None if question is None else str(question), seconds, ids))
+                              record["task"], None if question is None else str(question), seconds, ids,
+                              record.get("gender")))
     if problems:
         shown = problems[:max_listed]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -340,7 +346,7 @@ class TrainDataset(torch.utils.data.Dataset):
         epoch, index, weight = key
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index, 0x9A])
-        item = {"index": index, "weight": weight, "task": sample.task,
+        item = {"index": index, "weight": weight, "task": sample.task, "gender": sample.gender,
                 "prompt": self.prompts.sample(sample.task, sample.question, rng), "target": sample.target_ids}
         if self.cache is not None:
             item.update(self.cache.load(sample))
@@ -354,6 +360,7 @@ class TrainDataset(torch.utils.data.Dataset):
 def collate(items: list[dict]) -> dict:
     """Items -> a batch. Cached BEATs outputs of different lengths are zero-padded with a True (= pad) mask."""
     batch = {"index": [it["index"] for it in items], "tasks": [it["task"] for it in items],
+             "genders": [it.get("gender") for it in items],
              "prompts": [it["prompt"] for it in items],
              "targets": [it["target"] for it in items],
              "weights": torch.tensor([it["weight"] for it in items], dtype=torch.float32),

@@ -28,10 +28,17 @@ class TrainStep(nn.Module):
         self.lm_weight = run.lm_weight if run is not None else 1.0
         self.ctc_weight = run.ctc_weight if run is not None else 0.0
         self.last_ctc: float | None = None  # the latest CTC loss per transcript token (metrics)
+        self.last_gender: tuple[float, float] | None = None  # the latest gender loss and accuracy (metrics)
+        self.queries = model.config.model.num_speech_query_token
+        self.gender_weight = run.gender_weight if run is not None else 0.0
+        if self.gender_weight:
+            from .gender import label_ids
+            self.gender_query, self.gender_labels = run.gender_query, list(run.gender_labels)
+            self.gender_ids, self.gender_scale = label_ids(tokenizer, self.gender_labels), run.ctc_scale
         if self.ctc_weight:
             from .ctc import blank_id
             self.ctc_tasks, self.ctc_scale = set(run.ctc_tasks), run.ctc_scale
-            self.ctc_query, self.queries = run.ctc_query, model.config.model.num_speech_query_token
+            self.ctc_query = run.ctc_query
             self.ctc_blank = blank_id(tokenizer, run.ctc_blank)
             self.end_ids = tokenizer(model.config.model.end_sym, add_special_tokens=False).input_ids
             from salmonn.data.jobs import NO_SPEECH_TEXT
@@ -64,7 +71,26 @@ class TrainStep(nn.Module):
             loss = torch.zeros((), device=tokens[0].device)
         if self.ctc_weight:  # summed over transcript tokens, then per LM target token like the LM loss
             loss = loss + self.ctc_weight * self.ctc_loss(tokens, batch) / n.clamp(min=1).to(loss.device)
+        if self.gender_weight:
+            loss = loss + self.gender_weight * self.gender_loss(tokens, batch)
         return loss, n
+
+    def gender_loss(self, tokens: list[torch.Tensor], batch: dict) -> torch.Tensor:
+        """Mean gender loss of the batch's rows with a gender label (train/gender.py); 0 without any."""
+        from .gender import gender_loss
+        rows = [i for i, g in enumerate(batch["genders"]) if g is not None and batch["weights"][i] > 0]
+        if not rows:
+            self.last_gender = None
+            return sum(t.sum() for t in tokens) * 0.0  # keeps every connector parameter in the graph (DDP)
+        unknown = sorted({batch["genders"][i] for i in rows} - set(self.gender_labels))
+        if unknown:
+            raise ValueError(f"gender labels {unknown} are not in run.gender_labels {self.gender_labels}")
+        table = self.model.llama_model.get_input_embeddings().weight.detach()[self.gender_ids]  # [K, d]
+        labels = [self.gender_labels.index(batch["genders"][i]) for i in rows]
+        loss, accuracy = gender_loss([self.query_tokens(tokens[i], self.gender_query) for i in rows], labels,
+                                     table, self.gender_scale)
+        self.last_gender = (float(loss.detach()), accuracy)
+        return loss
 
     def ctc_loss(self, tokens: list[torch.Tensor], batch: dict) -> torch.Tensor:
         """Summed CTC loss of the batch's ctc_tasks samples (train/ctc.py); its per-token mean goes to last_ctc."""
@@ -78,16 +104,16 @@ class TrainStep(nn.Module):
         # audio without speech ("there is no speech in this audio") spells nothing: every token is blank
         targets = [[] if list(t) == self.no_speech_ids else t for t in targets]
         table = self.model.llama_model.get_input_embeddings().weight.detach()
-        spelling = [self.spelling_tokens(tokens[i]) for i in rows]
+        spelling = [self.query_tokens(tokens[i], self.ctc_query) for i in rows]
         loss, count = ctc_loss_sum(spelling, targets, table, self.ctc_blank, self.ctc_scale)
         self.last_ctc = float(loss.detach()) / max(count, 1)
         return loss
 
-    def spelling_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The audio tokens [L * Q, d] (window-major) that CTC spells: all, or query run.ctc_query of each window."""
-        if self.ctc_query is None:
+    def query_tokens(self, tokens: torch.Tensor, query: int | None) -> torch.Tensor:
+        """The audio tokens [L * Q, d] (window-major) of one query per window, or all of them (query None)."""
+        if query is None:
             return tokens
-        return tokens.view(-1, self.queries, tokens.shape[-1])[:, self.ctc_query]  # [L * Q, d] -> [L, d]
+        return tokens.view(-1, self.queries, tokens.shape[-1])[:, query]  # [L * Q, d] -> [L, d]
 
     @torch.no_grad()
     def per_sample(self, batch: dict, tokens: list[torch.Tensor] | None = None):

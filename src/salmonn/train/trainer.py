@@ -361,6 +361,8 @@ class Trainer:
         stats = {"loss": loss, "grad_norm": grad_norm, "tokens": int(n_global)}
         if self.step_module.last_ctc is not None:
             stats["ctc_loss"] = self.step_module.last_ctc  # this rank's last micro-batch, per transcript token
+        if self.step_module.last_gender is not None:
+            stats["gender_loss"], stats["gender_acc"] = self.step_module.last_gender  # this rank's last micro-batch
         return stats
 
     def _update(self) -> float:
@@ -447,8 +449,9 @@ class Trainer:
                   "loss": stats["loss"], "lr": lr, "grad_norm": stats["grad_norm"],
                   "samples_per_s": self._global_samples() / elapsed, "tokens_per_s": stats["tokens"] / elapsed,
                   "step_time_s": elapsed, "time": time.time()}
-        if "ctc_loss" in stats:
-            record["ctc_loss"] = stats["ctc_loss"]
+        for key in ("ctc_loss", "gender_loss", "gender_acc"):
+            if key in stats:
+                record[key] = stats[key]
         self.write_jsonl("metrics.jsonl", record)
         self.bar.update(1)
         if self.step % max(1, self.run.log_freq) == 0 or self.step == stop:

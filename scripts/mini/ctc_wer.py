@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=48)
     parser.add_argument("--blank", default=" ", help="run.ctc_blank of the training run")
     parser.add_argument("--query", type=int, default=None, help="run.ctc_query of the training run (None: every token)")
+    parser.add_argument("--out", type=Path, default=None, help="also write {config, clips, wer} here (JSON)")
     args = parser.parse_args()
     model = SALMONN.from_config(args.config).eval()
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines()][:args.limit]
@@ -42,6 +43,9 @@ def main() -> None:
         print(f"REF {ref}\nHYP {hyp}")
     wer, _ = error_rate(hyps, refs, english_words())
     print(f"CTC best-path WER on {len(rows)} clips: {wer:.1f} %")
+    if args.out:
+        args.out.write_text(json.dumps({"config": args.config, "manifest": str(args.manifest), "clips": len(rows),
+                                        "query": args.query, "wer": round(wer, 2)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SALMONN-mini v3 (2026-11-30, fourth session) from configs/mini/stage{0,1,2}.yaml: v2c's recipe (two queries per
-# window, CTC spells query 0) plus the speaker-gender loss on query 1 (run.gender_weight, train/gender.py) in every
+# window, CTC spells query 0) plus the speaker-gender loss on query 1 and a CTC scale of 32 (run.gender_weight, train/gender.py) in every
 # stage, on the 11,800 training clips (10.1 h) the mini-v2 corpus held then (the first VOICE voice, VOICE_QA
 # voice_qa and VOICE_MIX voice_mix clips), stage 0 for 1800 steps, stage 1 for 800, stage 2 for 1200 (<= CAP
 # samples per task).

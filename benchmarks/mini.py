@@ -109,8 +109,9 @@ def speech_audio(minutes: float) -> Path:
     return path
 
 
-def long_form_run(model, path: Path, **options) -> dict:
-    """`long_form` on the file (8 pieces per call; options: chunks, max_seconds), timed, with its peak memory."""
+def long_form_run(model, path: Path, batch_size: int = 8, **options) -> dict:
+    """`long_form` on the file (batch_size pieces per call; options: chunks, max_seconds), timed, with its peak
+    memory."""
     from salmonn.bench import PeakMemory
     from salmonn.decoding import decoding_config
     from salmonn.inference import long_form
@@ -119,7 +120,7 @@ def long_form_run(model, path: Path, **options) -> dict:
     start = time.perf_counter()
     cpu = time.process_time()
     with PeakMemory(model.device) as memory:
-        answer = long_form(model, str(path), ASR_PROMPT, gen, batch_size=8,
+        answer = long_form(model, str(path), ASR_PROMPT, gen, batch_size=batch_size,
                            on_segment=lambda a: pieces.append(time.perf_counter() - start), **options)
     seconds = time.perf_counter() - start
     import soundfile as sf

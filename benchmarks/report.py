@@ -113,8 +113,10 @@ def targets_section(inf: dict | None, hw: dict) -> list[str]:
                                  e["median_s"] <= 1, source))
     chunks = _stored("long_form_chunks.json")
     for r in chunks or []:
-        rows.append(_row(f"SALMONN-mini long form, {r['chunks']} <= {r['max_seconds']:.0f} s pieces, fp32 defaults, "
-                         f"{r['audio_s'] / 60:.0f} min", f"{fmt(r['x_real_time'], 1)}x real time", ">= 20x",
+        variant = r.get("variant", "defaults")
+        rows.append(_row(f"SALMONN-mini long form, {r['chunks']} <= {r['max_seconds']:.0f} s pieces, "
+                         f"{'fp32 defaults' if variant == 'defaults' else variant}, {r['audio_s'] / 60:.0f} min",
+                         f"{fmt(r['x_real_time'], 1)}x real time", ">= 20x",
                          r["x_real_time"] >= 20, "long_form_chunks.json (long_form_chunks.md)"))
     if not rows:
         return []

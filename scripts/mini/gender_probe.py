@@ -7,6 +7,8 @@ On the mini-v2 test split's gender clips (held-out speakers; espeak-ng and neura
 time of (1) Whisper's frames, (2) the audio tokens of every query, (3) each query's tokens alone, feeds a logistic
 regression (torch, L2, 5-fold cross-validation by clip). A stage that holds the gender scores near 1; chance is
 the majority share. If the tokens hold it but the model still answers one label, the LLM does not read it.
+`label_embedding_accuracy`: no fitting at all, each query's mean token classified by its cosine with the LLM's
+embeddings of "male" and "female" -- what run.gender_weight trains (train/gender.py).
 """
 
 from __future__ import annotations
@@ -74,6 +76,21 @@ def probe(x: np.ndarray, y: np.ndarray) -> float:
     return correct / len(y)
 
 
+def label_embedding_accuracy(model, feats: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """Per query: the share of clips whose mean token is closer (cosine) to the embedding of their gender word."""
+    ids = [model.tokenizer(w, add_special_tokens=False).input_ids for w in ("male", "female")]
+    if any(len(i) != 1 for i in ids):
+        return {}
+    table = torch.nn.functional.normalize(model.llama_model.get_input_embeddings().weight[[i[0] for i in ids]]
+                                          .detach().double(), dim=-1)  # [2, d]
+    out = {}
+    for name, x in feats.items():
+        if name.startswith("query"):
+            said = (torch.tensor(x, dtype=torch.float64) @ table.T).argmax(-1).numpy() == 1  # True: "female"
+            out[name] = round(float((said == y).mean()), 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help="model YAML (default: SALMONN-mini)")
@@ -89,7 +106,8 @@ def main() -> None:
     feats = features(model, [r["path"] for r in records])
     result = {"config": args.config or "SALMONN-mini (default)", "clips": len(records),
               "majority_share": float(max(y.mean(), 1 - y.mean())),
-              "accuracy": {k: round(probe(v, y), 3) for k, v in feats.items()}}
+              "accuracy": {k: round(probe(v, y), 3) for k, v in feats.items()},
+              "label_embedding_accuracy": label_embedding_accuracy(model, feats, y)}
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -27,6 +27,7 @@ def stage_summary(path: Path) -> dict:
     return {"steps": train[-1]["step"], "minutes": round((train[-1]["time"] - train[0]["time"]) / 60, 1),
             "train_loss_first": mean(train[:WINDOW], "loss"), "train_loss_last": mean(train[-WINDOW:], "loss"),
             "ctc_loss_first": mean(train[:WINDOW], "ctc_loss"), "ctc_loss_last": mean(train[-WINDOW:], "ctc_loss"),
+            "gender_acc_first": mean(train[:WINDOW], "gender_acc"), "gender_acc_last": mean(train[-WINDOW:], "gender_acc"),
             "valid": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k != "type"}
                       for r in (valid[:1] + valid[-1:] if len(valid) > 1 else valid)]}
 

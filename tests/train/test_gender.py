@@ -84,3 +84,16 @@ def test_training_with_gender_labels_lowers_the_gender_loss(corpus, tmp_path):
     assert all("gender_loss" in r and 0.0 <= r["gender_acc"] <= 1.0 for r in rows)
     first, last = rows[0]["gender_loss"], sum(r["gender_loss"] for r in rows[-5:]) / 5
     assert last < 0.5 * first, (first, last)
+
+
+def test_a_gender_outside_the_labels_stops_training_before_the_first_step(corpus, tmp_path):
+    manifest = write_jsonl(tmp_path / "odd.jsonl", [
+        {"path": str(corpus / f"{kind}.wav"), "text": text, "task": "audiocaption", "gender": "m"}
+        for kind, text in CLIPS.items()] + [{"path": str(corpus / "tone.wav"), "text": "a tone",
+                                            "task": "audiocaption", "gender": "child"}])
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=r"(?s)1 record\(s\) of the training data have a gender that is not in "
+                                        r"run.gender_labels \['f', 'm'\].*odd.jsonl:5: gender 'child'"):
+        run_stage("stage1_pretrain.yaml", corpus, out, f"datasets.train_ann_path={manifest}", "run.gender_weight=1",
+                  LABELS, "run.iters_per_epoch=4", "run.optims.max_epoch=1")
+    assert not (out / "metrics.jsonl").exists()

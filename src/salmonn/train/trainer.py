@@ -198,12 +198,22 @@ class Trainer:
             try:
                 result = load_samples(paths, self.prompts, self.tokenizer, m, check_files=ds.validate,
                                       max_listed=ds.max_listed_errors, what=what)
+                self._check_genders(result, what)
             except (DataError, ConfigError) as err:
                 result = err
         result = dist.broadcast_object(result)
         if isinstance(result, Exception):
             raise result
         return result
+
+    def _check_genders(self, samples, what: str) -> None:
+        """With run.gender_weight, every manifest "gender" must be one of run.gender_labels (checked before step 1)."""
+        labels = set(self.run.gender_labels)
+        bad = [s for s in samples if s.gender is not None and s.gender not in labels] if self.run.gender_weight else []
+        if bad:
+            shown = "\n  ".join(f"{s.source}: gender {s.gender!r}" for s in bad[:self.tc.datasets.max_listed_errors])
+            raise DataError(f"{len(bad)} record(s) of the {what} have a gender that is not in run.gender_labels "
+                            f"{sorted(labels)}; fix the manifest or the labels:\n  {shown}")
 
     def _load_data(self) -> None:
         from ..builder import load_tokenizer, resolve_model_dir

@@ -44,7 +44,7 @@ def report(info: dict, hw: dict, inf: dict | None, profiles: list, train: dict |
     lines += targets_section(inf, hw) + machine_section(info, hw)
     if inf:
         lines += inference_section(inf["variants"]) + roofline_section(inf["variants"], hw)
-    lines += profile_section(profiles, hw) + train_section(train) + answers_section(answers) + decode_step_section()
+    lines += profile_section(profiles, hw) + train_section(train) + answers_section(answers) + stored_sections()
     return "\n".join(lines)
 
 
@@ -126,13 +126,22 @@ def targets_section(inf: dict | None, hw: dict) -> list[str]:
             "| target | measured | goal | status | source |", "| --- | --- | --- | --- | --- |", *rows, ""]
 
 
-def decode_step_section(path: Path = Path(__file__).with_name("decode_step.md")) -> list[str]:
-    """benchmarks/decode_step.py's stored tables (SALMONN-mini's one-token steps, its own run and date)."""
-    if not path.exists():
-        return []
-    body = path.read_text().splitlines()[1:]  # without its title
-    return ["## SALMONN-mini one-token decode steps (benchmarks/decode_step.py, its own run: decode_step.md)",
-            *[("#" + line if line.startswith("## ") else line) for line in body], ""]
+STORED_SECTIONS = {  # a script's own stored report -> the heading it gets in RESULTS.md
+    "decode_step.md": "SALMONN-mini one-token decode steps (benchmarks/decode_step.py)",
+    "long_form_chunks.md": "SALMONN-mini long form by chunking mode and setting (benchmarks/long_form_chunks.py)",
+    "inductor_options.md": "Inductor options for the compiled step (benchmarks/inductor_options.py)",
+}
+
+
+def stored_sections(here: Path = Path(__file__).parent) -> list[str]:
+    """Each STORED_SECTIONS report as it was written by its own run (its date inside), title replaced."""
+    lines = []
+    for name, heading in STORED_SECTIONS.items():
+        if (here / name).exists():
+            body = (here / name).read_text().splitlines()[1:]  # without its title
+            lines += [f"## {heading}, its own run: {name}",
+                      *[("#" + line if line.startswith("## ") else line) for line in body], ""]
+    return lines
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/mini/long_form.py [--config CFG] [--out scripts/mini/results/long_form.json]
         [--modes fixed:30,pause:30,pause:15,pause:8] [--clip-level-from scripts/mini/results/long_form_v1.json]
+        [model.dtype=bfloat16 ...]   (config overrides)
 
 The issue-15 target: the long-form WER within 5 points of the clip-level WER (both after salmonn eval's English
 normalisation, corpus-level over all words). A word cut by a fixed 30 s segment boundary is lost or split;
@@ -93,6 +94,7 @@ def run_mode(model, wav: np.ndarray, reference: str, chunks: str, seconds: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help="model YAML (default: SALMONN-mini)")
+    parser.add_argument("overrides", nargs="*", help="model config overrides, e.g. model.dtype=bfloat16")
     parser.add_argument("--out", default="scripts/mini/results/long_form.json")
     parser.add_argument("--limit", type=int, default=0, help="use the first N prompts only (0 = all)")
     parser.add_argument("--modes", default="fixed:30,pause:30,pause:15,pause:8",
@@ -104,7 +106,7 @@ def main() -> None:
                         help="take the clip-level WER and time from this earlier output (same weights, same --limit)")
     args = parser.parse_args()
     modes = parse_modes(args.modes)
-    model = load_model(args.config)
+    model = load_model(args.config, args.overrides)
     digest = weights_digest(model)
     records, _ = asterisk_records()
     records = records[: args.limit] if args.limit else records
@@ -144,7 +146,8 @@ def main() -> None:
     if fixed:  # the keys of earlier outputs, still meaning fixed 30 s segments
         result.update(long_form_wer=fixed["wer"], gap_points=fixed["gap_points"],
                       long_form_seconds=fixed["seconds"], long_form_x_real_time=fixed["x_real_time"])
-    result.update({"config": args.config or "SALMONN-mini (default)", "weights_sha256": digest,
+    result.update({"config": args.config or "SALMONN-mini (default)", "overrides": args.overrides,
+                   "weights_sha256": digest,
                    "max_new_tokens_per_30s": args.max_new_tokens, "max_new_tokens_per_clip": args.clip_max_new_tokens,
                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "reference_head": reference[:300]})

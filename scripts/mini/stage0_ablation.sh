@@ -1,9 +1,9 @@
 #!/bin/bash
 # Stage-0 ablation (2026-11-30, fourth session): 300 connector-only steps of configs/mini/stage0.yaml per variant on
-# the stage-0 manifest train.sh writes, scored by the CTC best path of query 0 (ctc_wer.py) on 96 held-out ASR
-# clips: the first 48 espeak-ng and the first 48 neural-voice ones. base is stage0.yaml as it was then (ctc_scale 16,
-# 32 since, from this ablation). Short runs favour variants that learn fast; they rank what to train long, they are
-# not final WERs.
+# the stage-0 manifest train.sh writes with the mini-v3 candidate's FIRST (11,800 clips), scored by the CTC best
+# path (ctc_wer.py) on 96 held-out ASR clips: the first 48 espeak-ng and the first 48 neural-voice ones. base is
+# stage0.yaml (ctc_scale 16); mini-v3 took scale 32 from this ablation. Short runs favour variants that learn fast:
+# they rank what to train long, they are not final WERs.
 #   bash scripts/mini/stage0_ablation.sh [CORPUS]   -> scripts/mini/results/stage0_ablation/<variant>.json
 set -euo pipefail
 C=${1:-$HOME/.cache/salmonn/data/mini-v2}

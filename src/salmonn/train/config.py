@@ -73,7 +73,7 @@ class RunConfig:
     ctc_blank: str = " "  # text of the one token whose embedding stands for CTC's blank
     ctc_scale: float = 16.0  # temperature of the cosine classifier against the embedding table
     ctc_query: int | None = None  # with several queries per window, the one CTC spells (others stay free); None: all
-    gender_weight: float = 0.0  # speaker-gender loss on the audio tokens of manifest rows with "gender" (train/ctc.py)
+    gender_weight: float = 0.0  # speaker-gender loss on manifest rows with "gender" (train/gender.py; scale: ctc_scale)
     gender_query: int | None = None  # the query per window whose clip mean is classified; None: all tokens
     gender_labels: list[str] = dataclasses.field(default_factory=lambda: ["male", "female"])  # one token each
     lm_weight: float = 1.0  # weight of the LM loss; 0 skips the LLM (connector-only CTC warm-up, needs ctc_weight)

@@ -16,7 +16,7 @@ import torch
 
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.model import SALMONN
-from salmonn.train.ctc import blank_id, ctc_greedy
+from salmonn.train.ctc import blank_id, ctc_greedy, query_tokens
 
 
 def main() -> None:
@@ -34,9 +34,7 @@ def main() -> None:
     blank = blank_id(model.tokenizer, args.blank)
     with torch.no_grad():
         tokens = model.encode_audio([r["path"] for r in rows])
-    if args.query is not None:  # window-major [L * Q, d] -> the spelled query's [L, d]
-        q = model.config.model.num_speech_query_token
-        tokens = [t.view(-1, q, t.shape[-1])[:, args.query] for t in tokens]
+    tokens = [query_tokens(t, model.config.model.num_speech_query_token, args.query) for t in tokens]
     hyps = [model.tokenizer.decode(ctc_greedy(t, table, blank)).strip() for t in tokens]
     refs = [r["text"] for r in rows]
     for hyp, ref in list(zip(hyps, refs))[:4]:

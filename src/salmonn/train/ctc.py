@@ -25,6 +25,14 @@ def blank_id(tokenizer, text: str) -> int:
     return ids[0]
 
 
+def query_tokens(tokens: torch.Tensor, queries: int, query: int | None) -> torch.Tensor:
+    """A clip's audio tokens [L * Q, d] (window-major, Q = queries per window) of one query per window, or all of
+    them (query None): what run.ctc_query / run.gender_query select."""
+    if query is None:
+        return tokens
+    return tokens.view(-1, queries, tokens.shape[-1])[:, query]  # [L * Q, d] -> [L, d]
+
+
 def ctc_logits(tokens: torch.Tensor, table: torch.Tensor, scale: float) -> torch.Tensor:
     """Audio tokens [..., d] -> scaled cosine similarity with every embedding row [..., V]."""
     return scale * F.normalize(tokens.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T

@@ -77,6 +77,7 @@ class TrainStep(nn.Module):
 
     def gender_loss(self, tokens: list[torch.Tensor], batch: dict) -> torch.Tensor:
         """Mean gender loss of the batch's rows with a gender label (train/gender.py); 0 without any."""
+        from .ctc import query_tokens
         from .gender import gender_loss
         rows = [i for i, g in enumerate(batch["genders"]) if g is not None and batch["weights"][i] > 0]
         if not rows:
@@ -87,14 +88,14 @@ class TrainStep(nn.Module):
             raise ValueError(f"gender labels {unknown} are not in run.gender_labels {self.gender_labels}")
         table = self.model.llama_model.get_input_embeddings().weight.detach()[self.gender_ids]  # [K, d]
         labels = [self.gender_labels.index(batch["genders"][i]) for i in rows]
-        loss, accuracy = gender_loss([self.query_tokens(tokens[i], self.gender_query) for i in rows], labels,
-                                     table, self.gender_scale)
+        chosen = [query_tokens(tokens[i], self.queries, self.gender_query) for i in rows]
+        loss, accuracy = gender_loss(chosen, labels, table, self.gender_scale)
         self.last_gender = (float(loss.detach()), accuracy)
         return loss
 
     def ctc_loss(self, tokens: list[torch.Tensor], batch: dict) -> torch.Tensor:
         """Summed CTC loss of the batch's ctc_tasks samples (train/ctc.py); its per-token mean goes to last_ctc."""
-        from .ctc import ctc_loss_sum
+        from .ctc import ctc_loss_sum, query_tokens
         rows = [i for i, task in enumerate(batch["tasks"]) if task in self.ctc_tasks and batch["weights"][i] > 0]
         if not rows:
             self.last_ctc = None
@@ -104,16 +105,10 @@ class TrainStep(nn.Module):
         # audio without speech ("there is no speech in this audio") spells nothing: every token is blank
         targets = [[] if list(t) == self.no_speech_ids else t for t in targets]
         table = self.model.llama_model.get_input_embeddings().weight.detach()
-        spelling = [self.query_tokens(tokens[i], self.ctc_query) for i in rows]
+        spelling = [query_tokens(tokens[i], self.queries, self.ctc_query) for i in rows]
         loss, count = ctc_loss_sum(spelling, targets, table, self.ctc_blank, self.ctc_scale)
         self.last_ctc = float(loss.detach()) / max(count, 1)
         return loss
-
-    def query_tokens(self, tokens: torch.Tensor, query: int | None) -> torch.Tensor:
-        """The audio tokens [L * Q, d] (window-major) of one query per window, or all of them (query None)."""
-        if query is None:
-            return tokens
-        return tokens.view(-1, self.queries, tokens.shape[-1])[:, query]  # [L * Q, d] -> [L, d]
 
     @torch.no_grad()
     def per_sample(self, batch: dict, tokens: list[torch.Tensor] | None = None):

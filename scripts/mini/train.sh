@@ -4,7 +4,8 @@
 #   bash scripts/mini/train.sh [CORPUS]     (CORPUS: salmonn data synth CORPUS --size mini-v2)
 # Environment: R run folder; FIRST the clips a partly rendered corpus held (make_manifests.py --first); CAP stage-2
 # samples per task; STAGES the stages to run (default "0 1 2"; a later stage starts from $R/stage<N-1>/final);
-# EXTRA overrides for every stage, EXTRA0 / EXTRA1 / EXTRA2 for one stage.
+# EXTRA overrides for every stage, EXTRA0 / EXTRA1 / EXTRA2 for one stage; RESUME=1 continues each stage from its
+# latest checkpoint (a stage with none starts from the beginning).
 #   mini-v4 (shipped, 2026-12-01, 5th session): the defaults below -- 11,800 clips (10.1 h), CTC scale 32, the
 #     gender loss on query 1 in every stage, stage 0 1800 steps, stage 1 1600, stage 2 1200 (its stage 0 is
 #     mini-v3's: the same settings).
@@ -28,5 +29,5 @@ init() { [ "$1" = 0 ] || echo "run.init_from=$R/stage$(($1 - 1))/final"; }
 for N in ${STAGES:-0 1 2}; do
   X=EXTRA$N
   .venv/bin/salmonn train configs/mini/stage$N.yaml $(data stage$N) run.output_dir=$R/stage$N $(init $N) \
-    ${EXTRA:-} ${!X:-}
+    ${EXTRA:-} ${!X:-} ${RESUME:+--resume}
 done

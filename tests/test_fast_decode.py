@@ -65,6 +65,30 @@ def test_greedy_loop_keeps_the_reference_ids(expected, fixture_clips, compile):
     assert single == batch == reference
 
 
+def test_repeated_ngram_ends_are_the_tokens_that_followed_the_tail():
+    assert greedy.repeated_ngram_ends([5, 6, 7, 5, 6], 3) == [7]
+    assert greedy.repeated_ngram_ends([5, 6, 5, 6, 5], 2) == [6, 6]
+    assert greedy.repeated_ngram_ends([5, 6, 7], 3) == []  # no earlier occurrence of (6, 7)
+    assert greedy.repeated_ngram_ends([5, 5], 1) == [5, 5]  # n = 1: no token twice
+
+
+def _ngrams(ids, n):
+    return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+
+
+def test_greedy_loop_bans_repeated_ngrams_as_generate_does(fixture_clips):
+    """The fixture's greedy answers repeat themselves, so a ban changes them; the loop and HF generate agree."""
+    model = SALMONN.from_config(FIXTURE / "config.yaml")
+    plain = _greedy(model, fixture_clips, "Describe.", tokens=16)
+    assert any(len(set(_ngrams(ids, 2))) < len(ids) - 1 for ids in plain)  # some 2-gram repeats: the ban can act
+    answers = {}
+    for loop in (True, False):
+        _with(model, greedy_loop=loop)
+        answers[loop] = _greedy(model, fixture_clips, "Describe.", tokens=16, no_repeat_ngram_size=2)
+    assert answers[True] == answers[False] != plain
+    assert all(len(set(_ngrams(ids, 2))) == len(ids) - 1 for ids in answers[True])
+
+
 def test_greedy_loop_streams_the_answer_text(tiny_model, fixture_clips):
     pieces = []
     _with(tiny_model, greedy_loop=True)

@@ -88,6 +88,7 @@ class GenerateConfig:
     top_p: float = 0.9  # nucleus sampling mass
     top_k: int = 0  # top-k sampling (0 = off)
     repetition_penalty: float = 1.0  # >1 discourages repeats
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many tokens twice in an answer (ends loops; not in the reference)
     length_penalty: float = 1.0  # beam score exponent on length
     seed: int | None = None  # sampling seed
     stop: list[str] = dataclasses.field(default_factory=list)  # extra stop strings
@@ -269,6 +270,7 @@ class DecodingFlags:
       top_k: sample among the k most likely tokens (0 = off)
       seed: sampling seed: the same seed gives the same answer
       repetition_penalty: > 1 discourages repeating generated tokens
+      no_repeat_ngram_size: no run of this many tokens twice in an answer (0 = off); ends repetition loops
       length_penalty: beam scores are divided by length ** this
       stop: stop at this string (repeatable); the answer ends before it
     """
@@ -282,6 +284,7 @@ class DecodingFlags:
     top_k: int | None = None
     seed: int | None = None
     repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
     length_penalty: float | None = None
     stop: list[str] | None = None
 

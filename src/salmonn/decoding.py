@@ -34,7 +34,7 @@ class Answer:
 PRESETS: dict[str, dict] = {
     # the reference implementation's decode defaults (SPEC section 3)
     "reference": dict(num_beams=4, max_new_tokens=200, min_length=1, top_p=0.9, temperature=1.0,
-                      repetition_penalty=1.0, length_penalty=1.0, do_sample=False),
+                      repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, do_sample=False),
     # fastest; needed for --stream
     "greedy": dict(num_beams=1, do_sample=False),
     # nucleus sampling (give a seed to make it repeatable)
@@ -85,6 +85,8 @@ def _validate(gen: GenerateConfig) -> None:
         problems.append(f"top_k must be >= 0 (0 = off), got {gen.top_k}")
     if gen.repetition_penalty <= 0:
         problems.append(f"repetition_penalty must be > 0 (1 = off), got {gen.repetition_penalty}")
+    if gen.no_repeat_ngram_size < 0:
+        problems.append(f"no_repeat_ngram_size must be >= 0 (0 = off), got {gen.no_repeat_ngram_size}")
     if any(not s for s in gen.stop):
         problems.append("stop strings must not be empty")
     if len(gen.stop) > MAX_STOP_STRINGS:
@@ -231,6 +233,7 @@ def hf_generate_kwargs(gen: GenerateConfig, tokenizer) -> dict:
     """transformers' generate() arguments for these decoding options."""
     kwargs = dict(max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams, do_sample=gen.do_sample,
                   repetition_penalty=gen.repetition_penalty, length_penalty=gen.length_penalty,
+                  no_repeat_ngram_size=gen.no_repeat_ngram_size or None,
                   min_new_tokens=gen.min_new_tokens or None, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
     if gen.do_sample:

@@ -4,8 +4,8 @@ processors, stopping criteria, input preparation, mask rebuilding). With model.c
 `__call__` transformers itself uses, over a static KV cache that is kept between calls.
 
 It answers exactly what generate() answers for plain greedy decoding (EOS suppressed before min_new_tokens,
-finished rows padded, stop after EOS in every row); anything else (beams, sampling, penalties, stop strings,
-scores) goes through generate().
+no_repeat_ngram_size, finished rows padded, stop after EOS in every row); anything else (beams, sampling,
+penalties, stop strings, scores) goes through generate().
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ def handles(gen: GenerateConfig, return_scores: bool) -> bool:
     """Whether the loop decodes these options (plain greedy); the rest goes through generate()."""
     return (gen.num_beams == 1 and not gen.do_sample and gen.repetition_penalty == 1.0 and not gen.stop
             and not return_scores)
+
+
+def repeated_ngram_ends(history: list[int], n: int) -> list[int]:
+    """The tokens that would end an n-gram already in `history` (transformers' no_repeat_ngram_size): those that
+    followed an earlier occurrence of its last n - 1 tokens."""
+    if n < 1 or len(history) < n:
+        return []
+    tail = history[len(history) - n + 1:]
+    return [history[i + n - 1] for i in range(len(history) - n + 1) if history[i:i + n - 1] == tail]
 
 
 def _static_cache(llm: nn.Module, batch: int, length: int, like: torch.Tensor):
@@ -78,12 +87,18 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
     position = positions[:, -1:]  # [B, 1]
     unfinished = torch.ones(batch, dtype=torch.bool, device=mask.device)
     chosen: list[torch.Tensor] = []
+    history: list[list[int]] = [[] for _ in range(batch)]  # each row's ids, for no_repeat_ngram_size
     for index in range(steps):
         logits = out.logits[:, -1, :].float()  # [B, V]
         if index < gen.min_new_tokens:
             logits[:, eos] = -float("inf")
+        for row, ids in enumerate(history if gen.no_repeat_ngram_size else []):
+            logits[row, repeated_ngram_ends(ids, gen.no_repeat_ngram_size)] = -float("inf")
         token = torch.where(unfinished, logits.argmax(-1), pad)  # [B]
         chosen.append(token)
+        if gen.no_repeat_ngram_size:
+            for ids, picked in zip(history, token.tolist()):
+                ids.append(picked)
         if streamer is not None:
             streamer.put(token.cpu())
         unfinished &= token != eos

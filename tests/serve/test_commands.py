@@ -55,6 +55,8 @@ def test_parse_chat_turns_and_decoding():
     assert req.decoding.n == 2 and req.decoding.lora_scale == 0.5
     greedy = parse_chat({"messages": body["messages"][:2], "temperature": 0, "seed": 3}, 64, 4)
     assert greedy.decoding.overrides(defaults, 64) == {"max_new_tokens": 64, "do_sample": False}  # capped; no seed
+    no_loops = parse_chat({"messages": body["messages"][:2], "no_repeat_ngram_size": 4}, 64, 4)
+    assert no_loops.decoding.overrides(defaults, 64) == {"max_new_tokens": 64, "no_repeat_ngram_size": 4}
     with pytest.raises(APIError) as err:
         parse_chat({**body, "n": 5}, 64, 4)
     assert err.value.status == 400 and err.value.body()["error"]["param"] == "n"

@@ -74,6 +74,8 @@ CASES = {
     "max_tokens not a number": (chat_body(audio_message(CLIP, "Hi"), max_tokens="ten"), 400, "invalid_type",
                                 "max_tokens", "integer"),
     "n too large": (chat_body(audio_message(CLIP, "Hi"), n=1000), 400, "invalid_value", "n", ""),
+    "negative no_repeat_ngram_size": (chat_body(audio_message(CLIP, "Hi"), no_repeat_ngram_size=-1), 400,
+                                      "invalid_value", "no_repeat_ngram_size", ">= 0"),
     "negative lora_scale": (chat_body(audio_message(CLIP, "Hi"), lora_scale=-1), 400, "invalid_value", "lora_scale",
                             ""),
     "stream not a bool": (chat_body(audio_message(CLIP, "Hi"), stream="yes"), 400, "invalid_type", "stream", ""),

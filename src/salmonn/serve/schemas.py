@@ -50,6 +50,7 @@ class Decoding:
     top_k: int | None = None
     num_beams: int | None = None
     repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
     stop: list[str] | None = None
     seed: int | None = None
     n: int = 1
@@ -66,7 +67,7 @@ class Decoding:
                 o["num_beams"] = 1
         if self.num_beams is not None:
             o["num_beams"] = self.num_beams
-        for name in ("top_p", "top_k", "repetition_penalty", "seed"):
+        for name in ("top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size", "seed"):
             if getattr(self, name) is not None:
                 o[name] = getattr(self, name)
         if self.stop is not None:
@@ -113,6 +114,7 @@ def parse_decoding(body: dict, max_tokens_limit: int, max_n: int) -> Decoding:
     d.top_k = _number(body, "top_k", 0, 1_000_000, integer=True)
     d.num_beams = _number(body, "num_beams", 1, MAX_BEAMS, integer=True)
     d.repetition_penalty = _number(body, "repetition_penalty", 0, 10, low_open=True)
+    d.no_repeat_ngram_size = _number(body, "no_repeat_ngram_size", 0, 1000, integer=True)
     d.seed = _number(body, "seed", -(2 ** 63), 2 ** 63 - 1, integer=True)
     d.n = _number(body, "n", 1, max_n, integer=True) or 1
     d.lora_scale = _number(body, "lora_scale", 0, MAX_LORA_SCALE)

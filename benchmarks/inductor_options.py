@@ -5,7 +5,8 @@
 
 Each option set runs in its own process (inductor's config is read at compile time), rounds interleaved
 A B A B ...: SALMONN-mini with LoRA merged + greedy loop + compiled step, a 10 s clip (gunshots.wav) + exactly 32
-greedy tokens, `reps` timed calls after the compiling one. Writes inductor_options.md / .json next to this file.
+greedy tokens, `reps` timed calls after the compiling one. Writes inductor_options.md / .json next to this file
+(float32; another dtype: inductor_options_<dtype>.md / .json).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {  # name -> torch._inductor.config overrides
     "inductor defaults (shipped)": {},
     "cpp_wrapper": {"cpp_wrapper": True},
+    "freezing (weights folded, prepacked for oneDNN)": {"freezing": True},
+    "freezing + cpp_wrapper": {"freezing": True, "cpp_wrapper": True},
 }
 
 
@@ -74,6 +77,8 @@ def main() -> None:
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
             "dtype": args.dtype, "reps": args.reps, "rounds": args.rounds}
     here = Path(__file__).with_suffix("")
+    if args.dtype != "float32":
+        here = here.with_name(f"{here.name}_{args.dtype}")
     here.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
     lines = [f"# Inductor options for the compiled decoding step ({info['date']})", "",
              f"Machine: {info['machine']}. SALMONN-mini {args.dtype}, LoRA merged + greedy loop + compiled step, "

@@ -130,6 +130,9 @@ STORED_SECTIONS = {  # a script's own stored report -> the heading it gets in RE
     "decode_step.md": "SALMONN-mini one-token decode steps (benchmarks/decode_step.py)",
     "long_form_chunks.md": "SALMONN-mini long form by chunking mode and setting (benchmarks/long_form_chunks.py)",
     "inductor_options.md": "Inductor options for the compiled step (benchmarks/inductor_options.py)",
+    "inductor_options_bfloat16.md": "Inductor options for the compiled step in bf16 (benchmarks/inductor_options.py)",
+    "encoder_compile.md": "Encoders eager vs torch.compile (benchmarks/encoder_compile.py)",
+    "ngram_ban.md": "SALMONN-mini's n-gram ban: speed (benchmarks/ngram_ban.py)",
 }
 
 

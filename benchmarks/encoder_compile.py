@@ -10,7 +10,6 @@ Writes encoder_compile.md / .json next to this file.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -76,18 +75,16 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         rows.update(measure(dtype, args.reps))
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps}
-    here = Path(__file__).with_suffix("")
-    here.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
-    lines = [f"# Encoders eager vs torch.compile ({info['date']})", "",
-             f"Machine: {info['machine']}; 2 threads. The speed issue's benchmark model, 10 s clip, medians of "
-             f"{args.reps} interleaved calls (`benchmarks/encoder_compile.py`).", "",
-             "| encoder | eager s | compiled s | speed-up | compiling call s | max abs diff (output max) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {r['eager_s']:.3f} | {r['compiled_s']:.3f} | {r['speedup']:.2f}x | "
-                     f"{r['compile_s']:.0f} | {r['max_abs_diff']:.2g} ({r['output_abs_max']:.2f}) |")
-    here.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    from report import write_stored_report
+    table = [[name, f"{r['eager_s']:.3f}", f"{r['compiled_s']:.3f}", f"{r['speedup']:.2f}x", f"{r['compile_s']:.0f}",
+              f"{r['max_abs_diff']:.2g} ({r['output_abs_max']:.2f})"] for name, r in rows.items()]
+    print(write_stored_report(
+        Path(__file__).with_suffix(""), f"Encoders eager vs torch.compile ({info['date']})",
+        f"Machine: {info['machine']}; 2 threads. The speed issue's benchmark model, 10 s clip, medians of {args.reps} "
+        "interleaved calls (`benchmarks/encoder_compile.py`); a compiling call is short when inductor's disk cache "
+        "holds the graph from an earlier run.",
+        ["encoder", "eager s", "compiled s", "speed-up", "compiling call s", "max abs diff (output max)"], table,
+        {"info": info, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -79,19 +79,17 @@ def main() -> None:
     here = Path(__file__).with_suffix("")
     if args.dtype != "float32":
         here = here.with_name(f"{here.name}_{args.dtype}")
-    here.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
-    lines = [f"# Inductor options for the compiled decoding step ({info['date']})", "",
-             f"Machine: {info['machine']}. SALMONN-mini {args.dtype}, LoRA merged + greedy loop + compiled step, "
-             f"10 s clip + 32 tokens; medians over {args.rounds} processes x {args.reps} calls, processes "
-             "interleaved (`benchmarks/inductor_options.py`).", "",
-             "| options | median s | decode ms/token | x defaults | compiling call s | same ids |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for name, row in rows.items():
-        lines.append(f"| {name} | {row['median_s']:.3f} | {row['ms_per_token']:.1f} | "
-                     f"{rows[base]['median_s'] / row['median_s']:.2f} | {row['compile_call_s']:.0f} | "
-                     f"{'yes' if row['same_ids_as_defaults'] else 'no'} |")
-    here.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    from report import write_stored_report
+    table = [[name, f"{row['median_s']:.3f}", f"{row['ms_per_token']:.1f}",
+              f"{rows[base]['median_s'] / row['median_s']:.2f}", f"{row['compile_call_s']:.0f}",
+              "yes" if row["same_ids_as_defaults"] else "no"] for name, row in rows.items()]
+    print(write_stored_report(
+        here, f"Inductor options for the compiled decoding step ({info['date']})",
+        f"Machine: {info['machine']}. SALMONN-mini {args.dtype}, LoRA merged + greedy loop + compiled step, 10 s clip "
+        f"+ 32 tokens; medians over {args.rounds} processes x {args.reps} calls, processes interleaved "
+        "(`benchmarks/inductor_options.py`).",
+        ["options", "median s", "decode ms/token", "x defaults", "compiling call s", "same ids"], table,
+        {"info": info, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Writes ngram_ban.md / .json next to this file.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -52,17 +51,15 @@ def main() -> None:
     rows = {name: measure(flag, args.reps) for name, flag in (("greedy loop", False), ("greedy loop + compiled step",
                                                                                         True))}
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps}
-    here = Path(__file__).with_suffix("")
-    here.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
-    lines = [f"# SALMONN-mini's n-gram ban: speed ({info['date']})", "",
-             f"Machine: {info['machine']}. SALMONN-mini fp32 (LoRA merged), 10 s clip + 32 tokens, medians of "
-             f"{args.reps} calls per setting, interleaved (`benchmarks/ngram_ban.py`).", "",
-             "| decoding | ban off s | ban on (3) s | on / off | same ids (distinct) |", "| --- | --- | --- | --- | --- |"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {r['median_s_ngram0']:.3f} | {r['median_s_ngram3']:.3f} | {r['on_over_off']:.3f} | "
-                     f"{'yes' if r['same_ids'] else 'no'} ({r['distinct_ids']}) |")
-    here.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    from report import write_stored_report
+    table = [[name, f"{r['median_s_ngram0']:.3f}", f"{r['median_s_ngram3']:.3f}", f"{r['on_over_off']:.3f}",
+              f"{'yes' if r['same_ids'] else 'no'} ({r['distinct_ids']})"] for name, r in rows.items()]
+    print(write_stored_report(
+        Path(__file__).with_suffix(""), f"SALMONN-mini's n-gram ban: speed ({info['date']})",
+        f"Machine: {info['machine']}. SALMONN-mini fp32 (LoRA merged), 10 s clip + 32 tokens, medians of {args.reps} "
+        "calls per setting, interleaved (`benchmarks/ngram_ban.py`).",
+        ["decoding", "ban off s", "ban on (3) s", "on / off", "same ids (distinct)"], table,
+        {"info": info, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,18 @@ from salmonn.bench import native_bf16
 REFERENCE_S = 3.08  # the issue's reference timing (its own machine: Xeon with AMX, 2 threads)
 
 
+def write_stored_report(stem: Path, title: str, intro: str, columns: list[str], table: list[list[str]],
+                        payload: dict) -> str:
+    """A small benchmark's stored output: <stem>.json (payload) and <stem>.md (dated title, intro, one table)."""
+    import json
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    lines = [f"# {title}", "", intro, "", "| " + " | ".join(columns) + " |",
+             "| " + " | ".join("---" for _ in columns) + " |", *("| " + " | ".join(row) + " |" for row in table)]
+    text = "\n".join(lines) + "\n"
+    stem.with_suffix(".md").write_text(text)
+    return text
+
+
 def plot(inf: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")

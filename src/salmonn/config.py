@@ -88,7 +88,7 @@ class GenerateConfig:
     top_p: float = 0.9  # nucleus sampling mass
     top_k: int = 0  # top-k sampling (0 = off)
     repetition_penalty: float = 1.0  # >1 discourages repeats
-    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many tokens twice in an answer (ends loops; not in the reference)
+    no_repeat_ngram_size: int = 0  # > 0: no run of this many tokens twice in an answer (ends loops; 0 = reference)
     length_penalty: float = 1.0  # beam score exponent on length
     seed: int | None = None  # sampling seed
     stop: list[str] = dataclasses.field(default_factory=list)  # extra stop strings

@@ -92,8 +92,9 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
         logits = out.logits[:, -1, :].float()  # [B, V]
         if index < gen.min_new_tokens:
             logits[:, eos] = -float("inf")
-        for row, ids in enumerate(history if gen.no_repeat_ngram_size else []):
-            logits[row, repeated_ngram_ends(ids, gen.no_repeat_ngram_size)] = -float("inf")
+        if gen.no_repeat_ngram_size:
+            for row, ids in enumerate(history):
+                logits[row, repeated_ngram_ends(ids, gen.no_repeat_ngram_size)] = -float("inf")
         token = torch.where(unfinished, logits.argmax(-1), pad)  # [B]
         chosen.append(token)
         if gen.no_repeat_ngram_size:

@@ -15,5 +15,7 @@ $py scripts/mini/card_numbers.py --corpus "$C" --limit 64 --work "$W" --out "$OU
   --tasks asr@voice,gender_recognition@voice,asr@quiet,asr@events,QA@voice_qa
 $py scripts/mini/card_numbers.py --limit 64 --work "$W-base" --out "$OUT/card_numbers.json"  # merged: same weights
 $py scripts/mini/gender_probe.py --clips 300 --out "$OUT/gender_probe.json"
+$py scripts/mini/spoken_qa_heard.py "$W-base/manifests/QA.jsonl" "$W/manifests/QA@voice_qa.jsonl" \
+  --out "$OUT/spoken_qa_heard.json"
 $py scripts/mini/long_form.py --limit 40 --modes pause:8 --out "$OUT/long_form_first40.json"
 $py scripts/mini/long_form.py --modes pause:8 --out "$OUT/long_form_all.json"

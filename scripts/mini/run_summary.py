@@ -3,7 +3,8 @@
     .venv/bin/python scripts/mini/run_summary.py runs/mini-v2c [--out scripts/mini/results/train_v2c.json]
 
 Reads each runs/<run>/stage*/metrics.jsonl (`salmonn train`'s log: train and valid records); train losses are
-means over the first and last 50 steps (single steps are noisy at batch 8).
+means over the first and last 50 steps (single steps are noisy at batch 8). A stage resumed with `--resume` logs the
+steps after its last checkpoint twice (the later record counts) and its minutes leave out the stops between runs.
 """
 
 from __future__ import annotations
@@ -13,18 +14,26 @@ import json
 from pathlib import Path
 
 WINDOW = 50  # steps averaged at each end of a stage
+STOPPED_S = 600  # a gap this long between two logged steps is a stop (a resumed stage), not training time
+
+
+def training_minutes(train: list[dict]) -> float:
+    """Wall time between logged steps, leaving out stops: a resumed stage counts only while it ran."""
+    times = sorted(r["time"] for r in train)
+    return round(sum(b - a for a, b in zip(times, times[1:]) if b - a < STOPPED_S) / 60, 1)
 
 
 def stage_summary(path: Path) -> dict:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    train = [r for r in records if r["type"] == "train"]
+    train = list({r["step"]: r for r in records if r["type"] == "train"}.values())  # a resumed step: the later record
+    train.sort(key=lambda r: r["step"])
     valid = [r for r in records if r["type"] == "valid"]
 
     def mean(rows: list[dict], key: str) -> float | None:
         values = [r[key] for r in rows if key in r]
         return round(sum(values) / len(values), 4) if values else None
 
-    return {"steps": train[-1]["step"], "minutes": round((train[-1]["time"] - train[0]["time"]) / 60, 1),
+    return {"steps": train[-1]["step"], "minutes": training_minutes(train),
             "train_loss_first": mean(train[:WINDOW], "loss"), "train_loss_last": mean(train[-WINDOW:], "loss"),
             "ctc_loss_first": mean(train[:WINDOW], "ctc_loss"), "ctc_loss_last": mean(train[-WINDOW:], "ctc_loss"),
             "gender_acc_first": mean(train[:WINDOW], "gender_acc"), "gender_acc_last": mean(train[-WINDOW:], "gender_acc"),

@@ -24,13 +24,13 @@ ASR_PROMPT = "Recognize the speech and give me the transcription."
 SPEECH = ("speech_female.flac", "speech_male.flac")
 # WER (%) the shipped weights score on each bundled speech clip (scripts/mini/card_numbers.py, stored in
 # scripts/mini/results/card_numbers.json); each clip's bound is its own number plus a small margin.
-MEASURED_WER = {"speech_female.flac": 80.0, "speech_male.flac": 30.8}
+MEASURED_WER = {"speech_female.flac": 90.0, "speech_male.flac": 38.5}
 WER_MARGIN = 5.0
 SWAP_GAP = 30.0  # WER points an answer must lose when scored against the other clip's transcript
 IGNORES_AUDIO = ("the little boat drifted slowly toward the quiet harbor before dawn", "")  # fixed answers
 FEMALE_FAILS = pytest.mark.xfail(strict=True, reason=(
-    "the shipped mini barely transcribes the female clip (WER 80 %: 'and success is a struggle amazon is a slave'), "
-    "so its answer scores only 20 points worse against the male clip's transcript (100 %) (issue 15); strict: fails "
+    "the shipped mini barely transcribes the female clip (WER 90 %: 'a person's wish is a teacher's resource'), "
+    "so its answer scores only 10 points worse against the male clip's transcript (100 %) (issue 15); strict: fails "
     "once it does"))
 SWAP_CHECKED = [pytest.param("speech_female.flac", marks=FEMALE_FAILS), "speech_male.flac"]
 
@@ -128,7 +128,7 @@ def test_spoken_question_is_heard_not_repeated(mountain_answers):
 
 
 def test_spoken_question_is_answered(mountain_answers):
-    """mini-v5 answers it ("The highest mountain in the world is Mount Everest, ..."); v4 did not (held-out spoken
-    factual QA stays far from the target: 2 / 100 same answers, issue 15)."""
+    """mini-v5 and v6 answer it ("... Mount Everest ..."); v4 did not (held-out spoken factual QA stays below the
+    target: 14 / 100 same answers for v6, issue 15)."""
     answer, _ = mountain_answers
     assert "everest" in answer.lower(), answer

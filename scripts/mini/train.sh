@@ -6,21 +6,25 @@
 # samples per task; STAGES the stages to run (default "0 1 2"; a later stage starts from $R/stage<N-1>/final);
 # EXTRA overrides for every stage, EXTRA0 / EXTRA1 / EXTRA2 for one stage; RESUME=1 continues each stage from its
 # latest checkpoint (a stage with none starts from the beginning).
-#   mini-v5 (shipped, 2026-12-01, 6th session): the defaults below -- 11,800 clips (10.1 h), CTC scale 32, the
-#     gender loss on query 1 in every stage, stage 0 1800 steps, stage 1 3200, stage 2 1200 (its stage 0 is
-#     mini-v3's: the same settings).
+#   mini-v6 (shipped, 2026-12-01, 7th session): the defaults below -- all 13,960 rendered clips (11.7 h), CTC scale
+#     32, the gender loss on query 1 in every stage, stage 0 5400 steps, stage 1 3200, stage 2 1200.
+#   mini-v5 (shipped 2026-12-01, 6th session): 11,800 clips (10.1 h), stage 0 1800 steps (mini-v3's stage 0):
+#     R=runs/mini-v5 FIRST=voice=5000,voice_qa=1080,voice_mix=720 EXTRA0=run.iters_per_epoch=900 \
+#     bash scripts/mini/train.sh
 #   mini-v4 (shipped 2026-12-01, 5th session): mini-v5 with stage 1 1600 steps:
-#     R=runs/mini-v4 EXTRA1=run.iters_per_epoch=800 bash scripts/mini/train.sh
+#     R=runs/mini-v4 FIRST=voice=5000,voice_qa=1080,voice_mix=720 EXTRA0=run.iters_per_epoch=900 \
+#     EXTRA1=run.iters_per_epoch=800 bash scripts/mini/train.sh
 #   mini-v3 (candidate, 4th session, not shipped: scripts/mini/results/candidate_v3/): mini-v5 with stage 1 800 steps:
-#     R=runs/mini-v3 EXTRA1=run.iters_per_epoch=400 bash scripts/mini/train.sh
+#     R=runs/mini-v3 FIRST=voice=5000,voice_qa=1080,voice_mix=720 EXTRA0=run.iters_per_epoch=900 \
+#     EXTRA1=run.iters_per_epoch=400 bash scripts/mini/train.sh
 #   mini-v2c (shipped 2026-11-30 to 12-01): 9,200 clips (8.1 h), no gender loss, CTC scale 16, stages 1500 / 800 / 1200:
 #     R=runs/mini-v2c FIRST=voice=3080,voice_qa=680,voice_mix=440 EXTRA="run.ctc_scale=16 run.gender_weight=0" \
 #     EXTRA0=run.iters_per_epoch=750 EXTRA1=run.iters_per_epoch=400 bash scripts/mini/train.sh
 # Scoring a result as the model card is scored: scripts/mini/score_candidate.sh.
 set -euo pipefail
 C=${1:-$HOME/.cache/salmonn/data/mini-v2}
-R=${R:-runs/mini-v5}
-FIRST=${FIRST:-voice=5000,voice_qa=1080,voice_mix=720}
+R=${R:-runs/mini-v6}
+FIRST=${FIRST:-voice=6480,voice_qa=1400,voice_mix=960}
 CAP=${CAP:-800}
 .venv/bin/python scripts/mini/make_manifests.py "$C" --spoken-qa --first "$FIRST" --stage2-per-task "$CAP"
 data() {

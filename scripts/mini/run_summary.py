@@ -25,7 +25,7 @@ def training_minutes(train: list[dict]) -> float:
 
 def stage_summary(path: Path) -> dict:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    train = list({r["step"]: r for r in records if r["type"] == "train"}.values())  # a resumed step: the later record
+    train = list({r["step"]: r for r in records if r["type"] == "train"}.values())  # resumed steps: the later one
     train.sort(key=lambda r: r["step"])
     valid = [r for r in records if r["type"] == "valid"]
 

@@ -4,6 +4,11 @@
 # path (ctc_wer.py) on 96 held-out ASR clips: the first 48 espeak-ng and the first 48 neural-voice ones. base is
 # stage0.yaml (ctc_scale 16); mini-v3 took scale 32 from this ablation. Short runs favour variants that learn fast:
 # they rank what to train long, they are not final WERs.
+# Second round (2026-12-01, seventh session), after a 5400-step stage 0 on all 13,960 rendered clips reached only
+# 45.1 % against 1800 steps' 46.7 %: variants of the scale-32 recipe on the stage-0 manifest train.sh wrote for
+# mini-v6 (scale32-v6 is the recipe again on that manifest, the yardstick for this round): wider windows (each
+# token sees 0.67 s), wider Q-Formers (384, 512: 4.9 M and 8.4 M values against 2.4 M; 512 is the widest whose
+# fp16 weights stay under the issue's 20 MB), the faster learning rate with scale 32, and both together.
 #   bash scripts/mini/stage0_ablation.sh [CORPUS]   -> scripts/mini/results/stage0_ablation/<variant>.json
 set -euo pipefail
 C=${1:-$HOME/.cache/salmonn/data/mini-v2}
@@ -19,6 +24,15 @@ declare -A VARIANTS=(
   [layers4]="run.ctc_scale=16 model.qformer_num_hidden_layers=4"
   [lr2e-3]="run.ctc_scale=16 run.optims.init_lr=2e-3"
   [both-queries]="run.ctc_scale=32 run.ctc_query=null"
+  [scale32-v6]="run.ctc_scale=32"
+  [window0.67]="run.ctc_scale=32 model.second_per_window=0.666667"
+  [hidden384]="run.ctc_scale=32 model.qformer_hidden_size=384 model.qformer_num_attention_heads=6
+    model.qformer_intermediate_size=1536"
+  [hidden512]="run.ctc_scale=32 model.qformer_hidden_size=512 model.qformer_num_attention_heads=8
+    model.qformer_intermediate_size=2048"
+  [scale32-lr2e-3]="run.ctc_scale=32 run.optims.init_lr=2e-3"
+  [hidden512-lr2e-3]="run.ctc_scale=32 model.qformer_hidden_size=512 model.qformer_num_attention_heads=8
+    model.qformer_intermediate_size=2048 run.optims.init_lr=2e-3"
 )
 declare -A QUERY=([both-queries]=null)  # the query ctc_wer.py reads (run.ctc_query; default 0)
 for name in ${ONLY:-base scale32 layers4 lr2e-3 both-queries}; do

@@ -34,12 +34,13 @@ from salmonn.data.synth import SIZES, synth_corpus
 from salmonn.defaults import MINI_DIR, default_config_path
 from salmonn.evaluation import following as F
 from salmonn.evaluation import spoken_facts
+from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 
 TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description")
 QA_SCALES = "1x,0.5x"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "audio"
-ASR_PROMPT = "Recognize the speech and give me the transcription."
+ASR_PROMPT = DEFAULT_TEST_PROMPTS["asr"]
 FIXED_SENTENCE = "the little boat drifted slowly toward the quiet harbor before dawn"  # ignores the audio
 
 

@@ -38,11 +38,12 @@ from salmonn.audio import load_audio
 from salmonn.builder import load_model
 from salmonn.data.asterisk import asterisk_records
 from salmonn.decoding import decoding_config
+from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.frames import SEGMENT_SECONDS
 from salmonn.inference import answer_all, long_form, long_form_pieces
 
-INSTRUCTION = "Recognize the speech and give me the transcription."
+INSTRUCTION = DEFAULT_TEST_PROMPTS["asr"]
 PAUSE_SECONDS = 0.4  # silence between two joined prompts
 SAMPLE_RATE = 16000
 

@@ -19,7 +19,7 @@ STOPPED_S = 600  # a gap this long between two logged steps is a stop (a resumed
 
 def training_minutes(train: list[dict]) -> float:
     """Wall time between logged steps, leaving out stops: a resumed stage counts only while it ran."""
-    times = sorted(r["time"] for r in train)
+    times = [r["time"] for r in train]  # in step order: a resumed step keeps its later record
     return round(sum(b - a for a, b in zip(times, times[1:]) if b - a < STOPPED_S) / 60, 1)
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from salmonn import SALMONN
 from salmonn.evaluation.following import contains_answer, qa_reference
+from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 
-ASR_PROMPT = "Recognize the speech and give me the transcription."
+ASR_PROMPT = DEFAULT_TEST_PROMPTS["asr"]
 QA_PROMPT = "Please answer the question in the audio."
 
 

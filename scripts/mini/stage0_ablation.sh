@@ -18,6 +18,7 @@ mkdir -p "$OUT" "$R"
 TEST=$R/test_asr_96.jsonl
 awk '/\/test\/speech\// && s++ < 48' "$C/test_asr.jsonl" > "$TEST"
 awk '/\/test\/voice\// && v++ < 48' "$C/test_asr.jsonl" >> "$TEST"
+H512="model.qformer_hidden_size=512 model.qformer_num_attention_heads=8 model.qformer_intermediate_size=2048"
 declare -A VARIANTS=(
   [base]="run.ctc_scale=16"
   [scale32]="run.ctc_scale=32"
@@ -28,11 +29,9 @@ declare -A VARIANTS=(
   [window0.67]="run.ctc_scale=32 model.second_per_window=0.666667"
   [hidden384]="run.ctc_scale=32 model.qformer_hidden_size=384 model.qformer_num_attention_heads=6
     model.qformer_intermediate_size=1536"
-  [hidden512]="run.ctc_scale=32 model.qformer_hidden_size=512 model.qformer_num_attention_heads=8
-    model.qformer_intermediate_size=2048"
+  [hidden512]="run.ctc_scale=32 $H512"
   [scale32-lr2e-3]="run.ctc_scale=32 run.optims.init_lr=2e-3"
-  [hidden512-lr2e-3]="run.ctc_scale=32 model.qformer_hidden_size=512 model.qformer_num_attention_heads=8
-    model.qformer_intermediate_size=2048 run.optims.init_lr=2e-3"
+  [hidden512-lr2e-3]="run.ctc_scale=32 $H512 run.optims.init_lr=2e-3"
 )
 declare -A QUERY=([both-queries]=null)  # the query ctc_wer.py reads (run.ctc_query; default 0)
 for name in ${ONLY:-base scale32 layers4 lr2e-3 both-queries}; do

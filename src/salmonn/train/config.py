@@ -76,6 +76,9 @@ class RunConfig:
     gender_weight: float = 0.0  # speaker-gender loss on manifest rows with "gender" (train/gender.py; scale: ctc_scale)
     gender_query: int | None = None  # the query per window whose clip mean is classified; None: all tokens
     gender_labels: list[str] = dataclasses.field(default_factory=lambda: ["male", "female"])  # one token each
+    time_mask_ratio: float = 0.0  # share of each clip's Whisper frames zeroed in training (train/masking.py); 0 = off
+    time_mask_span: int = 10  # frames per time mask (10 = 0.2 s at Whisper's 50 frames/s)
+    channel_mask_ratio: float = 0.0  # share of each clip's Whisper channels zeroed in training; 0 = off
     lm_weight: float = 1.0  # weight of the LM loss; 0 skips the LLM (connector-only CTC warm-up, needs ctc_weight)
     unfreeze: list[str] = dataclasses.field(default_factory=list)  # extra param-name substrings to train
     train_only: list[str] = dataclasses.field(default_factory=list)  # if set, train only names containing one
@@ -224,6 +227,11 @@ def _check(run: RunConfig, datasets: DatasetsConfig, where: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+    for key in ("time_mask_ratio", "channel_mask_ratio"):
+        if not 0 <= getattr(run, key) < 1:
+            raise ConfigError(f"{where} [run]: {key} must be in [0, 1), got {getattr(run, key)}")
+    if run.time_mask_span < 1:
+        raise ConfigError(f"{where} [run]: time_mask_span must be >= 1 frame, got {run.time_mask_span}")
     if run.gender_weight < 0:
         raise ConfigError(f"{where} [run]: gender_weight must be >= 0, got {run.gender_weight}")
     if run.lm_weight < 0 or run.ctc_weight < 0 or run.lm_weight + run.ctc_weight == 0:

@@ -4,6 +4,7 @@ per-sample scores."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ class TrainStep(nn.Module):
         self.last_gender: tuple[float, float] | None = None  # the latest gender loss and accuracy (metrics)
         self.queries = model.config.model.num_speech_query_token
         self.gender_weight = run.gender_weight if run is not None else 0.0
+        self.masking = (run.time_mask_ratio, run.time_mask_span, run.channel_mask_ratio) if run is not None else None
         if self.gender_weight:
             from .gender import label_ids
             self.gender_query, self.gender_labels = run.gender_query, list(run.gender_labels)
@@ -53,12 +55,22 @@ class TrainStep(nn.Module):
         else:
             with contextlib.nullcontext() if self.encoders_trainable else torch.no_grad():
                 frozen = m.encode(batch["spectrogram"], batch["raw_wav"], batch["padding_mask"])
+        if m.training and self.masking is not None:
+            frozen = self.masked(frozen)
         tokens = m.connect(frozen)  # S x [L_s, d]
         out, at = [], 0
         for n in batch["n_segments"]:
             out.append(torch.cat(tokens[at:at + n]))  # [sum of L_s, d]
             at += n
         return out
+
+    def masked(self, frozen: EncoderOutput) -> EncoderOutput:
+        """The Whisper frames with run.time_mask_ratio / run.channel_mask_ratio masks (train/masking.py)."""
+        from .masking import channel_mask, time_mask
+        ratio, span, channels = self.masking
+        speech = time_mask(frozen.speech, frozen.speech_frames, ratio, span) if ratio else frozen.speech
+        speech = channel_mask(speech, channels) if channels else speech
+        return dataclasses.replace(frozen, speech=speech)
 
     def forward(self, batch: dict):
         tokens = self.audio_tokens(batch)

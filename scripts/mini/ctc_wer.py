@@ -41,9 +41,15 @@ def main() -> None:
         print(f"REF {ref}\nHYP {hyp}")
     wer, _ = error_rate(hyps, refs, english_words())
     print(f"CTC best-path WER on {len(rows)} clips: {wer:.1f} %")
+    by_kind = {}  # the clip's folder names its kind: speech (espeak-ng), voice (neural), ...
+    for kind in sorted({Path(r["path"]).parent.name for r in rows}):
+        picked = [i for i, r in enumerate(rows) if Path(r["path"]).parent.name == kind]
+        by_kind[kind] = round(error_rate([hyps[i] for i in picked], [refs[i] for i in picked], english_words())[0], 2)
+    print("by kind:", by_kind)
     if args.out:
         args.out.write_text(json.dumps({"config": args.config, "manifest": str(args.manifest), "clips": len(rows),
-                                        "query": args.query, "wer": round(wer, 2)}, indent=1) + "\n")
+                                        "query": args.query, "wer": round(wer, 2), "wer_by_kind": by_kind},
+                                       indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ against the question.
 
 MANIFEST: the spoken-question manifests card_numbers.py writes (`<work>/manifests/QA.jsonl`, espeak-ng voices;
 `<work>/manifests/QA@voice_qa.jsonl`, neural voices): records with "path", "question" and "reference" (the known
-answer; or a synthetic record's short "text"). Per manifest: the questions' corpus WER, how many are transcribed exactly, how many answers contain the
-known answer overall and among the exactly heard ones, and the first examples.
+answer; or a synthetic record's short "text"). Per manifest: the questions' corpus WER, how many are transcribed
+exactly, how many answers contain the known answer overall and among the exactly heard ones, and the first examples.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from pathlib import Path
 
 from salmonn import SALMONN
 from salmonn.evaluation.following import contains_answer, qa_reference
-from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
+from salmonn.defaults import MINI_DIR
+from salmonn.evaluation.items import instruction_for
 from salmonn.evaluation.metrics import english_words, error_rate
 
-ASR_PROMPT = DEFAULT_TEST_PROMPTS["asr"]
-QA_PROMPT = "Please answer the question in the audio."
+# The instructions the model card's ASR and spoken-QA rows use (mini's test prompts).
+ASR_PROMPT = instruction_for("asr", None, MINI_DIR / "test_prompts.json")
+QA_PROMPT = instruction_for("QA", None, MINI_DIR / "test_prompts.json")
 
 
 def heard_and_answered(model: SALMONN, rows: list[dict]) -> dict:

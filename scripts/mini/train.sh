@@ -20,6 +20,11 @@
 #   mini-v2c (shipped 2026-11-30 to 12-01): 9,200 clips (8.1 h), no gender loss, CTC scale 16, stages 1500 / 800 / 1200:
 #     R=runs/mini-v2c FIRST=voice=3080,voice_qa=680,voice_mix=440 EXTRA="run.ctc_scale=16 run.gender_weight=0" \
 #     EXTRA0=run.iters_per_epoch=750 EXTRA1=run.iters_per_epoch=400 bash scripts/mini/train.sh
+#   mini-v7 (candidate, 8th session, not shipped: scripts/mini/results/candidate_v7/): mini-v6 with a hidden-512
+#     Q-Former and stage 0 at lr 2e-3 over 2 x 1350 steps:
+#     R=runs/mini-v7 EXTRA="model.qformer_hidden_size=512 model.qformer_num_attention_heads=8 \
+#     model.qformer_intermediate_size=2048" EXTRA0="run.iters_per_epoch=1350 run.optims.init_lr=2e-3" \
+#     bash scripts/mini/train.sh
 # Scoring a result as the model card is scored: scripts/mini/score_candidate.sh.
 set -euo pipefail
 C=${1:-$HOME/.cache/salmonn/data/mini-v2}

@@ -32,7 +32,8 @@ class TrainStep(nn.Module):
         self.last_gender: tuple[float, float] | None = None  # the latest gender loss and accuracy (metrics)
         self.queries = model.config.model.num_speech_query_token
         self.gender_weight = run.gender_weight if run is not None else 0.0
-        self.masking = (run.time_mask_ratio, run.time_mask_span, run.channel_mask_ratio) if run is not None else None
+        masks = run is not None and (run.time_mask_ratio or run.channel_mask_ratio)
+        self.masking = (run.time_mask_ratio, run.time_mask_span, run.channel_mask_ratio) if masks else None
         if self.gender_weight:
             from .gender import label_ids
             self.gender_query, self.gender_labels = run.gender_query, list(run.gender_labels)

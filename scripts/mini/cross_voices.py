@@ -3,8 +3,8 @@
     .venv/bin/python scripts/mini/cross_voices.py [CORPUS] [OUT]
 
 From the 96-clip held-out set and the 96 training clips that stage0_ablation.sh scores (48 espeak-ng + 48
-neural each), re-render every clip with the other set's sentence, keeping its voice, rate, accent and
-augmentation draw: `heldout_voice_train_sentence.jsonl` (held-out speakers saying training sentences) and
+neural each), re-render every clip with the other set's sentence, keeping its voice, rate, accent and the seed
+of its augmentation (room, noise, level): `heldout_voice_train_sentence.jsonl` (held-out speakers saying training sentences) and
 `train_voice_heldout_sentence.jsonl` (training speakers saying held-out sentences), written to OUT (default
 ~/.cache/salmonn/diag/cross). ctc_wer.py on those two beside the originals splits the gap.
 """

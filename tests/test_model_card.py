@@ -10,9 +10,8 @@ SEARCHED = ("scripts/mini", "src/salmonn", "docs", "tests")  # where a bare name
 
 
 def resolves(name: str) -> bool:
-    if list(ROOT.glob(name.rstrip("/"))):
-        return True
-    return any(list((ROOT / folder).glob(f"**/{name.rstrip('/')}")) for folder in SEARCHED)
+    pattern = name.rstrip("/")
+    return any(ROOT.glob(pattern)) or any(any((ROOT / folder).glob(f"**/{pattern}")) for folder in SEARCHED)
 
 
 def test_every_cited_file_exists():

@@ -4,9 +4,9 @@
 
 From the 96-clip held-out set and the 96 training clips that stage0_ablation.sh scores (48 espeak-ng + 48
 neural each), re-render every clip with the other set's sentence, keeping its voice, rate, accent and the seed
-of its augmentation (room, noise, level): `heldout_voice_train_sentence.jsonl` (held-out speakers saying training sentences) and
-`train_voice_heldout_sentence.jsonl` (training speakers saying held-out sentences), written to OUT (default
-~/.cache/salmonn/diag/cross). ctc_wer.py on those two beside the originals splits the gap.
+of its augmentation (room, noise, level): `heldout_voice_train_sentence.jsonl` (held-out speakers saying
+training sentences) and `train_voice_heldout_sentence.jsonl` (training speakers saying held-out sentences),
+written to OUT (default ~/.cache/salmonn/diag/cross). ctc_wer.py on those two beside the originals splits the gap.
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from pathlib import Path
 
 from salmonn.data.jobs import render_clip
 
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus_check import finished_clips  # noqa: E402  (a sibling script)
+
 KINDS = ("speech", "voice")  # espeak-ng, neural
 
 
 def _records(corpus: Path, manifest: Path) -> dict[str, list[dict]]:
     """The rendered job of each clip in a manifest, by kind, in manifest order (the chunks hold the jobs)."""
-    jobs = {}
-    for chunk in (corpus / "chunks").glob("*-*.jsonl"):
-        for line in chunk.read_text().splitlines():
-            rec = json.loads(line)
-            jobs[str(corpus / rec["path"])] = rec
+    jobs = {str(corpus / rec["path"]): rec for rec in finished_clips(corpus)}
     picked = [jobs[json.loads(line)["path"]] for line in manifest.read_text().splitlines()]
     return {k: [r for r in picked if r["kind"] == k] for k in KINDS}
 

@@ -15,10 +15,11 @@ import numpy as np
 from .. import audio as A
 from ..decoding import Answer, cut_at_stop
 from ..errors import AudioError, PromptError
+from ..evaluation.items import DEFAULT_TEST_PROMPTS
 from ..frames import clip_tokens
 from ..prompting import AUDIO_PLACEHOLDER, PromptTurn, render_text
 
-ASR_INSTRUCTION = "Recognize the speech and give me the transcription."
+ASR_INSTRUCTION = DEFAULT_TEST_PROMPTS["asr"]  # the reference's ASR test instruction, as `salmonn eval` asks it
 DURATION_SLACK = 0.05  # s: a clip of exactly the limit may decode a few samples longer
 
 

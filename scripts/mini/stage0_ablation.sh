@@ -51,7 +51,7 @@ for name in ${ONLY:-base scale32 layers4 lr2e-3 both-queries}; do
   q=${QUERY[$name]:-0}
   [ -f "$OUT/$name.json" ] && continue
   .venv/bin/salmonn train configs/mini/stage0.yaml datasets.train_ann_path=$C/stage0_train.jsonl \
-    datasets.valid_ann_path= datasets.cache_dir=cache/mini-v2-encoders run.output_dir=$R/$name \
+    datasets.valid_ann_path= datasets.cache_dir=${ENC:-$HOME/.cache/salmonn/encoders/mini-v2} run.output_dir=$R/$name \
     run.iters_per_epoch=300 run.optims.max_epoch=1 run.save_every=0 run.valid_every=0 ${VARIANTS[$name]}
   .venv/bin/python scripts/mini/ctc_wer.py $R/$name/final/infer.yaml --manifest $TEST --limit 96 \
     $([ "$q" = null ] || echo --query $q) --out "$OUT/$name.json"

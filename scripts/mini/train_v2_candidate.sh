@@ -7,7 +7,7 @@ set -euo pipefail
 C=${1:-$HOME/.cache/salmonn/data/mini-v2}
 R=runs/mini-v2
 .venv/bin/python scripts/mini/make_manifests.py "$C" --spoken-qa --first voice=1840,voice_qa=400,voice_mix=280
-data() { echo "datasets.train_ann_path=$C/$1_train.jsonl datasets.valid_ann_path=$C/$1_valid.jsonl datasets.cache_dir=cache/mini-v2-encoders"; }
+data() { echo "datasets.train_ann_path=$C/$1_train.jsonl datasets.valid_ann_path=$C/$1_valid.jsonl datasets.cache_dir=${ENC:-$HOME/.cache/salmonn/encoders/mini-v2}"; }
 ONE_QUERY="model.num_speech_query_token=1 run.ctc_query=null"  # the YAML's since v2c: 2 queries, CTC on query 0
 .venv/bin/salmonn train configs/mini/stage0.yaml $(data stage0) $ONE_QUERY run.output_dir=$R/stage0 run.iters_per_epoch=400
 .venv/bin/salmonn train configs/mini/stage2.yaml $(data stage2) $ONE_QUERY run.output_dir=$R/stage2 \

@@ -75,6 +75,10 @@ class ModelConfig:
     #                           overhead per token (same ids as generate: fixture and SALMONN-mini answers)
     merge_lora: bool = True  # fold LoRA into the base weights in eval mode: no adapter matmuls per token (same
     #                          greedy ids on the fixture; train() restores the original weights exactly)
+    # a connector trained to spell (SALMONN-mini's CTC query, train/ctc.py): what generate.ctc_weight rescores with
+    ctc_query: int | None = None  # the query per window that CTC trained (run.ctc_query); None: no CTC head (reference)
+    ctc_scale: float = 32.0  # the cosine-logit scale it was trained with (run.ctc_scale)
+    ctc_blank: str = " "  # the one-token text that stands for CTC's blank (run.ctc_blank)
 
 
 @dataclasses.dataclass
@@ -92,6 +96,9 @@ class GenerateConfig:
     length_penalty: float = 1.0  # beam score exponent on length
     seed: int | None = None  # sampling seed
     stop: list[str] = dataclasses.field(default_factory=list)  # extra stop strings
+    ctc_weight: float = 0.0  # > 0: pick among the beams and the CTC best path by (1 - w) LLM + w CTC log-likelihood
+    #                          (needs model.ctc_query; transcription only; 0 = the LLM's own choice, as the reference)
+    ctc_length_bonus: float = 0.0  # with ctc_weight: added per answer token (offsets the sums' bias to short answers)
 
 
 @dataclasses.dataclass

@@ -27,7 +27,8 @@ class Answer:
     text: str  # the answer, stripped, cut before any stop string
     token_ids: list[int]  # generated ids (no prompt, no echoed BOS, stopped before EOS; incl. a stop string's)
     score: float | None = None  # with return_scores=True: sum of the chosen tokens' log-probabilities (incl. EOS)
-    #                             under the processed distribution; beam search: the beam's length-normalised score
+    #                             under the processed distribution; beam search: the beam's length-normalised score;
+    #                             CTC rescoring (ctc_weight > 0): the combined score it chose by (salmonn.rescoring)
 
 # Named decoding settings (`--preset NAME`, generate(preset=NAME)). Explicit options override a preset; a preset
 # overrides the config's `generate:` section.
@@ -94,6 +95,10 @@ def _validate(gen: GenerateConfig) -> None:
     if any(len(s) > MAX_STOP_CHARS for s in gen.stop):
         problems.append(f"a stop string may be at most {MAX_STOP_CHARS} characters, got "
                         f"{max(len(s) for s in gen.stop)}")
+    if not 0 <= gen.ctc_weight <= 1:
+        problems.append(f"ctc_weight must be in [0, 1] (0 = off), got {gen.ctc_weight}")
+    if gen.ctc_weight > 0 and gen.do_sample:
+        problems.append("ctc_weight rescores beam search's answers: set do_sample=false")
     if problems:
         raise ConfigError("decoding: " + "; ".join(problems))
 
@@ -105,6 +110,9 @@ def check_streamable(gen: GenerateConfig, rows: int = 1) -> None:
                           f"{gen.num_beams}) cannot do: use num_beams=1 (--num-beams 1 or --preset greedy)")
     if rows != 1:
         raise ConfigError(f"streaming shows one answer at a time: pass a single clip (got {rows})")
+    if gen.ctc_weight > 0:
+        raise ConfigError("streaming shows tokens as they are chosen, which CTC rescoring (choosing among whole "
+                          "answers) cannot do: use ctc_weight=0")
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -197,10 +205,14 @@ def generate_answers(model, rows: list[list[Piece]], gen: GenerateConfig, stream
                      return_scores: bool = False) -> list[Answer]:
     """The one generate step: per-sample LLM input pieces -> one answer each (left-padded batch, so every row
     gets its single-row answer). `streamer`: anything with put(ids)/end(), one row, num_beams 1. Plain greedy
-    decoding goes through salmonn.greedy's own loop with model.greedy_loop, the rest through HF generate()."""
+    decoding goes through salmonn.greedy's own loop with model.greedy_loop, CTC rescoring (ctc_weight > 0) through
+    salmonn.rescoring, the rest through HF generate()."""
     from . import greedy
     if streamer is not None:
         check_streamable(gen, len(rows))
+    if gen.ctc_weight > 0:
+        from .rescoring import rescored_answers
+        return rescored_answers(model, rows, gen)
     embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
     m = model.config.model
     if m.compile:

@@ -113,8 +113,8 @@ def generate(model, audio, prompt: str | Sequence[str], templated: bool = False,
 
     Decoding: the config's `generate:` section, then `preset` ("reference", "greedy", "sample"), then any
     GenerateConfig field given as a keyword (num_beams, max_new_tokens, min_new_tokens, do_sample,
-    temperature, top_p, top_k, repetition_penalty, no_repeat_ngram_size, length_penalty, seed, stop); None means
-    "not given".
+    temperature, top_p, top_k, repetition_penalty, no_repeat_ngram_size, length_penalty, seed, stop, ctc_weight,
+    ctc_length_bonus: salmonn.rescoring); None means "not given".
     A batch is left-padded with correct positions: each clip gets its single-clip answer.
     `streamer`: anything with put(ids)/end() (salmonn.decoding.TokenStreamer); one clip, num_beams 1.
     `audio_tokens`: already encoded clips ([L_i, d] each) instead of `audio`.

@@ -104,6 +104,7 @@ class Piece:
     embeds: torch.Tensor  # [n, d]
     labels: torch.Tensor  # [n], IGNORE_INDEX where nothing is learned
     mask: torch.Tensor  # [n], 1 = real position, 0 = padding
+    audio: bool = False  # the piece is a clip's audio tokens (what CTC rescoring reads: salmonn.rescoring)
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -116,17 +117,17 @@ class Piece:
         pads = (self.embeds.new_zeros(extra, self.embeds.shape[1]), self.labels.new_full((extra,), IGNORE_INDEX),
                 self.mask.new_zeros(extra))
         parts = zip(pads, self.astuple()) if side == "left" else zip(self.astuple(), pads)
-        return Piece(*(torch.cat(pair) for pair in parts))
+        return Piece(*(torch.cat(pair) for pair in parts), self.audio)
 
     def astuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.embeds, self.labels, self.mask
 
 
-def piece(embeds: torch.Tensor, labels: torch.Tensor | None = None) -> Piece:
+def piece(embeds: torch.Tensor, labels: torch.Tensor | None = None, audio: bool = False) -> Piece:
     """A piece of real positions; labels default to IGNORE_INDEX (not learned)."""
     if labels is None:
         labels = torch.full((embeds.shape[0],), IGNORE_INDEX, dtype=torch.long, device=embeds.device)
-    return Piece(embeds, labels, torch.ones_like(labels))
+    return Piece(embeds, labels, torch.ones_like(labels), audio)
 
 
 def text_piece(model, text: str | list[int]) -> Piece:
@@ -139,7 +140,8 @@ def prompt_pieces(model, prompt: str, audio_tokens: torch.Tensor) -> list[Piece]
     check_placeholder(prompt, allowed=1, hint="a full prompt holds the audio's place once")
     before, after = prompt.split(AUDIO_PLACEHOLDER)
     bos = text_piece(model, [model.tokenizer.bos_token_id])
-    return [bos, text_piece(model, before), piece(audio_tokens.to(bos.embeds.dtype)), text_piece(model, after)]
+    return [bos, text_piece(model, before), piece(audio_tokens.to(bos.embeds.dtype), audio=True),
+            text_piece(model, after)]
 
 
 def conversation_pieces(model, chunks: Sequence[Chunk], clip_tokens: Sequence[torch.Tensor]) -> list[Piece]:
@@ -152,7 +154,7 @@ def conversation_pieces(model, chunks: Sequence[Chunk], clip_tokens: Sequence[to
             continue
         for k, text in enumerate(chunk.split(AUDIO_PLACEHOLDER)):
             if k:
-                pieces.append(piece(next(clips).to(model.device, pieces[0].embeds.dtype)))
+                pieces.append(piece(next(clips).to(model.device, pieces[0].embeds.dtype), audio=True))
             pieces.append(text_piece(model, text))
     return [p for p in pieces if len(p)]
 

@@ -79,6 +79,8 @@ def test_connector_only_ctc_stage_learns_to_spell_and_leaves_lora_alone(corpus, 
     trained = load_file(final / "trainable.safetensors")
     lora_b = [k for k in trained if "lora_B" in k]  # peft starts B at zero: any LoRA update would move it
     assert lora_b and all(not trained[k].any() for k in lora_b)
+    spelling = SALMONN.from_config(final / "infer.yaml").config.model  # what CTC rescoring reads (salmonn.rescoring)
+    assert (spelling.ctc_query, spelling.ctc_scale, spelling.ctc_blank) == (0, 16.0, " ")
 
 
 def test_audio_without_speech_is_spelled_as_all_blanks(corpus, tmp_path):

@@ -54,5 +54,10 @@ def ctc_loss_sum(tokens: Sequence[torch.Tensor], targets: Sequence[Sequence[int]
 @torch.no_grad()
 def ctc_greedy(tokens: torch.Tensor, table: torch.Tensor, blank: int, scale: float = 1.0) -> list[int]:
     """Best path of one row's audio tokens [L, d]: argmax per token, repeats merged, blanks dropped."""
-    best = ctc_logits(tokens, table, scale).argmax(-1).tolist()
+    return best_path(ctc_logits(tokens, table, scale), blank)
+
+
+def best_path(scores: torch.Tensor, blank: int) -> list[int]:
+    """CTC best path of per-token scores [L, V] (logits or log-probabilities): argmax, repeats merged, blanks dropped."""
+    best = scores.argmax(-1).tolist()
     return [b for i, b in enumerate(best) if b != blank and (i == 0 or b != best[i - 1])]

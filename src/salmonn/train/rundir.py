@@ -159,6 +159,10 @@ def export_final(tensors: dict, tc: TrainConfig, final: Path) -> None:
         if value and Path(value).exists():  # absolute, so the YAML works from final/
             model_section[key] = str(Path(value).resolve())
     model_section.update(ckpt="trainable.safetensors", speech_llama_proj_model="", device="auto", lora_scale=1.0)
+    run = tc.run
+    if run.ctc_weight > 0:  # what CTC rescoring (generate.ctc_weight) must read: the query and scale it was trained on
+        query = run.ctc_query if run.ctc_query is not None or tc.config.model.num_speech_query_token > 1 else 0
+        model_section.update(ctc_query=query, ctc_scale=run.ctc_scale, ctc_blank=run.ctc_blank)
     infer = {"model": model_section, "generate": dataclasses.asdict(tc.config.generate)}
     (final / "infer.yaml").write_text(
         "# written by `salmonn train`: salmonn infer --config THIS_FILE --audio a.wav --prompt \"...\"\n"

@@ -1,0 +1,110 @@
+"""CTC rescoring (`generate.ctc_weight`): a connector trained to spell helps choose the transcript.
+
+SALMONN-mini's query 0 of every window is trained by CTC to point at the LLM embeddings of the transcript's word
+pieces (train/ctc.py). Its best path and the LLM's answer err differently (the path drops and splits words, the LLM
+invents fluent ones), so beam search's answers and the best path are each scored twice, by the LLM (log-probability
+of the answer and the end symbol) and by CTC (log-likelihood of the answer's ids given the spelling query), and the
+highest (1 - w) LLM + w CTC + bonus x tokens wins: n-best rescoring as in hybrid CTC/attention speech recognition.
+Only for transcription (other answers have no CTC reading); not in the reference (its connector has no CTC head), so
+off unless ctc_weight > 0. The weights mini uses come from `scripts/mini/ctc_rescore.py` (held-out clips).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import GenerateConfig
+from .decoding import Answer, clean_answer, hf_generate_kwargs
+from .errors import ConfigError
+from .prompting import Piece, assemble, piece
+from .train.ctc import best_path, blank_id, ctc_logits, query_tokens
+
+
+@dataclass
+class Candidate:
+    """One answer a row could give, with both of its scores."""
+
+    token_ids: list[int]  # the answer's ids (no end symbol)
+    source: str  # who proposed it, "+"-joined: "beam<k>" (beam search's k-th answer), "ctc" (the connector's best path)
+    llm: float  # sum of log-probabilities of the ids and the end symbol after the prompt
+    ctc: float  # CTC log-likelihood of the ids given the spelling query's tokens
+
+    def total(self, gen: GenerateConfig) -> float:
+        return (1 - gen.ctc_weight) * self.llm + gen.ctc_weight * self.ctc + gen.ctc_length_bonus * len(self.token_ids)
+
+
+def check_rescorable(model, gen: GenerateConfig) -> None:
+    """ConfigError unless the model has a CTC-trained query to rescore with."""
+    m = model.config.model
+    if m.ctc_query is None:
+        raise ConfigError("generate.ctc_weight needs a connector trained to spell: set model.ctc_query (the run's "
+                          "run.ctc_query) or ctc_weight=0")
+    if not 0 <= m.ctc_query < m.num_speech_query_token:
+        raise ConfigError(f"model.ctc_query {m.ctc_query} is not one of the {m.num_speech_query_token} queries per window")
+
+
+def spelling_log_probs(model, row: list[Piece]) -> torch.Tensor:
+    """CTC log-probabilities [L, V] of a row's audio tokens (every clip in it, in order), spelling query only."""
+    m = model.config.model
+    tokens = torch.cat([p.embeds for p in row if p.audio])  # [L * Q, d]
+    spelling = query_tokens(tokens, m.num_speech_query_token, m.ctc_query)  # [L, d]
+    table = model.llama_model.get_input_embeddings().weight.detach()
+    return ctc_logits(spelling, table, m.ctc_scale).log_softmax(-1)
+
+
+def ctc_log_likelihood(log_probs: torch.Tensor, ids: list[int], blank: int) -> float:
+    """log P(ids | audio) under CTC; -inf where the ids cannot fit the tokens."""
+    if not ids:
+        return float(log_probs[:, blank].sum())
+    loss = F.ctc_loss(log_probs[:, None], torch.tensor([ids]), torch.tensor([log_probs.shape[0]]),
+                      torch.tensor([len(ids)]), blank=blank, reduction="sum")  # log_probs: [L, 1, V]
+    return -float(loss)
+
+
+def llm_log_probs(model, row: list[Piece], answers: list[list[int]]) -> list[float]:
+    """Sum of log-probabilities of each answer's ids + the end symbol after the row's prompt (one batch; the LM head
+    runs on the answer positions only, as in training: a long clip's full logits would take gigabytes)."""
+    end = model.token_ids(model.config.model.end_sym)
+    rows = [row + [piece(model.embed(ids + end), torch.tensor(ids + end, device=model.device))] for ids in answers]
+    embeds, mask, labels, positions = assemble(rows, "right")
+    causal_lm = model.causal_lm
+    hidden = causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    targets = labels[:, 1:]  # position t predicts token t + 1
+    keep = targets >= 0  # [B, T - 1]
+    logp = causal_lm.lm_head(hidden[:, :-1][keep]).float().log_softmax(-1)  # [n_targets, V]
+    chosen = logp.gather(-1, targets[keep][:, None])[:, 0]  # [n_targets], row after row
+    return [float(part.sum()) for part in chosen.split(keep.sum(1).tolist())]
+
+
+@torch.no_grad()
+def candidates(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[list[Candidate]]:
+    """Per row: beam search's num_beams answers and the CTC best path (duplicates once), each with both scores."""
+    check_rescorable(model, gen)
+    embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
+    out = model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, num_return_sequences=gen.num_beams,
+                                     **hf_generate_kwargs(gen, model.tokenizer))  # [B * num_beams, T]
+    blank = blank_id(model.tokenizer, model.config.model.ctc_blank)
+    result = []
+    for r, row in enumerate(rows):
+        found: dict[tuple[int, ...], list[str]] = {}
+        for k, seq in enumerate(out[r * gen.num_beams:(r + 1) * gen.num_beams]):
+            found.setdefault(tuple(clean_answer(seq.tolist(), model.tokenizer, gen.stop).token_ids), []).append(f"beam{k}")
+        log_probs = spelling_log_probs(model, row)
+        found.setdefault(tuple(best_path(log_probs, blank)), []).append("ctc")
+        answers = [list(ids) for ids in found]
+        llm = llm_log_probs(model, row, answers)
+        result.append([Candidate(ids, "+".join(sources), lp, ctc_log_likelihood(log_probs, ids, blank))
+                       for ids, sources, lp in zip(answers, found.values(), llm)])
+    return result
+
+
+def rescored_answers(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[Answer]:
+    """The rows' answers chosen by CTC rescoring; each Answer's score is its combined score."""
+    answers = []
+    for row_candidates in candidates(model, rows, gen):
+        best = max(row_candidates, key=lambda c: c.total(gen))
+        answers.append(clean_answer(best.token_ids, model.tokenizer, gen.stop, best.total(gen)))
+    return answers

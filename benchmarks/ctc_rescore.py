@@ -53,7 +53,8 @@ def main() -> None:
     print(write_stored_report(
         Path(__file__).with_suffix(""), f"SALMONN-mini transcription with CTC rescoring: speed ({info['date']})",
         f"Machine: {info['machine']}. SALMONN-mini fp32 (LoRA merged), 2 threads, the bundled speech clips (3.7 s and "
-        f"3.1 s) one at a time, whole answers, medians of {args.reps} rounds, interleaved (`benchmarks/ctc_rescore.py`).",
+        f"3.1 s) one at a time, whole answers, medians of {args.reps} rounds, interleaved "
+        "(`benchmarks/ctc_rescore.py`).",
         ["decoding", "s per clip", "x greedy", "answers (male / female)"], table, {"info": info, "rows": rows}))
 
 

@@ -72,7 +72,8 @@ def scored_candidates(model, rows: list[dict], gen, path: Path) -> list[dict]:
 
 
 def chosen(clip: dict, weight: float, bonus: float) -> str:
-    return max(clip["candidates"], key=lambda c: (1 - weight) * c["llm"] + weight * c["ctc"] + bonus * c["tokens"])["text"]
+    best = max(clip["candidates"], key=lambda c: (1 - weight) * c["llm"] + weight * c["ctc"] + bonus * c["tokens"])
+    return best["text"]
 
 
 def wer(clips: list[dict], answers: list[str]) -> float:

@@ -36,14 +36,15 @@ class Candidate:
         return (1 - gen.ctc_weight) * self.llm + gen.ctc_weight * self.ctc + gen.ctc_length_bonus * len(self.token_ids)
 
 
-def check_rescorable(model, gen: GenerateConfig) -> None:
+def check_rescorable(model) -> None:
     """ConfigError unless the model has a CTC-trained query to rescore with."""
     m = model.config.model
     if m.ctc_query is None:
         raise ConfigError("generate.ctc_weight needs a connector trained to spell: set model.ctc_query (the run's "
                           "run.ctc_query) or ctc_weight=0")
     if not 0 <= m.ctc_query < m.num_speech_query_token:
-        raise ConfigError(f"model.ctc_query {m.ctc_query} is not one of the {m.num_speech_query_token} queries per window")
+        raise ConfigError(f"model.ctc_query {m.ctc_query} is not one of the {m.num_speech_query_token} queries per "
+                          "window")
 
 
 def spelling_log_probs(model, row: list[Piece]) -> torch.Tensor:
@@ -82,7 +83,7 @@ def llm_log_probs(model, row: list[Piece], answers: list[list[int]]) -> list[flo
 @torch.no_grad()
 def candidates(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[list[Candidate]]:
     """Per row: beam search's num_beams answers and the CTC best path (duplicates once), each with both scores."""
-    check_rescorable(model, gen)
+    check_rescorable(model)
     embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
     out = model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, num_return_sequences=gen.num_beams,
                                      **hf_generate_kwargs(gen, model.tokenizer))  # [B * num_beams, T]
@@ -91,7 +92,8 @@ def candidates(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[list
     for r, row in enumerate(rows):
         found: dict[tuple[int, ...], list[str]] = {}
         for k, seq in enumerate(out[r * gen.num_beams:(r + 1) * gen.num_beams]):
-            found.setdefault(tuple(clean_answer(seq.tolist(), model.tokenizer, gen.stop).token_ids), []).append(f"beam{k}")
+            ids = tuple(clean_answer(seq.tolist(), model.tokenizer, gen.stop).token_ids)
+            found.setdefault(ids, []).append(f"beam{k}")
         log_probs = spelling_log_probs(model, row)
         found.setdefault(tuple(best_path(log_probs, blank)), []).append("ctc")
         answers = [list(ids) for ids in found]

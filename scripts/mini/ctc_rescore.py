@@ -31,7 +31,7 @@ from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.inference import batches, prepare
 from salmonn.model import SALMONN
-from salmonn.rescoring import candidates
+from salmonn.rescoring import candidates, combined_score
 
 CACHE = Path.home() / ".cache" / "salmonn"
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # ctc_weight grid
@@ -72,8 +72,7 @@ def scored_candidates(model, rows: list[dict], gen, path: Path) -> list[dict]:
 
 
 def chosen(clip: dict, weight: float, bonus: float) -> str:
-    best = max(clip["candidates"], key=lambda c: (1 - weight) * c["llm"] + weight * c["ctc"] + bonus * c["tokens"])
-    return best["text"]
+    return max(clip["candidates"], key=lambda c: combined_score(c["llm"], c["ctc"], c["tokens"], weight, bonus))["text"]
 
 
 def wer(clips: list[dict], answers: list[str]) -> float:
@@ -114,13 +113,13 @@ def main() -> None:
             "neural": neural[:64], "asterisk": asterisk_records()[0]}
     model = SALMONN.from_config(default_config_path()).eval()
     gen = decoding_config(model.config.generate, num_beams=args.beams)
-    clips = {name: scored_candidates(model, rows, gen, args.work / f"{name}_beams{args.beams}.json")
+    sha = hashlib.sha256((MINI_DIR / "trainable.safetensors").read_bytes()).hexdigest()
+    clips = {name: scored_candidates(model, rows, gen, args.work / f"{name}_beams{args.beams}_{sha[:12]}.json")
              for name, rows in sets.items()}
     tune = clips["tune_neural_65_128"]
     grid = {(w, b): rescored_wer(tune, w, b) for w in WEIGHTS for b in BONUSES}
     weight, bonus = min(grid, key=grid.get)
-    result = {"beams": args.beams, "ctc_weight": weight, "ctc_length_bonus": bonus, "weights_sha256": hashlib.sha256(
-                  (MINI_DIR / "trainable.safetensors").read_bytes()).hexdigest(),
+    result = {"beams": args.beams, "ctc_weight": weight, "ctc_length_bonus": bonus, "weights_sha256": sha,
               "manifests": {"neural": str(args.neural), "espeak": str(args.espeak_corpus / "test_asr.jsonl")},
               "tuning_grid_wer": {f"{w}/{b}": v for (w, b), v in grid.items()}, "sets": {}}
     for name, cs in clips.items():

@@ -33,7 +33,12 @@ class Candidate:
     ctc: float  # CTC log-likelihood of the ids given the spelling query's tokens
 
     def total(self, gen: GenerateConfig) -> float:
-        return (1 - gen.ctc_weight) * self.llm + gen.ctc_weight * self.ctc + gen.ctc_length_bonus * len(self.token_ids)
+        return combined_score(self.llm, self.ctc, len(self.token_ids), gen.ctc_weight, gen.ctc_length_bonus)
+
+
+def combined_score(llm: float, ctc: float, tokens: int, weight: float, bonus: float) -> float:
+    """What rescoring maximises: (1 - weight) LLM + weight CTC log-likelihood + bonus per answer token."""
+    return (1 - weight) * llm + weight * ctc + bonus * tokens
 
 
 def check_rescorable(model) -> None:

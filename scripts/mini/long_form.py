@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/mini/long_form.py [--config CFG] [--out scripts/mini/results/long_form.json]
         [--modes fixed:30,pause:30,pause:15,pause:8] [--clip-level-from scripts/mini/results/long_form_v1.json]
-        [model.dtype=bfloat16 ...]   (config overrides)
+        [--num-beams 1] [model.dtype=bfloat16 ...]   (config overrides)
 
 The issue-15 target: the long-form WER within 5 points of the clip-level WER (both after salmonn eval's English
 normalisation, corpus-level over all words). A word cut by a fixed 30 s segment boundary is lost or split;
@@ -75,10 +75,11 @@ def parse_modes(text: str) -> list[tuple[str, float]]:
     return modes
 
 
-def run_mode(model, wav: np.ndarray, reference: str, chunks: str, seconds: float, tokens_per_30s: int) -> dict:
+def run_mode(model, wav: np.ndarray, reference: str, chunks: str, seconds: float, tokens_per_30s: int,
+             num_beams: int = 1) -> dict:
     """One long-form pass over the joined audio."""
     tokens = math.ceil(tokens_per_30s * seconds / SEGMENT_SECONDS)
-    gen = decoding_config(model.config.generate, "greedy", max_new_tokens=tokens)
+    gen = decoding_config(model.config.generate, "greedy", max_new_tokens=tokens, num_beams=num_beams)
     answered: list = []  # one answer per piece, as it comes
     start = time.perf_counter()
     answer = long_form(model, (wav, SAMPLE_RATE), INSTRUCTION, gen, batch_size=8, on_segment=answered.append,
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=200,
                         help="per 30 s of a piece's maximum length (about 80 words); scaled for shorter pieces")
     parser.add_argument("--clip-max-new-tokens", type=int, default=64, help="per prompt (at most ~25 words)")
+    parser.add_argument("--num-beams", type=int, default=1, help="1: greedy; 4 with generate.ctc_weight=0.4 "
+                        "generate.ctc_length_bonus=2: the card's CTC rescoring")
     parser.add_argument("--clip-level-from", type=Path, default=None,
                         help="take the clip-level WER and time from this earlier output (same weights, same --limit)")
     args = parser.parse_args()
@@ -114,7 +117,8 @@ def main() -> None:
 
     if args.clip_level_from:
         earlier = json.loads(args.clip_level_from.read_text())
-        if earlier["clips"] != len(records) or earlier.get("max_new_tokens_per_clip") != args.clip_max_new_tokens:
+        if (earlier["clips"], earlier.get("max_new_tokens_per_clip"), earlier.get("num_beams", 1)) != (
+                len(records), args.clip_max_new_tokens, args.num_beams):
             raise SystemExit(f"{args.clip_level_from}: measured on {earlier['clips']} prompts with other settings")
         if earlier.get("weights_sha256", digest) != digest:
             raise SystemExit(f"{args.clip_level_from}: measured on other weights")
@@ -123,7 +127,7 @@ def main() -> None:
     else:
         start = time.perf_counter()
         clips = answer_all(model, [r["path"] for r in records], INSTRUCTION, batch_size=8, progress=True,
-                           num_beams=1, max_new_tokens=args.clip_max_new_tokens)
+                           num_beams=args.num_beams, max_new_tokens=args.clip_max_new_tokens)
         clip_seconds = time.perf_counter() - start
         clip_wer = wer([c.text or "" for c in clips], [r["text"] for r in records])
         clip_source = "this run"
@@ -132,7 +136,7 @@ def main() -> None:
     model.config.model.max_audio_seconds = max(model.config.model.max_audio_seconds, len(wav) / SAMPLE_RATE + 60)
     results = []
     for chunks, seconds in modes:
-        result = run_mode(model, wav, reference, chunks, seconds, args.max_new_tokens)
+        result = run_mode(model, wav, reference, chunks, seconds, args.max_new_tokens, args.num_beams)
         result["gap_points"] = round(100 * (result["wer"] - clip_wer), 2)
         results.append(result)
     default = long_form_pieces(None, None)
@@ -149,7 +153,7 @@ def main() -> None:
                       long_form_seconds=fixed["seconds"], long_form_x_real_time=fixed["x_real_time"])
     result.update({"config": args.config or "SALMONN-mini (default)", "overrides": args.overrides,
                    "weights_sha256": digest,
-                   "max_new_tokens_per_30s": args.max_new_tokens, "max_new_tokens_per_clip": args.clip_max_new_tokens,
+                   "max_new_tokens_per_30s": args.max_new_tokens, "num_beams": args.num_beams, "max_new_tokens_per_clip": args.clip_max_new_tokens,
                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "reference_head": reference[:300]})
     out = Path(args.out)

@@ -153,7 +153,8 @@ def main() -> None:
                       long_form_seconds=fixed["seconds"], long_form_x_real_time=fixed["x_real_time"])
     result.update({"config": args.config or "SALMONN-mini (default)", "overrides": args.overrides,
                    "weights_sha256": digest,
-                   "max_new_tokens_per_30s": args.max_new_tokens, "num_beams": args.num_beams, "max_new_tokens_per_clip": args.clip_max_new_tokens,
+                   "max_new_tokens_per_30s": args.max_new_tokens, "num_beams": args.num_beams,
+                   "max_new_tokens_per_clip": args.clip_max_new_tokens,
                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "reference_head": reference[:300]})
     out = Path(args.out)

@@ -75,14 +75,9 @@ def llm_log_probs(model, row: list[Piece], answers: list[list[int]]) -> list[flo
     runs on the answer positions only, as in training: a long clip's full logits would take gigabytes)."""
     end = model.token_ids(model.config.model.end_sym)
     rows = [row + [piece(model.embed(ids + end), torch.tensor(ids + end, device=model.device))] for ids in answers]
-    embeds, mask, labels, positions = assemble(rows, "right")
-    causal_lm = model.causal_lm
-    hidden = causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
-    targets = labels[:, 1:]  # position t predicts token t + 1
-    keep = targets >= 0  # [B, T - 1]
-    logp = causal_lm.lm_head(hidden[:, :-1][keep]).float().log_softmax(-1)  # [n_targets, V]
-    chosen = logp.gather(-1, targets[keep][:, None])[:, 0]  # [n_targets], row after row
-    return [float(part.sum()) for part in chosen.split(keep.sum(1).tolist())]
+    logits, targets, counts = model.target_logits(*assemble(rows, "right"))
+    chosen = logits.float().log_softmax(-1).gather(-1, targets[:, None])[:, 0]  # [n_targets], row after row
+    return [float(part.sum()) for part in chosen.split(counts)]
 
 
 @torch.no_grad()

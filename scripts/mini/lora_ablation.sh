@@ -24,11 +24,12 @@ $py scripts/mini/make_manifests.py "$C" --spoken-qa --first voice=3080,voice_qa=
 $py -c "import sys; sys.path.insert(0, 'scripts/mini'); from pathlib import Path; from evaluate import manifest_for
 for t in ('asr@voice', 'QA@voice_qa'): manifest_for(Path('$C'), t, 64, Path('$R'))"  # the card's clips
 ALL="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+NEW="[k_proj.lora,o_proj.lora,gate_proj.lora,up_proj.lora,down_proj.lora]"  # adapters v6 lacks
 for ARM in ${ONLY:-qv all}; do
   case $ARM in
     v6) X="" ;;  # the shipped weights, scored by the same commands (no training)
     qv) X="" ;;
-    all) X="model.lora_target_modules=$ALL run.init_allow_missing=[k_proj.lora,o_proj.lora,gate_proj.lora,up_proj.lora,down_proj.lora]" ;;
+    all) X="model.lora_target_modules=$ALL run.init_allow_missing=$NEW" ;;
   esac
   CFG=$([ $ARM = v6 ] && echo src/salmonn/assets/mini/config.yaml || echo "$R/$ARM/final/infer.yaml")
   [ $ARM = v6 ] || [ -f "$CFG" ] || .venv/bin/salmonn train configs/mini/stage2.yaml \

@@ -36,7 +36,8 @@ def arm_row(arm: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", type=Path, nargs="?", default=Path.home() / ".cache" / "salmonn" / "runs" / "lora-ablation")
+    parser.add_argument("runs", type=Path, nargs="?",
+                        default=Path.home() / ".cache" / "salmonn" / "runs" / "lora-ablation")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lora_ablation.json")
     args = parser.parse_args()
     arms = {p.name: arm_row(p) for p in sorted(args.runs.iterdir()) if (p / "eval").is_dir()}

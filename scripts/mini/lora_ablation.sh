@@ -9,7 +9,8 @@
 # Each arm is scored greedily by `salmonn eval` on the card's 64 neural-voice test clips, the 542 Asterisk prompts
 # (real speech, clip by clip) and the 64 spoken questions (QA@voice_qa) into $R/<arm>/eval/, and
 # `scripts/mini/lora_ablation_table.py` writes every arm scored so far to scripts/mini/results/lora_ablation.json.
-# Result (the card's "LoRA capacity"): ASR neural v6 37.1 %, qv 39.8 %, all 43.0 %; Asterisk 68.3 / 70.6 / 69.6 %; QA same answer 13 / 17 / 19 of 51.
+# Result (the card's "LoRA capacity"): ASR neural v6 37.1 %, qv 39.8 %, all 43.0 %; Asterisk 68.3 / 70.6 / 69.6 %;
+# spoken QA same answer 13 / 17 / 19 of 51.
 #   v6: the shipped weights scored the same way (ONLY="v6 qv all")
 #   ONLY="qv all" bash scripts/mini/lora_ablation.sh [CORPUS]
 set -euo pipefail

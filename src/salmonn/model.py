@@ -326,15 +326,15 @@ class SALMONN(nn.Module):
         return nn.functional.cross_entropy(logits.float(), targets), None, labels
 
     def target_logits(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-                      positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+                      positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The LM head at the positions whose next token is a target only: logits [n_targets, vocab], targets
-        [n_targets] (row after row) and each row's target count (the full [B, L, vocab] logits of a long clip
+        [n_targets] (row after row) and each row's target count [B] (the full [B, L, vocab] logits of a long clip
         would take gigabytes)."""
         causal_lm = self.causal_lm
         hidden = causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         targets = labels[:, 1:]  # position t predicts token t + 1
         keep = targets != IGNORE_INDEX  # [B, L-1]
-        return causal_lm.lm_head(hidden[:, :-1][keep]), targets[keep], keep.sum(1).tolist()
+        return causal_lm.lm_head(hidden[:, :-1][keep]), targets[keep], keep.sum(1)
 
     def training_loss(self, audio: Sequence[AudioInput], prompts: list[str], texts: list[str]) -> torch.Tensor:
         """Loss of full prompts (templated, with <SpeechHere>) and target texts for a batch of clips."""

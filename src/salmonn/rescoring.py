@@ -77,7 +77,7 @@ def llm_log_probs(model, row: list[Piece], answers: list[list[int]]) -> list[flo
     rows = [row + [piece(model.embed(ids + end), torch.tensor(ids + end, device=model.device))] for ids in answers]
     logits, targets, counts = model.target_logits(*assemble(rows, "right"))
     chosen = logits.float().log_softmax(-1).gather(-1, targets[:, None])[:, 0]  # [n_targets], row after row
-    return [float(part.sum()) for part in chosen.split(counts)]
+    return [float(part.sum()) for part in chosen.split(counts.tolist())]
 
 
 @torch.no_grad()

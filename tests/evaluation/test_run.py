@@ -324,7 +324,7 @@ def test_cli_rejects_bad_task_and_scale_before_loading(tmp_path: Path):
     config = str(ROOT.parent / "shared" / "fixtures" / "reference-tiny" / "config.yaml")
     for args, message in ((["--task", "nonsense"], "task 'nonsense' has no metric"),
                           (["--task", "asr", "--lora-scale", "4,abc"], "'abc' is not a number"),
-                          (["--task", "QA"], "has no 'Q'")):
+                          (["--task", "QA"], "has no 'Q' (a question spoken in the audio needs an instruction")):
         result = subprocess.run([salmonn, "eval", "--config", config, "--manifest", str(manifest),
                                  "--output", str(tmp_path / "out"), *args], capture_output=True, text=True,
                                 timeout=120)

@@ -99,7 +99,9 @@ def fill_prompt(template: str, record: dict, where: str) -> str:
         return template
     question = record.get("Q", record.get("question"))
     if not isinstance(question, str) or not question.strip():
-        raise PromptError(f"{where}: the prompt {template!r} needs the record's question, but it has no 'Q'")
+        raise PromptError(f"{where}: the prompt {template!r} needs the record's question, but it has no 'Q' (a "
+                          "question spoken in the audio needs an instruction without '{}': pass --prompt TEXT or a "
+                          "test_prompt_path JSON, e.g. SALMONN-mini's test_prompts.json)")
     return template.replace("{}", question.strip())
 
 

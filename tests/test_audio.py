@@ -449,16 +449,3 @@ def test_fixture_tests_fail_when_the_shared_folder_is_missing(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "1 error" in result.stdout, result.stdout[-2000:]
     assert f"{tmp_path / 'shared' / 'audio'} not found: the audio tests need the shared fixtures" in result.stdout
-
-
-def test_readme_long_audio_memory_is_the_stored_benchmark_output():
-    """README's long-audio memory numbers are benchmarks/long_audio_memory.py's stored output."""
-    import re
-
-    stored = (ROOT / "benchmarks" / "long_audio_memory.md").read_text()
-    growth = {(int(m), int(b)): mib for m, b, mib in re.findall(r"\| (\d+) min \| (\d+) \| \d+ \| (\d+) MiB", stored)}
-    assert len(growth) == 6
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    for batch in (2, 8):
-        numbers = f"{growth[1, batch]}, {growth[10, batch]} and {growth[30, batch]} MiB"
-        assert numbers in readme, numbers

@@ -1,12 +1,22 @@
-"""Every script and stored output the SALMONN-mini model card cites exists in the repository."""
+"""The SALMONN-mini model card describes the shipped weights: every file it cites exists, every stored output under
+scripts/mini/results/ is named by the card, its history page or a script, the stored outputs measured the shipped
+weights (their sha256), and the card's numbers are what those outputs say."""
 
+import hashlib
+import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CARD = ROOT / "src" / "salmonn" / "assets" / "mini" / "README.md"
+MINI = ROOT / "src" / "salmonn" / "assets" / "mini"
+CARD = MINI / "README.md"
+HISTORY = ROOT / "docs" / "mini" / "history.md"
+RESULTS = ROOT / "scripts" / "mini" / "results"
 CITED = re.compile(r"`([^`\s/~][^`\s]*(?:\.json|\.py|\.sh|/))`")  # a backticked repo file or folder, not a command
 SEARCHED = ("scripts/mini", "src/salmonn", "docs", "tests")  # where a bare name may live
+SHIPPED_OUTPUTS = ("card_numbers.json", "long_form_all.json", "long_form_first40.json",
+                   "long_form_all_ctc_rescore.json", "ctc_rescore.json")
 
 
 def resolves(name: str) -> bool:
@@ -15,11 +25,142 @@ def resolves(name: str) -> bool:
 
 
 def test_every_cited_file_exists():
-    cited = sorted(set(CITED.findall(CARD.read_text())))
-    assert len(cited) > 20, "the card cites its scripts and outputs in backticks"
-    assert [name for name in cited if not resolves(name)] == []
+    for page in (CARD, HISTORY):
+        cited = sorted(set(CITED.findall(page.read_text())))
+        assert len(cited) > 10, f"{page.name} cites its scripts and outputs in backticks"
+        assert [name for name in cited if not resolves(name)] == [], page
 
 
 def test_a_missing_file_is_caught():
     assert not resolves("stage0_ctc_wer_never_written.json")
     assert not resolves("scripts/mini/no_such_script.py")
+
+
+# ------------------------------------------------------------------------------------------------ stored outputs
+def naming_text() -> str:
+    """What may name a stored output: the card, the docs (the card's history among them), every script."""
+    pages = [CARD, ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "configs").rglob("*.md")]
+    scripts = [p for p in (ROOT / "scripts").rglob("*") if p.suffix in (".py", ".sh") and RESULTS not in p.parents]
+    scripts += list((ROOT / "benchmarks").glob("*.py"))
+    return "\n".join(p.read_text() for p in pages + scripts)
+
+
+def is_named(relative: str, text: str) -> bool:
+    """A stored file is named by its path under results/, by its own name when it lies at the top, or (in a
+    folder such as candidate_v7/) by its folder."""
+    parts = relative.split("/")
+    if len(parts) > 1:
+        return relative in text or re.search(rf"(?<![\w-]){re.escape(parts[0])}/", text) is not None
+    return re.search(rf"(?<![\w/-]){re.escape(relative)}", text) is not None or f"results/{relative}" in text
+
+
+def test_every_stored_output_is_named_by_the_card_or_a_script():
+    text = naming_text()
+    stored = sorted(str(p.relative_to(RESULTS)) for p in RESULTS.rglob("*") if p.is_file())
+    assert [name for name in stored if not is_named(name, text)] == []
+
+
+def test_an_unnamed_output_is_caught():
+    assert not is_named("card_numbers_v0.json", "`card_numbers.json`, `candidate_v0/card_numbers_v0.json`x")
+    assert is_named("candidate_v0/train.json", "see `scripts/mini/results/candidate_v0/`")
+
+
+def _stored(name: str):
+    return json.loads((RESULTS / name).read_text())
+
+
+def test_the_shipped_outputs_measured_the_shipped_weights():
+    sha = hashlib.sha256((MINI / "trainable.safetensors").read_bytes()).hexdigest()
+    assert sha in CARD.read_text()
+    assert {name: _stored(name)["weights_sha256"] for name in SHIPPED_OUTPUTS} == dict.fromkeys(SHIPPED_OUTPUTS, sha)
+
+
+# ------------------------------------------------------------------------------------------------ the card's numbers
+def _metric(tasks: dict, task: str, metric: str, scaling: float = 4.0) -> float:
+    (run,) = [r for r in tasks[task]["runs"] if r["lora_scaling"] == scaling]
+    return run["metrics"][metric]
+
+
+def _same(tasks: dict, task: str, scaling: float = 4.0) -> str:
+    (run,) = [r for r in tasks[task]["runs"] if r["lora_scaling"] == scaling]
+    return f"{run['spoken_qa']['same']} / {run['spoken_qa']['kept']}"
+
+
+def one_place(x: float) -> str:
+    """A stored number to 1 decimal place as the card writes it, halves rounded up (31.65: 31.7)."""
+    return str(Decimal(str(x)).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+def pct(fraction: float) -> str:
+    """A fraction as long_form.py stores it (0.5085) as the card's percentage (50.9 %)."""
+    return f"{one_place(Decimal(str(fraction)) * 100)} %"
+
+
+def results_rows() -> dict[str, str]:
+    """The Results table's row label (its start) -> the value cell, formatted from the stored outputs."""
+    t = _stored("card_numbers.json")["tasks"]
+    every, first40 = _stored("long_form_all.json"), _stored("long_form_first40.json")
+    rescored = _stored("ctc_rescore.json")["sets"]
+    long_rescored = _stored("long_form_all_ctc_rescore.json")
+    return {
+        "ASR, espeak-ng voices": f"**{_metric(t, 'asr', 'wer'):.1f} %**",
+        "ASR, neural voices": f"**{_metric(t, 'asr@voice', 'wer'):.1f} %**",
+        "real speech, Asterisk prompts, clip by clip": f"**{pct(every['clip_level_wer'])}** / "
+                                                       f"**{pct(first40['clip_level_wer'])}**",
+        "same three with **CTC rescoring**": "**" + " / ".join(f"{one_place(rescored[k]['rescored'])} %" for k in
+                                                              ("espeak", "neural", "asterisk")) + "**",
+        "long form: all 542 joined": f"**{pct(every['modes'][0]['wer'])}** ({-every['default_gap_points']:.1f} points "
+                                     f"better than clip by clip) / **{pct(first40['modes'][0]['wer'])}**",
+        "same, all 542, with CTC rescoring": f"**{pct(long_rescored['modes'][0]['wer'])}** "
+                                             f"({-long_rescored['default_gap_points']:.1f} points better than its clip "
+                                             f"by clip, {pct(long_rescored['clip_level_wer'])})",
+        "gender, espeak / neural": f"**{_metric(t, 'gender_recognition', 'accuracy'):.2f} / "
+                                   f"{_metric(t, 'gender_recognition@voice', 'accuracy'):.2f}**",
+        "sound event": f"**{_metric(t, 'sound_event', 'accuracy'):.2f}**",
+        "instrument": f"**{_metric(t, 'instrument', 'accuracy'):.2f}**",
+        "audio without speech": f"**{_metric(t, 'asr@quiet', 'wer'):.0f} % / {_metric(t, 'asr@events', 'wer'):.0f} %**",
+        "spoken factual QA, espeak / neural questions, LoRA 1x": f"**{_same(t, 'QA')}, {_same(t, 'QA@voice_qa')}**",
+        "same, LoRA 0.5x": f"**{_same(t, 'QA', 2.0)}, {_same(t, 'QA@voice_qa', 2.0)}**",
+        "spoken questions: echo rate": f"**{_metric(t, 'QA', 'echo_rate'):.2f} / "
+                                       f"{_metric(t, 'QA@voice_qa', 'echo_rate'):.2f}**",
+        "untrained spoken question": f"**{_metric(t, 'QA', 'following_rate'):.2f} / "
+                                    f"{_metric(t, 'QA@voice_qa', 'following_rate'):.2f}**",
+        "audio caption": f"**{_metric(t, 'audiocaption', 'cider_d'):.0f}**",
+        "music description": f"**{_metric(t, 'music_description', 'cider_d'):.0f}**",
+    }
+
+
+def table_cells(text: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first Markdown table after a heading line that starts with `heading`."""
+    section = text[text.index(heading):]
+    rows = re.search(r"\n(\|.*\|\n)+", section).group(0).strip().splitlines()
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows[2:]]
+
+
+def test_results_table_is_the_stored_outputs():
+    rows = table_cells(CARD.read_text(), "## Results")
+    expected = results_rows()
+    found = {label: row[2] for row in rows for label in expected if row[0].startswith(label)}
+    assert found.keys() == expected.keys(), "every row the test knows is in the table"
+    assert {k: (v, expected[k]) for k, v in found.items() if v != expected[k]} == {}
+
+
+def test_a_wrong_number_in_the_card_is_caught():
+    text = CARD.read_text().replace("| **63.2 %** |", "| **61.0 %** |", 1)
+    rows = table_cells(text, "## Results")
+    assert any(row[0] == "ASR, espeak-ng voices" and row[2] != results_rows()["ASR, espeak-ng voices"] for row in rows)
+
+
+def test_history_table_is_the_stored_outputs():
+    """Each shipped version's row: its ASR and gender numbers from that version's card_numbers file."""
+    rows = {row[0].split(" (")[0].strip("*"): row for row in table_cells(HISTORY.read_text(), "## Shipped versions")}
+    files = {"v1": "_v1", "v2c": "_v2c", "v4": "_v4", "v5": "_v5", "v6": ""}
+    assert rows.keys() == files.keys()
+    for version, suffix in files.items():
+        t = _stored(f"card_numbers{suffix}.json")["tasks"]
+        assert rows[version][2] == f"{_metric(t, 'asr', 'wer'):.1f} % / {_metric(t, 'asr@voice', 'wer'):.1f} %", version
+        assert rows[version][4] == (f"{_metric(t, 'gender_recognition', 'accuracy'):.2f} / "
+                                    f"{_metric(t, 'gender_recognition@voice', 'accuracy'):.2f}"), version
+        if suffix != "_v1":
+            long = _stored(f"long_form_all{suffix}.json")
+            assert rows[version][3] == f"{pct(long['clip_level_wer'])} / {pct(long['modes'][0]['wer'])}", version

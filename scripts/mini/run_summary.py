@@ -1,6 +1,6 @@
 """The model card's training table from a run's logs: per stage, steps, wall time and the first/last losses.
 
-    .venv/bin/python scripts/mini/run_summary.py runs/mini-v2c [--out scripts/mini/results/train_v2c.json]
+    .venv/bin/python scripts/mini/run_summary.py runs/mini-v6 [--out scripts/mini/results/train_v6.json]
 
 Reads each runs/<run>/stage*/metrics.jsonl (`salmonn train`'s log: train and valid records); train losses are
 means over the first and last 50 steps (single steps are noisy at batch 8). A stage resumed with `--resume` logs the

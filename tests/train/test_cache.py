@@ -82,18 +82,3 @@ def test_fast_mode_cache_and_encoders_give_each_clips_own_tokens(corpus, tmp_pat
             for a, b in zip(tokens, alone):
                 assert a.shape == b.shape and (a - b).abs().max() < 1e-5
     assert [t.shape[0] for t in alone] == [29, 9, 39]  # (frames - 17) // 17 + 1: 500, 165, 670 frames
-
-
-def test_readme_cache_speedup_is_the_stored_benchmark_output():
-    """README's step times come from benchmarks/train_cache.py's stored run, not from a one-off measurement."""
-    import re
-
-    from ..conftest import ROOT
-
-    stored = (ROOT / "benchmarks" / "train_cache.md").read_text()
-    every = re.search(r"encoders every step: .* median step (\d+\.\d+) s", stored).group(1)
-    cached = re.search(r"frozen-encoder cache: .* median step (\d+\.\d+) s", stored).group(1)
-    speedup = re.search(r"cache speed-up per step: (\d+\.\d)x", stored).group(1)
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert (f"{float(every):.2f} s per step encoding every batch, {float(cached):.2f} s with the cache "
-            f"({speedup}x)") in readme

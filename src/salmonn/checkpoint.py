@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .errors import CheckpointError
 
 OURS_WEIGHTS = "trainable.safetensors"  # our checkpoint dir: trainable tensors only ...
 OURS_CONFIG = "config.json"  # ... and the config that built the model
+TMP_SUFFIX = ".tmp"  # atomic_save's partial files: `.NAME.<pid>.<random>.tmp` next to NAME
 
 # Buffers the reference trainer saves next to the trainable tensors; they carry no learned state.
 IGNORED_REFERENCE_KEYS = [
@@ -141,16 +143,53 @@ def read_prefixed(directory: str | Path, prefixes: tuple[str, ...]) -> dict[str,
 
 
 def atomic_save(write, path: Path) -> None:
-    """Call write(tmp_path) and move the result onto `path` only when it completed."""
+    """Call write(tmp_path) and move the result onto `path` only when it completed.
+
+    The file gets the mode of any new file under the umask (mkstemp's and safetensors' 0600 would hide it from
+    another account that serves the model); a kill leaves `.NAME.*.tmp`, which `remove_leftovers` deletes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         write(Path(tmp))
+        umask_mode(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def umask_mode(path: Path) -> None:
+    """Give a written file the mode a new file gets under this process's umask (0666 & ~umask)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, for a moment, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete the partial files and folders (`.*.tmp`) that a killed writer left in `directory`; returns them."""
+    found = sorted(directory.glob(f".*{TMP_SUFFIX}")) if directory.is_dir() else []
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def save_ours(tensors: dict[str, torch.Tensor], config: dict, directory: str | Path) -> Path:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-def train(config: str, /, resume: bool = False, restart: bool = False, overrides: list[str] = ()) -> None:
+def train(config: str, /, resume: bool = False, restart: bool = False, resume_from: str | None = None,
+          overrides: list[str] = ()) -> None:
     """Train SALMONN with a recipe YAML (model:, datasets:, run:; stage 3 also activation:).
 
     Recipes for the paper's stages are in configs/train/: stage1_pretrain.yaml, stage2_instruct.yaml,
@@ -19,9 +20,12 @@ def train(config: str, /, resume: bool = False, restart: bool = False, overrides
     Options:
       resume: continue from the latest checkpoint in run.output_dir (refused if the config changes what is
         trained, e.g. another init_lr)
+      resume_from: continue from this checkpoint folder (run.output_dir/checkpoints/step_N) instead of the latest,
+        e.g. when the latest is damaged; the later step folders are deleted
       restart: delete an earlier run in run.output_dir (checkpoints/, final/, logs) and start over; without it a
         new run refuses a folder that holds an earlier run's checkpoints
     """
     from .config import load_train_config
     from .trainer import train as run_training
-    run_training(load_train_config(config, list(overrides)), resume=resume, restart=restart)
+    run_training(load_train_config(config, list(overrides)), resume=resume, restart=restart,
+                 resume_from=resume_from)

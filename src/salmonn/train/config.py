@@ -85,6 +85,7 @@ class RunConfig:
     max_steps: int = 0  # stop after this many optimizer steps in total (0 = the whole schedule)
     save_every: int = 0  # checkpoint every N optimizer steps (0 = at the end of each epoch only)
     keep_last: int = 3  # step checkpoints kept (older ones are deleted)
+    max_skipped_updates: int = 10  # updates skipped in a row (NaN/inf gradient) that stop the run as diverged; 0 = never
     resume: bool = False  # continue from the latest checkpoint in output_dir (same as --resume)
     valid_every: int = 0  # validation every N optimizer steps (0 = at the end of each epoch)
     valid_max_batches: int = 0  # cap on validation batches per rank (0 = the whole set)
@@ -230,6 +231,9 @@ def _check(run: RunConfig, datasets: DatasetsConfig, where: str) -> None:
     for key in ("time_mask_ratio", "channel_mask_ratio"):
         if not 0 <= getattr(run, key) < 1:
             raise ConfigError(f"{where} [run]: {key} must be in [0, 1), got {getattr(run, key)}")
+    if run.max_skipped_updates < 0:
+        raise ConfigError(f"{where} [run]: max_skipped_updates must be >= 0 (0 = never stop), got "
+                          f"{run.max_skipped_updates}")
     if run.time_mask_span < 1:
         raise ConfigError(f"{where} [run]: time_mask_span must be >= 1 frame, got {run.time_mask_span}")
     if run.gender_weight < 0:

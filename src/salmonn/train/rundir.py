@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from ..checkpoint import OURS_CONFIG, save_ours, save_reference_pth
+from ..checkpoint import OURS_CONFIG, TMP_SUFFIX, remove_leftovers, save_ours, save_reference_pth
 from ..errors import ConfigError
 from .config import TrainConfig, train_config_to_dict
-from .state import STATE_FILE, step_dirs
+from .state import STATE_FILE, read_json, step_dirs, writing
 
 LOGS = ("metrics.jsonl", "samples.jsonl")
 RESTART_CLEARS = ("checkpoints", "final", *LOGS, "curves.png")
@@ -29,10 +29,10 @@ RESTART_CLEARS = ("checkpoints", "final", *LOGS, "curves.png")
 RESUMABLE_CHANGES = {
     *(f"run.{key}" for key in (
         "output_dir", "resume", "max_steps", "evaluate", "log_freq", "num_workers", "device", "progress", "plot",
-        "save_every", "keep_last", "valid_every", "valid_max_batches", "valid_listening", "num_sample_generations",
-        "sample_max_new_tokens", "dist_timeout_minutes", "export_reference", "use_distributed", "world_size",
-        "dist_url", "gpu", "use_wandb", "wandb_project", "wandb_local_dir", "wandb_name", "wandb_entity",
-        "batch_size_train", "batch_size_eval")),
+        "save_every", "keep_last", "max_skipped_updates", "valid_every", "valid_max_batches", "valid_listening",
+        "num_sample_generations", "sample_max_new_tokens", "dist_timeout_minutes", "export_reference",
+        "use_distributed", "world_size", "dist_url", "gpu", "use_wandb", "wandb_project", "wandb_local_dir",
+        "wandb_name", "wandb_entity", "batch_size_train", "batch_size_eval")),
     *(f"datasets.{key}" for key in ("valid_ann_path", "test_ann_path", "cache_dir", "validate", "max_listed_errors")),
 }
 
@@ -68,13 +68,42 @@ def clear_earlier_run(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def check_writable(out: Path) -> None:
+    """Create run.output_dir and write a probe there: a read-only folder fails in one line before anything slow."""
+    probe = out / f".write-probe{TMP_SUFFIX}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot write to run.output_dir ({err.strerror or err}); fix its permissions or "
+                          "set another run.output_dir") from None
+
+
 # ------------------------------------------------------------------ resuming
+
+
+def remove_partial_files(out: Path) -> list[Path]:
+    """On resume: the `.*.tmp` files and folders a killed checkpoint write or final export left behind."""
+    return [p for d in (out, out / "checkpoints", out / "final") for p in remove_leftovers(d)]
+
+
+def discard_later_checkpoints(directory: Path) -> list[Path]:
+    """--resume-from an earlier checkpoint: the step folders after it belong to the run being replaced (they
+    would otherwise outrank the new checkpoints when pruning and on the next --resume)."""
+    step = int(directory.name.split("_")[1])
+    later = [d for d in step_dirs(directory.parent) if int(d.name.split("_")[1]) > step]
+    for d in later:
+        shutil.rmtree(d)
+    return later
+
+
 
 
 def check_resumable(directory: Path, tc: TrainConfig, world: int) -> None:
     """Refuse to resume a checkpoint with another global batch, accumulation or seed (the data position would
     be wrong) or with a config that changes what is trained (e.g. another init_lr)."""
-    state = json.loads((directory / STATE_FILE).read_text())
+    state = read_json(directory / STATE_FILE)
     run, global_batch = tc.run, tc.run.batch_size_train * world
     if (state["global_batch"], state["accum_grad_iters"], state["seed"]) != (global_batch, run.accum_grad_iters,
                                                                               run.seed):
@@ -85,7 +114,7 @@ def check_resumable(directory: Path, tc: TrainConfig, world: int) -> None:
     if not saved_file.is_file():
         return
     current = json.loads(json.dumps(train_config_to_dict(tc), default=str))  # as saved: tuples become lists
-    changed = config_changes(json.loads(saved_file.read_text()), current)
+    changed = config_changes(read_json(saved_file), current)
     if changed:
         listed = "; ".join(f"{key}: {then!r} there, {now!r} here" for key, then, now in changed[:5])
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
@@ -122,7 +151,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    with writing(path, "the log"), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -150,6 +179,11 @@ def _step_of(line: str) -> float:
 
 def export_final(tensors: dict, tc: TrainConfig, final: Path) -> None:
     """final/: trainable.safetensors + config.json, salmonn.pth (reference layout), infer.yaml."""
+    with writing(final, "the final export"):
+        _export_final(tensors, tc, final)
+
+
+def _export_final(tensors: dict, tc: TrainConfig, final: Path) -> None:
     save_ours(tensors, train_config_to_dict(tc), final)
     if tc.run.export_reference:
         save_reference_pth(tensors, final / "salmonn.pth")

@@ -14,6 +14,7 @@ No pickles: everything is safetensors or JSON.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import shutil
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import OURS_CONFIG, OURS_WEIGHTS, atomic_save
+from ..checkpoint import OURS_CONFIG, OURS_WEIGHTS, TMP_SUFFIX, atomic_save, nonfinite, umask_mode
 from ..errors import CheckpointError
 
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -127,22 +129,40 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]
 
 
 def write_checkpoint(directory: Path, tensors: dict, config: dict, opt_tensors: dict, state: dict) -> Path:
-    """Write a complete checkpoint folder atomically (rank 0 only)."""
+    """Write a complete checkpoint folder atomically (rank 0 only); a full disk or a read-only folder is a
+    CheckpointError that names the folder and the last complete checkpoint (the partial folder is removed)."""
     directory = Path(directory)
-    tmp = directory.parent / f".{directory.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(cpu, str(tmp / OURS_WEIGHTS), metadata={"format": "salmonn"})
-    (tmp / OURS_CONFIG).write_text(json.dumps(config, indent=2))
-    save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
-    (tmp / STATE_FILE).write_text(json.dumps(state))
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
-    atomic_save(lambda p: p.write_text(directory.name), directory.parent / LATEST)
+    tmp = directory.parent / f".{directory.name}{TMP_SUFFIX}"
+    try:
+        with writing(directory, "the checkpoint", latest_checkpoint(directory.parent)):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+            save_file(cpu, str(tmp / OURS_WEIGHTS), metadata={"format": "salmonn"})
+            (tmp / OURS_CONFIG).write_text(json.dumps(config, indent=2))
+            save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
+            (tmp / STATE_FILE).write_text(json.dumps(state))
+            for name in (OURS_WEIGHTS, OPTIMIZER_FILE):  # safetensors writes 0600 whatever the umask
+                umask_mode(tmp / name)
+            if directory.exists():
+                shutil.rmtree(directory)
+            tmp.rename(directory)
+            atomic_save(lambda p: p.write_text(directory.name), directory.parent / LATEST)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only there when the write failed
     return directory
+
+
+@contextlib.contextmanager
+def writing(path: Path, what: str, last: Path | None = None):
+    """Turn a full disk or a read-only folder while writing `what` to `path` into one CheckpointError line."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        resume = f"continue with --resume (from {last.name})" if last is not None else "continue with --resume"
+        raise CheckpointError(f"{path}: cannot write {what} ({_reason(err)}); free disk space or fix the folder's "
+                              f"permissions, then {resume}") from None
 
 
 def step_dirs(root: Path) -> list[Path]:
@@ -168,9 +188,71 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON file; CheckpointError naming it when it is missing, empty, cut off or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({_reason(err)})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        what = "empty" if not path.stat().st_size else f"cut off or damaged ({err})"
+        raise CheckpointError(f"{path}: {what}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return value
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, checked for NaN and infinities; CheckpointError naming it otherwise."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{path}: cut off or damaged ({_reason(err)})") from None
+    bad = nonfinite(tensors)
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or infinity (e.g. {bad[0]}): the run had "
+                              "diverged or the file is damaged")
+    return tensors
+
+
 def read_checkpoint(directory: Path) -> tuple[dict, dict]:
-    """(optimizer tensors, state) of a step checkpoint."""
-    state_file, opt_file = directory / STATE_FILE, directory / OPTIMIZER_FILE
-    if not state_file.is_file() or not opt_file.is_file():
-        raise CheckpointError(f"{directory}: not a complete training checkpoint (no {STATE_FILE}/{OPTIMIZER_FILE})")
-    return load_file(str(opt_file)), json.loads(state_file.read_text())
+    """(optimizer tensors, state) of a step checkpoint; CheckpointError naming the damaged file."""
+    return read_tensors(directory / OPTIMIZER_FILE), read_json(directory / STATE_FILE)
+
+
+def check_checkpoint(directory: Path) -> None:
+    """Read every file of a step checkpoint (weights and optimizer finite, JSON complete); CheckpointError naming
+    the first damaged file and an intact earlier checkpoint to resume from instead."""
+    try:
+        check_checkpoint_files(directory)
+    except CheckpointError as err:
+        earlier = intact_before(directory)
+        hint = (f"resume from the intact {earlier.name} with --resume-from {earlier}" if earlier is not None
+                else "no earlier intact checkpoint: start over with --restart")
+        raise CheckpointError(f"{err}; {hint}") from None
+
+
+def intact_before(directory: Path) -> Path | None:
+    """The newest step checkpoint older than `directory` whose files all read back."""
+    for candidate in reversed(step_dirs(directory.parent)):
+        if int(candidate.name.split("_")[1]) < int(directory.name.split("_")[1]):
+            try:
+                check_checkpoint_files(candidate)
+            except CheckpointError:
+                continue
+            return candidate
+    return None
+
+
+def check_checkpoint_files(directory: Path) -> None:
+    """Every file of a step checkpoint reads back complete (CheckpointError naming the first that does not)."""
+    read_json(directory / STATE_FILE)
+    read_json(directory / OURS_CONFIG)
+    read_tensors(directory / OURS_WEIGHTS)
+    read_tensors(directory / OPTIMIZER_FILE)
+
+
+def _reason(err: Exception) -> str:
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)

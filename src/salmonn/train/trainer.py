@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..checkpoint import nonfinite
+from ..errors import CheckpointError, ConfigError, SalmonnError
 from ..model import SALMONN
 from . import dist, rundir
 from .cache import FrozenCache, encoder_identity, fill_cache
@@ -30,8 +31,9 @@ from .config import TrainConfig, train_config_to_dict
 from .data import DataError, GlobalBatchSampler, PromptBook, TrainDataset, collate, load_samples
 from .parallel import FsdpNoSync, average_grads, clip_grad_norm, shard_llm, wrap_ddp
 from .schedule import WarmupCosine, build_optimizer
-from .state import (full_tensor, latest_checkpoint, load_optimizer_state, optimizer_state, prune, read_checkpoint,
-                    rng_state, seed_everything, set_rng_state, write_checkpoint)
+from .state import (STATE_FILE, check_checkpoint, full_tensor, latest_checkpoint, load_optimizer_state,
+                    optimizer_state, prune, read_checkpoint, rng_state, seed_everything, set_rng_state,
+                    write_checkpoint)
 from .step import TrainStep, to_device
 from .validation import validate
 
@@ -40,12 +42,19 @@ __all__ = ["Trainer", "TrainStep", "train"]
 ENCODER_PREFIXES = ("speech_encoder.", "beats.")
 
 
+class Diverged(SalmonnError):
+    """The loss or the gradients stopped being finite: the run cannot go on (and exports nothing)."""
+
+
 class Trainer:
-    def __init__(self, tc: TrainConfig, resume: bool = False, restart: bool = False):
-        if restart and (resume or tc.run.resume):
+    def __init__(self, tc: TrainConfig, resume: bool = False, restart: bool = False,
+                 resume_from: str | Path | None = None):
+        if restart and (resume or tc.run.resume or resume_from):
             raise ConfigError("--restart deletes the run that --resume would continue: give one of them")
         self.tc, self.run = tc, tc.run
-        self.resume, self.restart = resume or tc.run.resume, restart
+        self.resume, self.restart = bool(resume or tc.run.resume or resume_from), restart
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.skipped_in_a_row = 0  # optimizer updates skipped for non-finite gradients since the last good one
         self.env = dist.init(self.run.device, self.run.dist_timeout_minutes)
         self.out = Path(self.run.output_dir)
         self.ckpt_root = self.out / "checkpoints"
@@ -101,9 +110,13 @@ class Trainer:
     def _open_run_folder(self) -> None:
         """Find the checkpoint to resume and check it fits this config, or clear (--restart) or refuse a folder
         that holds an earlier run; all before anything slow loads."""
-        self.resume_dir = latest_checkpoint(self.ckpt_root) if self.resume else None
+        self.resume_dir = self._resume_dir()
         if self.resume_dir is not None:
+            check_checkpoint(self.resume_dir)
             rundir.check_resumable(self.resume_dir, self.tc, self.env.world)
+            dist.barrier()
+            if self.env.main:
+                self._tidy_for_resume()
         elif self.resume:
             self.log(f"resume: no checkpoint in {self.ckpt_root}; starting from the beginning")
         elif self.restart and self.env.main:
@@ -112,7 +125,27 @@ class Trainer:
             rundir.refuse_earlier_run(self.out)
         dist.barrier()
         if self.env.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            rundir.check_writable(self.out)
+
+    def _resume_dir(self) -> Path | None:
+        """The checkpoint to resume: --resume-from's, else the latest in checkpoints/ (None: not resuming)."""
+        if self.resume_from is None:
+            return latest_checkpoint(self.ckpt_root) if self.resume else None
+        if not (self.resume_from / STATE_FILE).is_file() or not self.resume_from.name.startswith("step_"):
+            raise ConfigError(f"--resume-from {self.resume_from}: not a step checkpoint folder "
+                              f"(checkpoints/step_NNNNNNNN with {STATE_FILE})")
+        if self.resume_from.resolve().parent != self.ckpt_root.resolve():
+            raise ConfigError(f"--resume-from {self.resume_from}: not a checkpoint of run.output_dir {self.out}; "
+                              "set run.output_dir to the run it belongs to")
+        return self.resume_from
+
+    def _tidy_for_resume(self) -> None:
+        """Delete what a killed run left half-written and, with --resume-from, the checkpoints after it."""
+        for path in rundir.remove_partial_files(self.out):
+            self.log(f"resume: removed {path} (left by a killed write)")
+        if self.resume_from is not None:
+            for path in rundir.discard_later_checkpoints(self.resume_dir):
+                self.log(f"resume: removed {path} (after the checkpoint resumed from)")
 
     def _setup_precision(self) -> None:
         run = self.run
@@ -144,6 +177,11 @@ class Trainer:
         self.save_keys = [k for k, p in params.items() if p.requires_grad]
         if self.resume_dir is not None:
             model.load_checkpoint(self.resume_dir)
+        bad = nonfinite({k: params[k].detach() for k in self.save_keys})
+        if bad:
+            source = self.resume_dir or init or "the fresh initialisation"
+            raise CheckpointError(f"{source}: {len(bad)} trainable tensor(s) hold NaN or infinity (e.g. {bad[0]}); "
+                                  "start from another checkpoint")
         if run.train_only:
             for name, p in params.items():
                 if p.requires_grad and not any(s in name for s in run.train_only):
@@ -305,8 +343,19 @@ class Trainer:
         self.log(f"resumed from {directory} at step {self.step}")
 
     def _trainable_tensors(self) -> dict[str, torch.Tensor]:
+        """The trainable weights to save; Diverged when one holds NaN or infinity (never written)."""
         state = self.model.state_dict(keep_vars=True)
-        return {k: full_tensor(state[k].detach()) for k in self.save_keys}
+        tensors = {k: full_tensor(state[k].detach()) for k in self.save_keys}
+        bad = nonfinite(tensors)
+        if bad:
+            raise Diverged(f"step {self.step}: {len(bad)} trainable tensor(s) hold NaN or infinity (e.g. {bad[0]}); "
+                           f"nothing was saved: {self._way_back()}")
+        return tensors
+
+    def _way_back(self) -> str:
+        last = latest_checkpoint(self.ckpt_root)
+        back = f", or go back to the last checkpoint with --resume-from {last}" if last is not None else ""
+        return f"lower run.optims.init_lr and start over with --restart{back}"
 
     def save_checkpoint(self) -> Path:
         tensors = self._trainable_tensors()
@@ -365,19 +414,19 @@ class Trainer:
                 scaled = loss / len(micro)
                 total += loss.detach().double()
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-        grad_norm = self._update()
+        grad_norm, skipped = self._update()
         total = dist.all_reduce_sum(total.to(self.collective_device()))
         loss = float(total) / (n_global if by_tokens else len(micro) * env.world)
-        stats = {"loss": loss, "grad_norm": grad_norm, "tokens": int(n_global)}
+        stats = {"loss": loss, "grad_norm": grad_norm, "tokens": int(n_global), "skipped": skipped}
         if self.step_module.last_ctc is not None:
             stats["ctc_loss"] = self.step_module.last_ctc  # this rank's last micro-batch, per transcript token
         if self.step_module.last_gender is not None:
             stats["gender_loss"], stats["gender_acc"] = self.step_module.last_gender  # this rank's last micro-batch
         return stats
 
-    def _update(self) -> float:
+    def _update(self) -> tuple[float, bool]:
         """Average, unscale and clip the gradients, step the optimizer (unless they are not finite), zero them;
-        returns the gradient norm."""
+        returns the gradient norm and whether the update was skipped."""
         if self.manual_sync:
             average_grads(self.manual_sync, self.env.world)
         if self.scaler is not None:
@@ -385,14 +434,27 @@ class Trainer:
         grads = [p.grad for _, p in self.names_params() if p.grad is not None]
         grad_norm = clip_grad_norm(grads, self.run.optims.grad_clip, self.collective_device())
         if self.scaler is not None:
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        elif math.isfinite(grad_norm):
-            self.optimizer.step()
+            skipped = self.scaler.get_scale() < scale  # the scaler found inf/NaN gradients and backed off
         else:
-            self.log(f"step {self.step + 1}: non-finite gradient norm; update skipped")
+            skipped = not math.isfinite(grad_norm)
+            if not skipped:
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        return grad_norm, skipped
+
+    def _count_skipped(self, skipped: bool) -> None:
+        """After step self.step: Diverged once run.max_skipped_updates updates in a row were skipped (0: never)."""
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if skipped:
+            self.log(f"step {self.step}: non-finite gradient norm; update skipped ({self.skipped_in_a_row} in a row)")
+        limit = self.run.max_skipped_updates
+        if limit and self.skipped_in_a_row >= limit:
+            raise Diverged(f"step {self.step}: {self.skipped_in_a_row} updates in a row were skipped for NaN or "
+                           f"infinite gradients (run.max_skipped_updates={limit}): the run has diverged; "
+                           f"{self._way_back()}")
 
     def names_params(self):
         return [(self.names[id(p)], p) for g in self.optimizer.param_groups for p in g["params"]]
@@ -445,6 +507,7 @@ class Trainer:
             self.step += 1
             self.position += run.accum_grad_iters
             self._record_step(stats, lr, time.time() - start, stop)
+            self._count_skipped(stats["skipped"])
             epoch_end = self.step % self.steps_per_epoch == 0
             if (run.save_every and self.step % run.save_every == 0) or epoch_end or self.step == stop:
                 self.save_checkpoint()
@@ -462,6 +525,8 @@ class Trainer:
         for key in ("ctc_loss", "gender_loss", "gender_acc"):
             if key in stats:
                 record[key] = stats[key]
+        if stats["skipped"]:
+            record["skipped"] = True  # non-finite gradients: the optimizer did not step
         self.write_jsonl("metrics.jsonl", record)
         self.bar.update(1)
         if self.step % max(1, self.run.log_freq) == 0 or self.step == stop:
@@ -482,12 +547,14 @@ def _one_thread(_) -> None:
     torch.set_num_threads(1)
 
 
-def train(tc: TrainConfig, resume: bool = False, restart: bool = False) -> Path | None:
+def train(tc: TrainConfig, resume: bool = False, restart: bool = False,
+          resume_from: str | Path | None = None) -> Path | None:
     """Run one training stage end to end (in this process, or in each torchrun process).
 
-    resume: continue from the latest checkpoint in run.output_dir; restart: delete an earlier run there first
-    (a fresh run refuses a folder holding another run's checkpoints)."""
-    trainer = Trainer(tc, resume, restart)
+    resume: continue from the latest checkpoint in run.output_dir; resume_from: continue from this step checkpoint
+    of it instead (the later ones are deleted); restart: delete an earlier run there first (a fresh run refuses a
+    folder holding another run's checkpoints)."""
+    trainer = Trainer(tc, resume, restart, resume_from)
     try:
         return trainer.setup().train()
     finally:

@@ -47,6 +47,8 @@ def main() -> None:
     rows = {name: {"median_s_per_clip": statistics.median(t), "over_greedy": statistics.median(t) / base,
                    "answers": answers[name]} for name, t in times.items()}
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps}
+    from report import mini_weights_sha256
+    info["weights_sha256"] = mini_weights_sha256()  # the weights measured, stored beside the numbers
     from report import write_stored_report
     table = [[name, f"{r['median_s_per_clip']:.3f}", f"{r['over_greedy']:.2f}", " / ".join(r["answers"])]
              for name, r in rows.items()]

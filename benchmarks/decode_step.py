@@ -182,6 +182,8 @@ def main() -> None:
     torch._dynamo.config.recompile_limit = 64  # every variant x shape keeps its compiled step (limit 8: eager after)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
             "threads": torch.get_num_threads(), "load_start": [round(x, 2) for x in os.getloadavg()]}
+    from report import mini_weights_sha256
+    info["weights_sha256"] = mini_weights_sha256()  # the weights measured, stored beside the numbers
     model = SALMONN.from_config(None, ["model.device=cpu", "model.dtype=bfloat16", "model.max_audio_seconds=7200",
                                        "model.merge_lora=true", "model.greedy_loop=true", "model.compile=true"])
     model.eval()

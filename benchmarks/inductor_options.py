@@ -76,6 +76,8 @@ def main() -> None:
                       "options": OPTIONS[name], "rounds": runs}
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
             "dtype": args.dtype, "reps": args.reps, "rounds": args.rounds}
+    from report import mini_weights_sha256
+    info["weights_sha256"] = mini_weights_sha256()  # the weights measured, stored beside the numbers
     here = Path(__file__).with_suffix("")
     if args.dtype != "float32":
         here = here.with_name(f"{here.name}_{args.dtype}")

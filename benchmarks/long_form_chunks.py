@@ -73,6 +73,9 @@ def main() -> None:
     rows = [run(model, path, chunks, seconds) for chunks, seconds in MODES]
     del model
     rows += [variant_run(name, path, overrides) for name in args.variants.split(",") if name]
+    from report import mini_weights_sha256
+    for r in rows:  # the weights measured, stored beside the numbers
+        r["weights_sha256"] = mini_weights_sha256()
     base = rows[0]["seconds"]
     lines = ["# Long form by chunking mode (benchmarks/long_form_chunks.py)", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {machine_line()}, "

@@ -206,6 +206,8 @@ def main() -> None:
     torch.set_num_threads(args.threads or physical_cores())
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
             "threads": torch.get_num_threads(), "load_start": [round(x, 2) for x in os.getloadavg()]}
+    from report import mini_weights_sha256
+    info["weights_sha256"] = mini_weights_sha256()  # the weights measured, stored beside the numbers
     parts = set(args.only.split(","))
     clip = clip_benchmark(args.reps, native_bf16()) if "clip" in parts else None
     long = None

@@ -51,6 +51,8 @@ def main() -> None:
     from salmonn.bench import machine_line
     rows = {name: measure(compile_step, args.reps) for name, compile_step in VARIANTS.items()}
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps}
+    from report import mini_weights_sha256
+    info["weights_sha256"] = mini_weights_sha256()  # the weights measured, stored beside the numbers
     from report import write_stored_report
     table = [[name, f"{r['median_s_ngram0']:.3f}", f"{r['median_s_ngram3']:.3f}", f"{r['on_over_off']:.3f}",
               f"{'yes' if r['same_ids'] else 'no'} ({r['distinct_ids']})"] for name, r in rows.items()]

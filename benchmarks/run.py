@@ -89,6 +89,7 @@ def memory_and_gemm() -> dict:
     y = torch.empty_like(x)
     copy_s = best_time(lambda: y.copy_(x), 15)
     out = {"copy_GBps": 2 * x.numel() * 4 / copy_s / 1e9, "read_GBps": read_bandwidth(x)}  # copy: read + write
+    out["read_GBps_probes"] = [out["read_GBps"]]  # every read probe, so a report can give their median and spread
     del x, y
     for dtype in (torch.float32, torch.bfloat16):
         n = 1024
@@ -142,7 +143,8 @@ def inference(config: Path, reps: int, with_bf16: bool, hw: dict, pattern: str =
         for variant in variants:
             log(f"rep {rep + 1}/{reps}: {variant[0]}")
             bench_once(results, models, *variant, warmup=int(rep == 0))
-            hw["read_GBps"] = max(hw["read_GBps"], read_bandwidth(probe))
+            hw.setdefault("read_GBps_probes", [hw["read_GBps"]]).append(read_bandwidth(probe))
+            hw["read_GBps"] = max(hw["read_GBps_probes"])
     del probe
     summarize_variants(results)
     for dtype, model in models.items():

@@ -91,45 +91,107 @@ def test_readme_mini_numbers_are_the_model_cards_stored_outputs():
     assert f"{low:.0f}-{high:.0f} % and {rescored['asterisk']['rescored']:.1f} % with CTC rescoring" in readme
 
 
-# ------------------------------------------------------------------------------------------------ docs/speed.md
-def _speed_claims() -> list[str]:
-    """Each figure of docs/speed.md's table, formatted from its stored output."""
+# ------------------------------------------------------------------------------------------------ speed figures
+def speed_figures() -> dict[str, float]:
+    """The speed figures the docs quote, computed from the stored benchmark outputs."""
     mini = _stored(BENCH / "mini.json")["clip"]
     step = _stored(BENCH / "decode_step.json")
     chunks = {(r["chunks"], r["max_seconds"], r["variant"]): r["x_real_time"]
               for r in _stored(BENCH / "long_form_chunks.json")}
-    hour = _stored(BENCH / "mini_long_fp32.json")["long"]["chosen, 60 min"]["x_real_time"]
-    asterisk = _stored(MINI_RESULTS / "long_form_all.json")["modes"][0]["x_real_time"]
+    results = _stored(BENCH / "results.json")
+    variants, hw = results["inference"]["variants"], results["hardware"]
+    before = "sdpa + repeat_kv, strided head input (before)"
+    packed = "packed GQA steps"
+    on = "packed GQA steps + contiguous head input + filled prompt keys (defaults)"
+    fused = on.replace(" (defaults)", " + fused projections")
 
     def ratio(part: str, slower: str, faster: str) -> float:
         return step[part][slower]["median_s"] / step[part][faster]["median_s"]
 
-    before = "sdpa + repeat_kv, strided head input (before)"
-    on = "packed GQA steps + contiguous head input + filled prompt keys (defaults)"
-    fused = on.replace(" (defaults)", " + fused projections")
-    batch8 = step["batch8"][on]["clips_per_s"] / step["clip"][on]["clips_per_s"]
+    def floor(name: str) -> float:
+        return variants[name]["ms_per_token"] / variants[name]["roofline_ms_per_token"]
+
+    fp32_best = "faithful fp32 + merged + greedy loop + compiled"
+    bf16_best = "fast bf16 + merged + greedy loop + compiled"
+    return {
+        "defaults_s": mini["defaults: LoRA merged + greedy loop"]["median_s"],
+        "compiled_s": mini["LoRA merged + greedy loop + compiled step"]["median_s"],
+        "bf16_s": mini["bf16 weights + greedy loop + compiled step"]["median_s"],
+        "switches_clip": ratio("clip", before, on), "switches_batch8": ratio("batch8", before, on),
+        "packed_clip": ratio("clip", before, packed), "packed_batch8": ratio("batch8", before, packed),
+        "fused_clip": ratio("clip", on, fused), "fused_batch8": ratio("batch8", on, fused),
+        "batch8": step["batch8"][on]["clips_per_s"] / step["clip"][on]["clips_per_s"],
+        "batch8_fused": step["batch8"][fused]["clips_per_s"] / step["clip"][fused]["clips_per_s"],
+        "pause8": chunks["pause", 8.0, "defaults"], "fixed30": chunks["fixed", 30.0, "defaults"],
+        "pause8_bf16": chunks["pause", 8.0, "bf16+compile"],
+        "hour": _stored(BENCH / "mini_long_fp32.json")["long"]["chosen, 60 min"]["x_real_time"],
+        "asterisk": _stored(MINI_RESULTS / "long_form_all.json")["modes"][0]["x_real_time"],
+        "fp32_x": variants[fp32_best]["speedup_vs_baseline"], "bf16_x": variants[bf16_best]["speedup_vs_baseline"],
+        "floor_fp32": floor(fp32_best), "floor_bf16": floor(bf16_best), "read_GBps": hw["read_GBps"],
+    }
+
+
+def _speed_claims() -> list[str]:
+    """Each figure of docs/speed.md, formatted from its stored output."""
+    f = speed_figures()
     return [
-        f"| {mini['defaults: LoRA merged + greedy loop']['median_s']:.2f} s |",
-        f"| {mini['LoRA merged + greedy loop + compiled step']['median_s']:.2f} s, same ids as the defaults |",
-        f"| {mini['bf16 weights + greedy loop + compiled step']['median_s']:.2f} s |",
-        f"| {ratio('clip', before, on):.2f}x / {ratio('batch8', before, on):.2f}x the time without them |",
-        f"| {ratio('clip', on, fused):.2f}x / {ratio('batch8', on, fused):.2f}x (so they stay off) |",
-        f"| {batch8:.2f}x |",
-        f"| {chunks['pause', 8.0, 'defaults']:.2f}x / {chunks['fixed', 30.0, 'defaults']:.2f}x real time |",
-        f"| {chunks['pause', 8.0, 'bf16+compile']:.2f}x real time |",
-        f"| {hour:.2f}x real time |",
-        f"| {asterisk:.2f}x real time |",
+        f"| {f['defaults_s']:.2f} s |", f"| {f['compiled_s']:.2f} s, same ids as the defaults |",
+        f"| {f['bf16_s']:.2f} s |",
+        f"| {f['switches_clip']:.2f}x / {f['switches_batch8']:.2f}x the time without them |",
+        f"| {f['fused_clip']:.2f}x / {f['fused_batch8']:.2f}x (so they stay off) |",
+        f"| {f['batch8']:.2f}x |",
+        f"| {f['pause8']:.2f}x / {f['fixed30']:.2f}x real time |",
+        f"| {f['pause8_bf16']:.2f}x real time |",
+        f"| {f['hour']:.2f}x real time |",
+        f"| {f['asterisk']:.2f}x real time |",
         f"The long-form target is 20x real time over **1 hour** of speech: the one stored 1-hour run measured "
-        f"{hour:.2f}x",
-        f"{chunks['pause', 8.0, 'bf16+compile']:.2f}x is a 5-minute run",
-        f"Batch 8 against one clip (target 6x): {batch8:.2f}x, missed",
+        f"{f['hour']:.2f}x",
+        f"{f['pause8_bf16']:.2f}x is a 5-minute run",
+        f"Batch 8 against one clip (target 6x): {f['batch8']:.2f}x, missed",
     ]
+
+
+def _benchmarks_readme_claims() -> list[str]:
+    """The figures of benchmarks/README.md's targets and switch tables, formatted from their stored outputs."""
+    f = speed_figures()
+    mini = _stored(BENCH / "mini.json")["clip"]
+    token = {name: e["ms_per_token"] for name, e in mini.items()}
+    call = {name: e["median_s"] for name, e in mini.items()}
+    merged, greedy = "LoRA merged", "defaults: LoRA merged + greedy loop"
+    return [
+        f"| {f['fp32_x']:.2f}x (`results.json`) |", f"| {f['bf16_x']:.2f}x, fast mode (`results.json`) |",
+        f"fp32 {f['floor_fp32']:.2f}x, bf16 {f['floor_bf16']:.2f}x at the run's best read probe, "
+        f"{f['read_GBps']:.1f} GB/s",
+        f"at most {f['read_GBps'] * 1.3 / f['floor_fp32']:.1f} GB/s (fp32) / "
+        f"{f['read_GBps'] * 1.3 / f['floor_bf16']:.1f} GB/s (bf16)",
+        f"mini bf16 compiled {f['batch8']:.2f}x with the default switches ({f['batch8_fused']:.2f}x with fused "
+        f"projections, which stay off)",
+        f"| {f['compiled_s']:.2f} s fp32 / {f['bf16_s']:.2f} s bf16 with the compiled step, {f['defaults_s']:.2f} s "
+        f"with the defaults",
+        f"the one stored 1 h run: {f['hour']:.2f}x", f"5 min in bf16 compiled: {f['pause8_bf16']:.2f}x",
+        f"fp32 defaults: {f['asterisk']:.2f}x",
+        f"decode {token['old defaults: HF generate, LoRA apart (baseline)']:.1f} → {token[merged]:.1f} ms/token, "
+        f"{call['old defaults: HF generate, LoRA apart (baseline)']:.3f} → {call[merged]:.3f} s per clip",
+        f"decode {token[merged]:.1f} → {token[greedy]:.1f} ms/token eager, "
+        f"{token['LoRA merged + compiled step (HF generate)']:.1f} → "
+        f"{token['LoRA merged + greedy loop + compiled step']:.1f} compiled",
+        f"mini decode {token[greedy]:.1f} → {token['LoRA merged + greedy loop + compiled step']:.1f} ms/token, "
+        f"{call[greedy]:.3f} → {call['LoRA merged + greedy loop + compiled step']:.3f} s per clip",
+        f"clip {f['packed_clip']:.2f}x, batch 8 {f['packed_batch8']:.2f}x",
+        f"clip {f['fused_clip']:.2f}x, batch 8 {f['fused_batch8']:.2f}x",
+    ]
+
+
+def test_benchmarks_readme_figures_are_the_stored_outputs():
+    page = _text(BENCH / "README.md")
+    assert [claim for claim in _benchmarks_readme_claims() if claim not in page] == []
 
 
 def test_speed_page_figures_are_the_stored_outputs():
     page = _text(DOCS / "speed.md")
     assert [claim for claim in _speed_claims() if claim not in page] == []
-    bf16, fp32 = (_stored(MINI_RESULTS / f"long_form_first40{kind}_v2c.json")["modes"][0]["wer"] for kind in ("_bf16", ""))
+    bf16, fp32 = (_stored(MINI_RESULTS / f"long_form_first40{kind}_v2c.json")["modes"][0]["wer"]
+                  for kind in ("_bf16", ""))
     assert f"{100 * bf16:.1f} % of the words wrong in bf16 compiled against {100 * fp32:.1f} % in fp32" in page
 
 
@@ -177,3 +239,17 @@ def test_package_data_ships_what_exists():
     data = {p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")}
     shipped = {f for p in patterns for f in PACKAGE.glob(p)}
     assert sorted(str(p.relative_to(PACKAGE)) for p in data - shipped) == []
+
+
+def test_results_md_is_rendered_from_the_stored_outputs():
+    """benchmarks/RESULTS.md is what report.py renders from results.json and the other stored outputs, so no
+    figure in it can drift from them (re-render with `python benchmarks/report.py`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    stored = _stored(BENCH / "results.json")
+    rendered = report.report(stored["machine"], stored["hardware"], stored["inference"], stored["profiles"],
+                             stored["training"], stored["fast_mode_answers"])
+    assert rendered == (BENCH / "RESULTS.md").read_text()

@@ -33,7 +33,7 @@ class Answer:
 # Named decoding settings (`--preset NAME`, generate(preset=NAME)). Explicit options override a preset; a preset
 # overrides the config's `generate:` section.
 PRESETS: dict[str, dict] = {
-    # the reference implementation's decode defaults (SPEC section 3)
+    # the reference implementation's decode defaults
     "reference": dict(num_beams=4, max_new_tokens=200, min_length=1, top_p=0.9, temperature=1.0,
                       repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, do_sample=False),
     # fastest; needed for --stream

@@ -1,7 +1,7 @@
 """Seeded synthetic corpus for training a small SALMONN ("SALMONN-mini") on a CPU.
 
-Everything is generated locally from Debian packages and numpy, in the reference annotation
-format (SPEC §3): one ``<split>.json`` per split with
+Everything is generated locally from Debian packages and numpy, in the reference implementation's
+annotation format: one ``<split>.json`` per split with
 ``{"annotation": [{"path", "text", "task", "Q"?}]}`` (paths relative to the annotation file's
 folder), plus ``prompts.json`` (task -> instruction variants), ``summary.json`` (counts and
 hours) and ``meta/<split>.jsonl`` (one line per clip with everything that was drawn for it:

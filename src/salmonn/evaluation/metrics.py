@@ -1,6 +1,6 @@
 """Metrics behind ``salmonn eval``: one entry, ``compute_metrics``, and a task -> scorer registry.
 
-Units (``METRIC_UNITS``) follow the paper's table (SPEC §5): error rates in %, BLEU 0-100,
+Units (``METRIC_UNITS``) follow the paper's results table: error rates in %, BLEU 0-100,
 caption metrics x100 (coco-caption value times 100, e.g. SPIDEr 0.403 -> 40.3), accuracy and
 rates as fractions 0-1, diversity in %.
 

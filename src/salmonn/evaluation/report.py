@@ -16,7 +16,7 @@ from salmonn.evaluation.metrics import METRIC_UNITS, TASK_METRICS
 
 Summary = Mapping[str, Any]
 
-# SALMONN-13B as published (SPEC §5): task -> [(metric, value, data set)], in this package's units.
+# SALMONN-13B as published (Tang et al., ICLR 2024): task -> [(metric, value, data set)], in this package's units.
 PUBLISHED: dict[str, list[tuple[str, float, str]]] = {
     "asr": [("wer", 2.1, "LibriSpeech test-clean"), ("wer", 4.9, "LibriSpeech test-other"),
             ("wer", 10.0, "GigaSpeech")],

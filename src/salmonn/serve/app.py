@@ -88,7 +88,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     app = FastAPI(title="SALMONN", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, drain_seconds=settings.request_timeout)
     install_error_handlers(app)
     api = Api(engine, batcher, settings)
     app.get("/health")(api.health)
@@ -105,11 +105,13 @@ class Api:
 
     def __init__(self, engine: Engine, batcher: Batcher, settings: ServeSettings):
         self.engine, self.batcher, self.settings = engine, batcher, settings
+        self.uploading = 0  # admitted requests whose body is still arriving: they count against max_queue
 
     # ------------------------------------------------------------------ routes
     async def health(self):
         b = self.batcher
-        return {"status": "ok", "model": self.engine.name, "queued": b.queued, "busy": b.busy, "stats": dict(b.stats)}
+        return {"status": "ok", "model": self.engine.name, "queued": b.queued, "uploading": self.uploading,
+                "busy": b.busy, "stats": dict(b.stats)}
 
     async def models(self, request: Request):
         authorize(request, self.settings.api_key)
@@ -125,8 +127,8 @@ class Api:
     async def chat_completions(self, request: Request):
         deadline = self.admit(request)
         s = self.settings
-        req = await run_in_threadpool(parse_chat, await read_json(request, s.max_body_bytes), s.max_tokens_limit,
-                                      s.max_n)
+        body = await self.upload(read_json, request, deadline)
+        req = await run_in_threadpool(parse_chat, body, s.max_tokens_limit, s.max_n)
         wav = await self.decode_audio(req.audio, req.audio_param)
         overrides = req.decoding.overrides(self.engine.defaults, s.max_tokens_limit)
         prompt, prompt_tokens = await self.prompt_for(req.turns, wav, overrides)
@@ -151,7 +153,7 @@ class Api:
 
     async def transcriptions(self, request: Request):
         deadline = self.admit(request)
-        form = await read_form(request, self.settings.max_body_bytes)
+        form = await self.upload(read_form, request, deadline)
         try:
             upload, response_format, decoding = parse_transcription(form, self.settings.max_tokens_limit)
             data = await upload.read()
@@ -174,12 +176,26 @@ class Api:
         """The request's deadline, once its key is checked and the queue has room (before its body is read)."""
         deadline = time.monotonic() + self.settings.request_timeout
         authorize(request, self.settings.api_key)
-        if not self.batcher.accepting:
-            self.batcher.stats["rejected"] += 1
-            raise self.busy(ShuttingDown("the server is shutting down") if self.batcher.draining else
-                            QueueFull(f"{self.batcher.queued} requests are waiting "
-                                      f"(max_queue={self.batcher.max_queue})"))
+        b = self.batcher
+        if not b.accepting or b.queued + self.uploading >= b.max_queue:
+            b.stats["rejected"] += 1
+            raise self.busy(ShuttingDown("the server is shutting down") if b.draining else
+                            QueueFull(f"{b.queued} requests are waiting and {self.uploading} uploading "
+                                      f"(max_queue={b.max_queue})"))
         return deadline
+
+    async def upload(self, read, request: Request, deadline: float):
+        """read(request, max bytes, seconds left): the body, counted against max_queue while it arrives and due
+        by the request's deadline; a client that hangs up meanwhile is logged in one line and counted as dropped."""
+        self.uploading += 1
+        try:
+            return await read(request, self.settings.max_body_bytes, max(0.0, deadline - time.monotonic()))
+        except ClientGone as err:
+            self.batcher.stats["dropped"] += 1
+            log.warning("%s %s: %s; dropped", request.method, request.url.path, err)
+            raise
+        finally:
+            self.uploading -= 1
 
     async def decode_audio(self, data: bytes, param: str) -> np.ndarray:
         try:

@@ -5,7 +5,8 @@ arrival) for more jobs with the *same key* (the same decoding settings and LoRA 
 rows are gathered, and hands them to `run` in one call. Jobs with other keys wait for a later batch, so one
 generate() call never mixes settings. A job marked `alone` (a token stream) always runs on its own. The queue of
 pending jobs is bounded: `submit` raises `QueueFull` beyond `max_queue`. `drain` (at shutdown) fails every job
-that has not started with `ShuttingDown` and refuses new ones, so only the running batch is waited for.
+that has not started with `ShuttingDown` and refuses new ones, so only the running batch is waited for, and for
+at most the drain timeout: then its callers get `ShuttingDown` too and the worker thread is left behind.
 
 The model is only ever touched from the worker thread; callers wait on a `concurrent.futures.Future`.
 """
@@ -39,6 +40,7 @@ class Job:
     rows: int = 1  # how many rows of a generate() batch this job takes
     alone: bool = False  # never batch with others (streaming)
     on_start: Callable[[], None] | None = None  # called on the worker thread just before the job runs
+    abandoned: bool = False  # its caller left while it ran: its failure is a drop, not an error
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
     enqueued: float = dataclasses.field(default_factory=time.monotonic)
     id: int = dataclasses.field(default_factory=itertools.count().__next__)
@@ -54,12 +56,14 @@ class Batcher:
         self._run = run
         self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait_ms / 1000.0, max_queue
         self._pending: list[Job] = []
+        self._running: list[Job] = []  # the batch on the worker thread
+        self._aborted = False  # a drain gave up on the running batch: stop() does not wait for the worker
         self._cv = threading.Condition()
         self._stopping = self._draining = False
         self._thread = threading.Thread(target=self._loop, name="salmonn-model-worker", daemon=True)
         self.busy = False
         self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "rejected": 0, "errors": 0,
-                      "dropped": 0, "busy_seconds": 0.0}  # dropped: cancelled before they ran
+                      "dropped": 0, "busy_seconds": 0.0}  # dropped: their client left (before or while they ran)
 
     # ------------------------------------------------------------------ caller side (any thread)
     def start(self) -> "Batcher":
@@ -73,17 +77,28 @@ class Batcher:
                 job.future.cancel()
             self._pending.clear()
             self._cv.notify_all()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and not self._aborted:
             self._thread.join(timeout)
 
-    def drain(self) -> None:
-        """Fail the jobs that have not started with ShuttingDown and refuse new ones; the running batch finishes."""
+    def drain(self, timeout: float | None = None) -> None:
+        """Fail the jobs that have not started with ShuttingDown and refuse new ones; the running batch gets
+        `timeout` seconds (None: as long as it takes), then its callers get ShuttingDown as well."""
         with self._cv:
             self._draining = True
             for job in self._pending:
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_exception(ShuttingDown("the server is shutting down"))
             self._pending.clear()
+            running = list(self._running)
+        if timeout is None or not running:
+            return
+        concurrent.futures.wait([job.future for job in running], timeout)
+        late = [job for job in running if _settle(job, error=ShuttingDown(
+            f"the server shut down before this request finished (drain timeout {timeout:g} s)"))]
+        if late:
+            self._aborted = True
+            log.warning("shutdown: %d running request(s) did not finish within the drain timeout (%g s); answered "
+                        "503", len(late), timeout)
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         with self._cv:
@@ -104,6 +119,9 @@ class Batcher:
         with self._cv:
             if job in self._pending:
                 self._pending.remove(job)
+                self.stats["dropped"] += 1
+            elif job.future.running() and not job.abandoned:
+                job.abandoned = True
                 self.stats["dropped"] += 1
             job.future.cancel()
 
@@ -153,20 +171,21 @@ class Batcher:
                     rows += job.rows
             for job in batch:
                 self._pending.remove(job)
-            return batch
+            self._running = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            return self._running
 
     def _loop(self) -> None:
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
             self.busy, started = True, time.monotonic()
             try:
                 self._execute(batch)
             finally:
+                self._running = []
                 self.busy = False
                 self.stats["busy_seconds"] += time.monotonic() - started
 
@@ -188,17 +207,33 @@ class Batcher:
                 for job in batch:
                     self._execute_one(job)
                 return
-            self.stats["errors"] += 1
-            batch[0].future.set_exception(err)
+            self._failed(batch[0], err)
             return
         for job, result in zip(batch, results):
-            job.future.set_result(result)
+            _settle(job, result)
 
     def _execute_one(self, job: Job) -> None:
         try:
             result = self._run([job])[0]
         except BaseException as err:  # noqa: BLE001
+            self._failed(job, err)
+        else:
+            _settle(job, result)
+
+    def _failed(self, job: Job, err: BaseException) -> None:
+        """A job that raised: an error, unless its caller had left (counted as dropped) or a drain answered it."""
+        if not job.abandoned and not job.future.done():
             self.stats["errors"] += 1
-            job.future.set_exception(err)
+        _settle(job, error=err)
+
+
+def _settle(job: Job, result: Any = None, error: BaseException | None = None) -> bool:
+    """Give a running job its result or error; False when it already has one (a drain answered it first)."""
+    try:
+        if error is not None:
+            job.future.set_exception(error)
         else:
             job.future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        return False
+    return True

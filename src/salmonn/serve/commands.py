@@ -11,6 +11,8 @@ import threading
 
 from ..errors import ConfigError, SalmonnError
 
+SHUTDOWN_GRACE = 2.0  # s after --drain-timeout for the drained requests' answers to go out
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -82,17 +84,20 @@ def _check_limits(limits: dict) -> None:
 
 def make_server(app, log_level: str, drain_timeout: float):
     """uvicorn for `app`. On SIGTERM / Ctrl-C the queued requests are refused at once (503) and the running ones
-    get `drain_timeout` seconds before they are cancelled: a shutdown never waits for the whole queue."""
+    get `drain_timeout` seconds, then they are answered 503 too (a stream: an error event and [DONE]) and the
+    process exits without waiting for their generation: a shutdown never waits for the whole queue."""
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
             # a signal handler must not take the batcher's lock (the interrupted code may hold it): drain elsewhere
-            threading.Thread(target=app.state.batcher.drain, daemon=True).start()
+            threading.Thread(target=app.state.batcher.drain, args=(drain_timeout,), daemon=True).start()
             super().handle_exit(sig, frame)
 
+    # uvicorn cancels what is still running only after the drain has answered it (a cancelled request is a
+    # plain-text 500 and a traceback)
     return DrainingServer(uvicorn.Config(app, log_level=log_level, timeout_keep_alive=30,
-                                         timeout_graceful_shutdown=drain_timeout))
+                                         timeout_graceful_shutdown=drain_timeout + SHUTDOWN_GRACE))
 
 
 @dataclasses.dataclass
@@ -130,7 +135,7 @@ class ServerFlags:
 
 def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_timeout: float = 300.0,
           drain_timeout: float = 10.0, max_body_mb: float = 25.0, max_tokens_limit: int = 1024,
-          log_level: str = "info", overrides: list[str] = ()) -> None:
+          log_level: str = "info", eager_step: bool = False, overrides: list[str] = ()) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (+ the web demo at /).
 
     Endpoints: POST /v1/chat/completions (messages with text and input_audio parts, stream, n, stop, seed,
@@ -145,7 +150,11 @@ def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_tim
       max_body_mb: request bodies over this are refused with 413
       max_tokens_limit: the largest max_tokens a request may ask for
       log_level: uvicorn's log level
+      eager_step: run the LLM's per-token step eagerly; by default a server compiles it (model.compile=true, as
+        `salmonn infer` does not: each batch size's first request compiles it once, for minutes on a CPU, and a
+        long-running process then decodes faster); a model.compile=... override wins over both
     """
+    overrides = ([] if eager_step else ["model.compile=true"]) + list(overrides)  # the serve-specific default
     server.run(overrides, log_level, max_queue=max_queue, request_timeout=request_timeout,
                drain_timeout=drain_timeout, max_body_mb=max_body_mb, max_tokens_limit=max_tokens_limit)
 

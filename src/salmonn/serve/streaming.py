@@ -97,7 +97,8 @@ class TokenStream:
                      timed_out: Callable[[], APIError], abandon: Callable[[], None]) -> AsyncIterator[str]:
         """The SSE chunks: role, text pieces, then (from `conclude(future)`: final text, finish reason, usage) any
         text not streamed yet, the finish reason, usage and [DONE]. An error after the first chunk is sent as an
-        error event. `abandon` stops the job when the stream ends early (the client left, the deadline passed)."""
+        error event, then [DONE]. `abandon` stops the job when the stream ends early (the client left, the deadline
+        passed); a generation that outlives its stream (a drain answered it) is stopped at its next token."""
         sent, finished = "", False
         try:
             yield chunk(meta, {"role": "assistant", "content": ""}, None, include_usage)
@@ -106,6 +107,7 @@ class TokenStream:
                     kind, value = await asyncio.wait_for(self.next(), max(0.0, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     yield sse_data(timed_out().body())
+                    yield DONE
                     return
                 if kind == "text":
                     sent += value
@@ -116,8 +118,8 @@ class TokenStream:
                         yield event
                     return
         finally:
+            self.cancelled.set()
             if not finished:
-                self.cancelled.set()
                 abandon()
 
     @staticmethod
@@ -126,6 +128,7 @@ class TokenStream:
             text, reason, usage = conclude(future)
         except APIError as err:
             yield sse_data(err.body())
+            yield DONE
             return
         if not text.startswith(sent):  # the streamer guarantees it; a broken guarantee must show in the log
             log.error("streamed text %r is not a prefix of the answer %r", sent, text)

@@ -4,6 +4,7 @@ and multipart bodies, and waiting for an answer while watching for a client that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .schemas import APIError, bad
 
@@ -34,8 +36,8 @@ class BodyLimit:
 
     DRAIN_LIMIT = 256 * 2 ** 20  # read (and drop) up to this much of a refused body so the client sees the 413
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, drain_seconds: float = 300.0):
+        self.app, self.max_bytes, self.drain_seconds = app, max_bytes, drain_seconds  # a stalled body: no longer
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -43,8 +45,8 @@ class BodyLimit:
         declared = dict(scope.get("headers") or {}).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             if int(declared) <= self.DRAIN_LIMIT:
-                while (await receive()).get("more_body"):
-                    pass
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(_discard_body(receive), self.drain_seconds)
             response = error_response(too_large(self.max_bytes))
             return await response(scope, receive, send)
         seen = 0
@@ -59,6 +61,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+async def _discard_body(receive) -> None:
+    while (await receive()).get("more_body"):
+        pass
 
 
 def too_large(max_bytes: int) -> APIError:
@@ -100,16 +107,23 @@ def authorize(request: Request, api_key: str | None) -> None:
         raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", None, "invalid_api_key")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+    """The whole body: 413 over `max_bytes`, 408 when it has not arrived within `timeout` s (a stalled upload must
+    not hold its connection), ClientGone when the client hangs up during the upload."""
     try:
-        return await request.body()
+        return await asyncio.wait_for(request.body(), timeout)
     except BodyTooLarge:
         raise too_large(max_bytes) from None
+    except asyncio.TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout:.3g} s (the server's request "
+                       "timeout): send it whole", None, "timeout") from None
+    except ClientDisconnect:
+        raise ClientGone("the client hung up during its upload") from None
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json(request: Request, max_bytes: int, timeout: float) -> Any:
     """The body parsed as JSON (in a worker thread: a large body must not stall the event loop)."""
-    raw = await read_body(request, max_bytes)
+    raw = await read_body(request, max_bytes, timeout)
     if not raw.strip():
         raise bad("the request body is empty: send a JSON object", None, "invalid_json")
     return await run_in_threadpool(parse_json, raw)
@@ -124,7 +138,7 @@ def parse_json(raw: bytes) -> Any:
         raise bad("the request body is nested too deeply to be a chat request", None, "invalid_json") from None
 
 
-async def read_form(request: Request, max_bytes: int):
+async def read_form(request: Request, max_bytes: int, timeout: float):
     """The multipart/form-data body, refused when it is cut off (no closing boundary): a truncated upload would
     otherwise parse as a form that silently lacks its last fields."""
     content_type = request.headers.get("content-type", "")
@@ -133,7 +147,7 @@ async def read_form(request: Request, max_bytes: int):
     boundary = re.search(r'boundary="?([^";]+)"?', content_type)
     if boundary is None:
         raise bad("the multipart Content-Type has no boundary", None, "invalid_multipart")
-    raw = await read_body(request, max_bytes)
+    raw = await read_body(request, max_bytes, timeout)
     if b"--" + boundary.group(1).encode("latin-1") + b"--" not in raw:
         raise bad("the multipart body is cut off (it has no closing boundary): send the whole body", None,
                   "invalid_multipart")

@@ -253,3 +253,11 @@ def test_results_md_is_rendered_from_the_stored_outputs():
     rendered = report.report(stored["machine"], stored["hardware"], stored["inference"], stored["profiles"],
                              stored["training"], stored["fast_mode_answers"])
     assert rendered == (BENCH / "RESULTS.md").read_text()
+
+
+def test_sources_cite_nothing_outside_the_repository():
+    """Docstrings and comments cite the paper, the reference implementation or files in this repository, never the
+    sections of a spec file that a checkout does not have."""
+    cites = [f"{p.relative_to(ROOT)}:{n}" for p in PACKAGE.rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bSPEC\b", line)]
+    assert cites == []

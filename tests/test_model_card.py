@@ -164,3 +164,26 @@ def test_history_table_is_the_stored_outputs():
         if suffix != "_v1":
             long = _stored(f"long_form_all{suffix}.json")
             assert rows[version][3] == f"{pct(long['clip_level_wer'])} / {pct(long['modes'][0]['wer'])}", version
+
+
+def test_rescoring_table_and_prose_numbers_are_the_stored_outputs():
+    """The CTC-rescoring table, the frozen encoder's ceiling and the gender probe, from their stored outputs."""
+    t = _stored("card_numbers.json")["tasks"]
+    greedy = {"espeak": _metric(t, "asr", "wer"), "neural": _metric(t, "asr@voice", "wer"),
+              "asterisk": 100 * _stored("long_form_all.json")["clip_level_wer"]}
+    sets = _stored("ctc_rescore.json")["sets"]
+    rows = {row[0]: row[1:] for row in table_cells(CARD.read_text(), "**Transcribing with CTC rescoring**")}
+    for label, key in (("64 espeak-ng", "espeak"), ("64 neural voices", "neural"),
+                       ("542 Asterisk prompts, clip by clip", "asterisk")):
+        s = sets[key]
+        assert rows[label] == [f"{one_place(greedy[key])} %", f"{one_place(s['beam_search'])} %",
+                               f"{one_place(s['ctc_best_path'])} %", f"**{one_place(s['rescored'])} %**",
+                               f"{one_place(s['oracle'])} %"], label
+    card = " ".join(CARD.read_text().split())
+    ceiling = _stored("whisper_ceiling.json")
+    assert (f"**{one_place(ceiling['espeak']['wer'])} %** WER on the 64 espeak-ng clips, "
+            f"**{one_place(ceiling['neural']['wer'])} %** on the 64 neural-voice clips and "
+            f"**{one_place(ceiling['asterisk']['wer'])} %** on all 542 Asterisk prompts") in card
+    probe = _stored("gender_probe.json")["accuracy"]
+    assert (f"Whisper's frames {probe['whisper']:.2f}, the audio tokens {probe['tokens']:.2f} (query 0: "
+            f"{probe['query 0']:.2f}, query 1: {probe['query 1']:.2f}") in card

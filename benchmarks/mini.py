@@ -222,6 +222,10 @@ def main() -> None:
         clip, info["clip_from"] = earlier["clip"], earlier["info"].get("clip_from", earlier["info"]["date"])
     if long is None and earlier.get("long"):
         long, info["long_from"] = earlier["long"], earlier["info"].get("long_from", earlier["info"]["date"])
+    for part in ("clip", "long"):  # a carried part keeps the weights it measured (None: run before they were stored)
+        if f"{part}_from" in info:
+            info[f"{part}_weights_sha256"] = earlier["info"].get(f"{part}_weights_sha256",
+                                                                 earlier["info"].get("weights_sha256"))
     stored.write_text(json.dumps({"info": info, "clip": clip, "long": long}, indent=1))
     args.out.write_text(report(info, clip, long))
     log(f"wrote {args.out}")

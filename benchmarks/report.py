@@ -172,7 +172,8 @@ def targets_section(inf: dict | None, hw: dict) -> list[str]:
     mini = _stored("mini.json")
     if mini and mini.get("clip"):
         info = mini["info"]  # a run of only the long part keeps the clip part's date in clip_from (no load)
-        source = (f"mini.json (clip run {info['clip_from']})" if "clip_from" in info
+        source = (f"mini.json (clip run {info['clip_from']}, "
+                  f"{weights('mini.json', {'weights_sha256': info.get('clip_weights_sha256')})})" if "clip_from" in info
                   else f"mini.json ({info['date']}, load {fmt(info['load_start'][0])}, "
                        f"{weights('mini.json', info)})")
         for name, e in mini["clip"].items():

@@ -161,6 +161,9 @@ def test_history_table_is_the_stored_outputs():
         assert rows[version][2] == f"{_metric(t, 'asr', 'wer'):.1f} % / {_metric(t, 'asr@voice', 'wer'):.1f} %", version
         assert rows[version][4] == (f"{_metric(t, 'gender_recognition', 'accuracy'):.2f} / "
                                     f"{_metric(t, 'gender_recognition@voice', 'accuracy'):.2f}"), version
+        assert f"weights sha256 `{_stored(f'card_numbers{suffix}.json')['weights_sha256'][:12]}…`" in rows[version][7]
+        assert rows[version][5] == f"{_metric(t, 'instrument', 'accuracy'):.2f}", version
+        assert rows[version][6] == f"{_metric(t, 'audiocaption', 'cider_d'):.0f}", version
         if suffix != "_v1":
             long = _stored(f"long_form_all{suffix}.json")
             assert rows[version][3] == f"{pct(long['clip_level_wer'])} / {pct(long['modes'][0]['wer'])}", version

@@ -69,8 +69,12 @@ def _stored(name: str):
     return json.loads((RESULTS / name).read_text())
 
 
+def shipped_sha256() -> str:
+    return hashlib.sha256((MINI / "trainable.safetensors").read_bytes()).hexdigest()
+
+
 def test_the_shipped_outputs_measured_the_shipped_weights():
-    sha = hashlib.sha256((MINI / "trainable.safetensors").read_bytes()).hexdigest()
+    sha = shipped_sha256()
     assert sha in CARD.read_text()
     assert {name: _stored(name)["weights_sha256"] for name in SHIPPED_OUTPUTS} == dict.fromkeys(SHIPPED_OUTPUTS, sha)
 
@@ -102,6 +106,10 @@ def results_rows() -> dict[str, str]:
     every, first40 = _stored("long_form_all.json"), _stored("long_form_first40.json")
     rescored = _stored("ctc_rescore.json")["sets"]
     long_rescored = _stored("long_form_all_ctc_rescore.json")
+    mini = json.loads((ROOT / "benchmarks" / "mini.json").read_text())
+    measured = mini["info"].get("clip_weights_sha256") or mini["info"].get("weights_sha256")
+    assert measured in (None, shipped_sha256()), "benchmarks/mini.json's clip run measured other weights"  # None: v6's
+    clip = mini["clip"]
     return {
         "ASR, espeak-ng voices": f"**{_metric(t, 'asr', 'wer'):.1f} %**",
         "ASR, neural voices": f"**{_metric(t, 'asr@voice', 'wer'):.1f} %**",
@@ -127,6 +135,11 @@ def results_rows() -> dict[str, str]:
                                     f"{_metric(t, 'QA@voice_qa', 'following_rate'):.2f}**",
         "audio caption": f"**{_metric(t, 'audiocaption', 'cider_d'):.0f}**",
         "music description": f"**{_metric(t, 'music_description', 'cider_d'):.0f}**",
+        "speed: 10 s clip + 32 tokens": f"{clip['LoRA merged + greedy loop + compiled step']['median_s']:.2f} fp32 / "
+                                        f"{clip['bf16 weights + greedy loop + compiled step']['median_s']:.2f} bf16 "
+                                        f"with the compiled step, "
+                                        f"{clip['defaults: LoRA merged + greedy loop']['median_s']:.2f} by default "
+                                        f"(`benchmarks/mini.json`)",
     }
 
 

@@ -3,12 +3,16 @@ so `salmonn --help` stays fast)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 import json
 import os
 import sys
 
-from .config import DecodingFlags, ModelFlags
 from .errors import SalmonnError
+from .flags import DecodingFlags, ModelFlags
+
+if TYPE_CHECKING:
+    from .model import SALMONN
 
 
 def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manifest: str | None = None,
@@ -27,9 +31,9 @@ def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manif
       manifest: a JSONL of {"audio", "prompt"} objects to answer (with --output; the prompt may come from --prompt)
       output: the manifest's answers (JSONL, in manifest order; a rerun skips lines already there)
       batch_size: clips per generate call (answers equal single-clip answers)
-      long_form: answer each piece of the audio with the instruction and join the answers in order (lectures,
+      long_form: answer each chunk of the audio with the instruction and join the answers in order (lectures,
         meetings: audio whose tokens would not fit the LLM's context), printed as they come; by default the
-        pieces are cut at pauses, at most 8 s each (--long-form-chunks, --long-form-seconds)
+        chunks are cut at pauses, at most 8 s each (--long-form-chunks, --long-form-seconds)
       long_form_chunks: how --long-form cuts the audio: "pause" (default: at the longest pause, so that no chunk
         is longer than --long-form-seconds) or "fixed" (consecutive 30 s segments, the earlier behaviour)
       long_form_seconds: the longest pause-aligned chunk, 1 to 30 s (default 8, what SALMONN-mini was trained
@@ -38,14 +42,14 @@ def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manif
       retry_errors: answer the manifest lines that failed before again
       json_output: one {"audio", "prompt", "text", "token_ids"} (or "error") object per clip per line
     """
-    pieces = long_form_options(long_form, long_form_chunks, long_form_seconds)
+    chunking = long_form_options(long_form, long_form_chunks, long_form_seconds)
     if manifest:
         if audio or not output:
             raise SalmonnError("--manifest takes --output OUT.jsonl and no --audio")
         if stream:
             raise SalmonnError("--stream shows one answer as it is generated: use it with a single --audio")
         _infer_manifest(model.load(overrides), manifest, output, prompt, batch_size, long_form, retry_errors,
-                        decoding, pieces)
+                        decoding, chunking)
         return
     if not audio or not prompt:
         raise SalmonnError("give --audio and --prompt (or --manifest IN.jsonl --output OUT.jsonl)")
@@ -61,7 +65,7 @@ def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manif
         loaded.generate(audio[0], prompts[0], streamer=TokenStreamer(loaded.tokenizer, stop=gen.stop),
                         **decoding.options())
         return
-    _infer_clips(loaded, audio, prompts, batch_size, long_form, json_output, decoding, pieces)
+    _infer_clips(loaded, audio, prompts, batch_size, long_form, json_output, decoding, chunking)
 
 
 def long_form_options(long_form: bool, chunks: str, seconds: float | None) -> dict:
@@ -71,16 +75,16 @@ def long_form_options(long_form: bool, chunks: str, seconds: float | None) -> di
         if seconds is not None or chunks != "pause":
             raise SalmonnError("--long-form-chunks and --long-form-seconds go with --long-form")
         return {}
-    from .inference import long_form_pieces
-    chunks, seconds = long_form_pieces(chunks, seconds)
+    from .inference import long_form_chunking
+    chunks, seconds = long_form_chunking(chunks, seconds)
     return {"long_form_chunks": chunks, "long_form_seconds": seconds}
 
 
-def _infer_manifest(model, manifest: str, output: str, prompt: list[str] | None, batch_size: int, long_form: bool,
-                    retry_errors: bool, decoding: DecodingFlags, pieces: dict | None = None) -> None:
+def _infer_manifest(model: "SALMONN", manifest: str, output: str, prompt: list[str] | None, batch_size: int,
+                    long_form: bool, retry_errors: bool, decoding: DecodingFlags, chunking: dict | None = None) -> None:
     from .inference import run_manifest
     stats = run_manifest(model, manifest, output, prompt=prompt[0] if prompt else None, batch_size=batch_size,
-                         retry_errors=retry_errors, progress=True, long_form=long_form, **(pieces or {}),
+                         retry_errors=retry_errors, progress=True, long_form=long_form, **(chunking or {}),
                          **decoding.options())
     print(f"{stats['answered']} answered, {stats['failed']} failed, {stats['skipped']} already in {output}",
           file=sys.stderr)
@@ -89,15 +93,15 @@ def _infer_manifest(model, manifest: str, output: str, prompt: list[str] | None,
                            f"(fix them and re-run with --retry-errors)")
 
 
-def _infer_clips(model, audio: list[str], prompts: list[str], batch_size: int, long_form: bool, json_output: bool,
-                 decoding: DecodingFlags, pieces: dict | None = None) -> None:
+def _infer_clips(model: "SALMONN", audio: list[str], prompts: list[str], batch_size: int, long_form: bool,
+                 json_output: bool, decoding: DecodingFlags, chunking: dict | None = None) -> None:
     from .inference import answer_all
 
     def print_segment(index, answer):  # long form: each segment's answer as soon as it is there
         print(answer.text if len(audio) == 1 else f"{audio[index]}: {answer.text}", flush=True)
 
     results = answer_all(model, audio, prompts, batch_size=batch_size, long_form=long_form,
-                         on_segment=print_segment if long_form and not json_output else None, **(pieces or {}),
+                         on_segment=print_segment if long_form and not json_output else None, **(chunking or {}),
                          **decoding.options())
     failed = [r for r in results if not r.ok]
     if len(results) == 1 and failed:

@@ -1,6 +1,7 @@
-"""SALMONN-mini model-card figures from the training runs and the evaluations of scripts/mini/evaluate.py.
+"""SALMONN-mini figures from the training runs and the evaluations of scripts/mini/evaluate.py (written beside the
+run; the model card quotes no figure, and v1's were dropped from docs/mini with the rest of its history).
 
-    .venv/bin/python scripts/mini/plots.py --runs runs/mini --evals runs/mini/eval --out docs/mini
+    .venv/bin/python scripts/mini/plots.py --runs runs/mini --evals runs/mini/eval --out runs/mini/plots
 
 training.png: training loss of stage 0 (the connector's CTC warm-up) and the three stages against the step, with
 the CTC term per transcript token and the validation loss where logged.
@@ -96,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/mini"))
     parser.add_argument("--evals", type=Path, default=Path("runs/mini/eval"))
-    parser.add_argument("--out", type=Path, default=Path("docs/mini"))
+    parser.add_argument("--out", type=Path, default=Path("runs/mini/plots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     training_figure(args.runs, args.out)

@@ -6,10 +6,10 @@
     long_form  each pause-aligned chunk (or fixed 30 s segment) answered with the instruction, answers joined
     run_manifest   resumable JSONL in -> JSONL out
 
-    from salmonn import SALMONN
+    from salmonn import load_model
     from salmonn.inference import answer_all, run_manifest
 
-    model = SALMONN.from_config("cfg.yaml")
+    model = load_model("cfg.yaml")
     for r in answer_all(model, ["a.wav", "b.mp3"], "Describe the audio.", batch_size=8, preset="greedy"):
         print(r.audio, r.text if r.ok else r.error)
     run_manifest(model, "in.jsonl", "out.jsonl", batch_size=8)          # resumes where out.jsonl stops
@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,9 +35,12 @@ from .frames import SAMPLE_RATE, SEGMENT_SECONDS
 from .pauses import iter_pause_chunks
 from .prompting import IGNORE_INDEX, Piece, format_prompt, pair_prompts, prompt_pieces
 
+if TYPE_CHECKING:
+    from .model import SALMONN
+
 SINGLE_CLIP_TYPES = (str, Path, bytes, np.ndarray, torch.Tensor, tuple)  # one clip, not a list of clips
 LONG_FORM_HINT = "answer it segment by segment (salmonn infer --long-form, long_form=True) or cut the audio"
-# long form: how a long clip is cut before each piece is answered
+# long form: how a long clip is cut before each chunk is answered
 LONG_FORM_CHUNKS = ("pause", "fixed")  # pause-aligned chunks (salmonn.pauses), or today's fixed 30 s segments
 DEFAULT_LONG_FORM_CHUNKS = "pause"  # chosen by scripts/mini/long_form.py (README, "Long form")
 DEFAULT_PAUSE_SECONDS = 8.0  # s, the longest pause-aligned chunk by default (same measurement; mini trained on <= 8 s)
@@ -50,12 +53,12 @@ def as_clips(audio) -> list:
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline
-def full_prompt(model, prompt: str, templated: bool) -> str:
+def full_prompt(model: "SALMONN", prompt: str, templated: bool) -> str:
     """The templated prompt of a bare instruction (templated=True: `prompt` already is one)."""
     return prompt if templated else format_prompt(prompt, model.config.model.prompt_template)
 
 
-def check_context(model, pieces: Sequence[Piece], gen: GenerateConfig, name: str) -> None:
+def check_context(model: "SALMONN", pieces: Sequence[Piece], gen: GenerateConfig, name: str) -> None:
     """PromptError when prompt + audio tokens + max_new_tokens do not fit the LLM's positions."""
     used = sum(len(p) for p in pieces)
     if used + gen.max_new_tokens > model.context_length:
@@ -68,8 +71,9 @@ def _named(err: SalmonnError, name: str) -> SalmonnError:
 
 
 @torch.no_grad()
-def prepare(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig, *, templated: bool = False,
-            sample_rate: int | None = None, audio_tokens: Sequence[torch.Tensor] | None = None,
+def prepare(model: "SALMONN", audio: Sequence, prompts: Sequence[str], gen: GenerateConfig, *,
+            templated: bool = False, sample_rate: int | None = None,
+            audio_tokens: Sequence[torch.Tensor] | None = None,
             fail_fast: bool = False) -> list[list[Piece] | SalmonnError]:
     """Each item's LLM input pieces, or the SalmonnError (naming the item) that keeps it from being answered:
     a bad prompt, unusable audio, or more tokens than the LLM's context. Audio is encoded in one pass.
@@ -105,9 +109,9 @@ def prepare(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig,
     return prepared
 
 
-def generate(model, audio, prompt: str | Sequence[str], templated: bool = False, sample_rate: int | None = None,
-             streamer=None, audio_tokens: list[torch.Tensor] | None = None, preset: str | None = None,
-             return_scores: bool = False, **options) -> list[Answer]:
+def generate(model: "SALMONN", audio, prompt: str | Sequence[str], templated: bool = False,
+             sample_rate: int | None = None, streamer=None, audio_tokens: list[torch.Tensor] | None = None,
+             preset: str | None = None, return_scores: bool = False, **options) -> list[Answer]:
     """Answer each clip; the first unusable item raises its SalmonnError. `prompt` is the bare instruction (one
     for all clips or one per clip); templated=True takes full prompts with <SpeechHere>.
 
@@ -128,8 +132,8 @@ def generate(model, audio, prompt: str | Sequence[str], templated: bool = False,
 
 
 @torch.no_grad()
-def score(model, audio, prompt: str | Sequence[str], text: str | Sequence[str], templated: bool = False
-          ) -> list[dict]:
+def score(model: "SALMONN", audio, prompt: str | Sequence[str], text: str | Sequence[str],
+          templated: bool = False) -> list[dict]:
     """Per clip: mean token NLL of `text` + end symbol after the prompt ({"loss", "tokens"}): the training loss of
     that one sample."""
     clips = as_clips(audio)
@@ -166,22 +170,21 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def answer_all(model, audio, prompt: str | Sequence[str], batch_size: int = 8, templated: bool = False,
+def answer_all(model: "SALMONN", audio, prompt: str | Sequence[str], batch_size: int = 8, templated: bool = False,
                sample_rate: int | None = None, preset: str | None = None, progress: bool = False,
                long_form: bool = False, on_segment: Callable[[int, Answer], None] | None = None,
-               long_form_chunks: str | None = None, long_form_seconds: float | None = None,
-               **options) -> list[Result]:
+               long_form_chunks: str | None = None, long_form_seconds: float | None = None, **options) -> list[Result]:
     """Answer every clip, `batch_size` clips per generate call; an item that fails (unreadable audio, too long,
     a bad prompt) gets its error and the others still complete. Answers equal single-clip answers.
-    long_form=True answers each clip piece by piece (see `long_form`: long_form_chunks "pause" or "fixed", chunks
-    of at most long_form_seconds); on_segment(clip index, answer) sees each piece's answer as it comes."""
+    long_form=True answers each clip chunk by chunk (see `long_form`: long_form_chunks "pause" or "fixed", chunks
+    of at most long_form_seconds); on_segment(clip index, answer) sees each chunk's answer as it comes."""
     clips = as_clips(audio)
     prompts = pair_prompts(len(clips), prompt)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     gen = decoding_config(model.config.generate, preset, **options)  # option errors before any work
     if long_form:
-        long_form_chunks, long_form_seconds = long_form_pieces(long_form_chunks, long_form_seconds)
+        long_form_chunks, long_form_seconds = long_form_chunking(long_form_chunks, long_form_seconds)
     results: list[Result] = []
     bar = progress_bar(len(clips), progress)
     if long_form:
@@ -200,8 +203,8 @@ def answer_all(model, audio, prompt: str | Sequence[str], batch_size: int = 8, t
 
 
 @torch.no_grad()
-def answer_batch(model, audio: Sequence, prompts: Sequence[str], gen: GenerateConfig, templated: bool = False,
-                 sample_rate: int | None = None) -> list[Result]:
+def answer_batch(model: "SALMONN", audio: Sequence, prompts: Sequence[str], gen: GenerateConfig,
+                 templated: bool = False, sample_rate: int | None = None) -> list[Result]:
     """One generate call for the items that can be answered; per-item errors for the rest."""
     results = [Result(audio=a, prompt=p) for a, p in zip(audio, prompts)]
     rows = prepare(model, audio, prompts, gen, templated=templated, sample_rate=sample_rate)
@@ -215,7 +218,7 @@ def answer_batch(model, audio: Sequence, prompts: Sequence[str], gen: GenerateCo
     return results
 
 
-def long_form_pieces(chunks: str | None, max_seconds: float | None) -> tuple[str, float]:
+def long_form_chunking(chunks: str | None, max_seconds: float | None) -> tuple[str, float]:
     """Checked (chunks, max_seconds) of the long-form mode; None means the default (pause chunks of at most
     DEFAULT_PAUSE_SECONDS; fixed segments of SEGMENT_SECONDS). ConfigError for anything else."""
     chunks = DEFAULT_LONG_FORM_CHUNKS if chunks is None else chunks
@@ -232,11 +235,11 @@ def long_form_pieces(chunks: str | None, max_seconds: float | None) -> tuple[str
     return chunks, float(max_seconds)
 
 
-def long_form_segments(model, audio, sample_rate: int | None = None, chunks: str | None = None,
+def long_form_segments(model: "SALMONN", audio, sample_rate: int | None = None, chunks: str | None = None,
                        max_seconds: float | None = None) -> Iterator[np.ndarray]:
-    """One clip's long-form pieces as they are decoded: fixed 30 s segments (model.clip_segments), or pause-aligned
+    """One clip's long-form chunks as they are decoded: fixed 30 s segments (model.clip_segments), or pause-aligned
     chunks of at most `max_seconds` (salmonn.pauses; each padded to 1 s like a segment)."""
-    chunks, max_seconds = long_form_pieces(chunks, max_seconds)
+    chunks, max_seconds = long_form_chunking(chunks, max_seconds)
     segments = model.clip_segments(audio, sample_rate)
     if chunks == "fixed":
         return segments
@@ -244,16 +247,15 @@ def long_form_segments(model, audio, sample_rate: int | None = None, chunks: str
 
 
 @torch.no_grad()
-def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = False,
-              sample_rate: int | None = None, batch_size: int = 8,
-              on_segment: Callable[[Answer], None] | None = None, chunks: str | None = None,
-              max_seconds: float | None = None) -> Answer:
-    """Answer each piece of one clip with the instruction, `batch_size` pieces per generate call, and join the
-    answers in order (text joined by spaces, ids concatenated). The pieces: chunks="pause" (the default) cuts at
+def long_form(model: "SALMONN", audio, prompt: str, gen: GenerateConfig, templated: bool = False,
+              sample_rate: int | None = None, batch_size: int = 8, on_segment: Callable[[Answer], None] | None = None,
+              chunks: str | None = None, max_seconds: float | None = None) -> Answer:
+    """Answer each chunk of one clip with the instruction, `batch_size` chunks per generate call, and join the
+    answers in order (text joined by spaces, ids concatenated). The chunks: chunks="pause" (the default) cuts at
     pauses so that no chunk is longer than `max_seconds` (default DEFAULT_PAUSE_SECONDS); chunks="fixed" is
-    consecutive 30 s segments. Any length of audio within model.max_audio_seconds, on any model: each piece's
-    prompt fits the LLM on its own. on_segment(answer) sees each piece's answer as it comes."""
-    pieces = long_form_segments(model, audio, sample_rate, chunks, max_seconds)  # options checked before decoding
+    consecutive 30 s segments. Any length of audio within model.max_audio_seconds, on any model: each chunk's
+    prompt fits the LLM on its own. on_segment(answer) sees each chunk's answer as it comes."""
+    segments = long_form_segments(model, audio, sample_rate, chunks, max_seconds)  # options checked before decoding
     prompt = full_prompt(model, prompt, templated)
     name = audio_name(audio)
     answers: list[Answer] = []
@@ -269,7 +271,7 @@ def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = 
                 on_segment(answer)
         pending.clear()
 
-    for segment in pieces:
+    for segment in segments:
         pending.append(segment)
         if len(pending) == batch_size:
             flush()
@@ -279,10 +281,9 @@ def long_form(model, audio, prompt: str, gen: GenerateConfig, templated: bool = 
                   token_ids=[i for a in answers for i in a.token_ids])
 
 
-def long_form_result(model, audio, prompt: str, gen: GenerateConfig, templated: bool = False,
-                     sample_rate: int | None = None, batch_size: int = 8,
-                     on_segment: Callable[[Answer], None] | None = None, chunks: str | None = None,
-                     max_seconds: float | None = None) -> Result:
+def long_form_result(model: "SALMONN", audio, prompt: str, gen: GenerateConfig, templated: bool = False,
+                     sample_rate: int | None = None, batch_size: int = 8, on_segment: Callable[[Answer],
+                     None] | None = None, chunks: str | None = None, max_seconds: float | None = None) -> Result:
     """`long_form` as a Result: a problem with the clip or the prompt is its error."""
     result = Result(audio=audio, prompt=prompt)
     try:
@@ -327,24 +328,24 @@ def _done_lines(output: Path) -> tuple[dict[int, dict], list[str]]:
     return done, keep
 
 
-def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | None = None,
-                 batch_size: int = 8, preset: str | None = None, retry_errors: bool = False,
-                 progress: bool = True, long_form: bool = False, long_form_chunks: str | None = None,
-                 long_form_seconds: float | None = None, **options) -> dict:
+def run_manifest(model: "SALMONN", manifest: str | Path, output: str | Path, prompt: str | None = None,
+                 batch_size: int = 8, preset: str | None = None, retry_errors: bool = False, progress: bool = True,
+                 long_form: bool = False, long_form_chunks: str | None = None, long_form_seconds: float | None = None,
+                 **options) -> dict:
     """Answer every record of a JSONL (or reference annotation JSON) manifest into `output` (JSONL).
 
     Each record: {"audio" (or "path"), "prompt"?, ...}; `prompt` is used where a record has none. Each output
     line: {"line", "audio", "prompt", "text", "token_ids"} (+ "id"/"task" when the record has them), or
     {"line", "audio", "prompt", "error"}. Lines are written in manifest order and flushed per batch; records
     whose line is already in `output` are skipped (retry_errors=True answers failed ones again). long_form=True
-    answers each clip piece by piece (`long_form`; long_form_chunks, long_form_seconds). Returns {"answered",
+    answers each clip chunk by chunk (`long_form`; long_form_chunks, long_form_seconds). Returns {"answered",
     "failed", "skipped"} for this run.
     """
     from .data.manifest import iter_records
     output = Path(output)
     records = list(iter_records(manifest))  # a malformed manifest is one clear error before any work
     gen = decoding_config(model.config.generate, preset, **options)
-    pieces = long_form_pieces(long_form_chunks, long_form_seconds) if long_form else None
+    chunking = long_form_chunking(long_form_chunks, long_form_seconds) if long_form else None
     done, keep = _done_lines(output)
     by_line = dict(records)
     for number, record in done.items():
@@ -365,7 +366,7 @@ def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | 
         for chunk in batches(todo, batch_size):
             audio = [r.get("path") for _, r in chunk]
             prompts = [r.get("prompt", prompt) for _, r in chunk]
-            results = _manifest_batch(model, audio, prompts, gen, pieces, batch_size)
+            results = _manifest_batch(model, audio, prompts, gen, chunking, batch_size)
             for (number, record), result in zip(chunk, results):
                 line = {"line": number, "audio": record.get("audio", record.get("path"))}  # as the manifest says
                 for key in ("id", "task"):
@@ -386,9 +387,9 @@ def run_manifest(model, manifest: str | Path, output: str | Path, prompt: str | 
     return stats
 
 
-def _manifest_batch(model, audio: list, prompts: list, gen: GenerateConfig,
-                    long_form: tuple[str, float] | None = None, batch_size: int = 8) -> list[Result]:
-    """long_form: (chunks, max_seconds) to answer each clip piece by piece, None for whole clips."""
+def _manifest_batch(model: "SALMONN", audio: list, prompts: list, gen: GenerateConfig, long_form: tuple[str,
+                    float] | None = None, batch_size: int = 8) -> list[Result]:
+    """long_form: (chunks, max_seconds) to answer each clip chunk by chunk, None for whole clips."""
     results: list[Result | None] = [None] * len(audio)
     usable = []
     for i, (a, p) in enumerate(zip(audio, prompts)):

@@ -66,7 +66,8 @@ def test_readme_fits_on_a_few_screens_and_links_the_docs():
 
 
 def test_relative_links_resolve():
-    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *DOCS.rglob("*.md")]
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", PACKAGE / "assets" / "mini" / "README.md",
+             *DOCS.rglob("*.md")]
     broken = []
     for page in pages:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):

@@ -22,9 +22,9 @@ from salmonn.data.sounds import (EVENT_NAMES, augment, band_noise, event_clause,
                                   rms)
 from salmonn.data.texts import QA_FAMILIES, SQA_FAMILY, TRAINED_QA_FAMILIES, held_out, open_questions
 from salmonn.errors import SalmonnError
+from salmonn.frames import SAMPLE_RATE
 
 
-SR = 16000  # Hz
 MIN_SECONDS = 1.0  # shortest clip
 MAX_SECONDS = 8.0  # longest clip
 ESPEAK_HINT = "install it with: apt-get install espeak-ng"
@@ -66,7 +66,7 @@ def espeak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
     x, sr = sf.read(io.BytesIO(proc.stdout), dtype="float64")
     if x.ndim > 1:
         x = x[:, 0]
-    return soxr.resample(x, sr, SR) if sr != SR else x
+    return soxr.resample(x, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else x
 
 
 def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray, float]:
@@ -77,9 +77,9 @@ def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray
     voice = f"{job['accent']}+{job['variant']}"
     for _ in range(4):
         x = espeak(text, voice, rate, job["pitch"])
-        if len(x) <= max_seconds * SR:
+        if len(x) <= max_seconds * SAMPLE_RATE:
             return x, rate
-        rate = min(400, int(math.ceil(rate * len(x) / (max_seconds * SR) * 1.05)))
+        rate = min(400, int(math.ceil(rate * len(x) / (max_seconds * SAMPLE_RATE) * 1.05)))
     raise SalmonnError(f"sentence too long to fit {max_seconds} s: {text!r}")
 
 
@@ -91,20 +91,20 @@ def _kokoro_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarra
     question = text.endswith("?")
     for _ in range(4):
         x = shared_voices().speak(text.rstrip("?"), speaker, speed, question=question)
-        if len(x) <= max_seconds * SR:
+        if len(x) <= max_seconds * SAMPLE_RATE:
             return x, speed
-        speed = round(speed * len(x) / (max_seconds * SR) * 1.05, 4)
+        speed = round(speed * len(x) / (max_seconds * SAMPLE_RATE) * 1.05, 4)
     raise SalmonnError(f"sentence too long to fit {max_seconds} s: {text!r}")
 
 
 def _write_wav(path: Path, x: np.ndarray) -> float:
-    if len(x) < MIN_SECONDS * SR:
-        x = fit(x, int(MIN_SECONDS * SR))
-    x = x[: int(MAX_SECONDS * SR)]
+    if len(x) < MIN_SECONDS * SAMPLE_RATE:
+        x = fit(x, int(MIN_SECONDS * SAMPLE_RATE))
+    x = x[: int(MAX_SECONDS * SAMPLE_RATE)]
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, pcm, SR, subtype="PCM_16", format="WAV")
-    return len(pcm) / SR
+    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return len(pcm) / SAMPLE_RATE
 
 
 
@@ -136,10 +136,10 @@ QUIET_VARIETIES = {  # variety -> (level range in dBFS, caption)
 
 def render_quiet(variety: str, rng: np.random.Generator, seconds: float) -> np.ndarray:
     """A clip without speech or events: near-silence, room tone, mains hum or coloured noise."""
-    n = int(seconds * SR)
+    n = int(seconds * SAMPLE_RATE)
     if variety == "hum":
         mains = float(rng.choice((50.0, 60.0)))
-        t = np.arange(n) / SR
+        t = np.arange(n) / SAMPLE_RATE
         x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3)) for k in range(1, 6))
         x = x + 0.05 * band_noise(rng, n, 20, 8000)
     elif variety in ("silence", "room tone"):
@@ -180,7 +180,7 @@ def _render_qa(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndar
     rel = job["path"]
     entries: list[dict] = []
     x, meta["rate"] = _speak_fitting(job["question"] + "?", job, MAX_SECONDS * 0.88)
-    x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SR)), x])
+    x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE)), x])
     x, meta["aug"] = augment(x, rng)
     entry = {"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]}
     if job["kind"] == "voice_qa":  # the target becomes SmolLM2's text answer when the corpus is assembled
@@ -240,10 +240,10 @@ def _render_music(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.n
     # drop the silent tail, keep <= 0.92 * max so that speed perturbation never cuts notes
     loud = np.nonzero(np.abs(x) > 10 ** (-50 / 20) * np.max(np.abs(x)))[0]
     x = x[: loud[-1] + 1] if len(loud) else x
-    n_max = int(MAX_SECONDS * 0.92 * SR)
+    n_max = int(MAX_SECONDS * 0.92 * SAMPLE_RATE)
     if len(x) > n_max:
         x = x[:n_max]
-        x[-int(0.3 * SR):] *= np.linspace(1, 0, int(0.3 * SR))
+        x[-int(0.3 * SAMPLE_RATE):] *= np.linspace(1, 0, int(0.3 * SAMPLE_RATE))
     meta.update(bpm=round(bpm, 2), bars=bars, root=root, n_notes=len(notes))
     x, meta["aug"] = augment(x, rng, speed_range=(0.95, 1.05))
     entries += [{"path": rel, "task": "music_description",
@@ -257,9 +257,9 @@ def _render_mix(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.nda
     rel = job["path"]
     entries: list[dict] = []
     sp, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.75)
-    pad_a, pad_b = (int(rng.uniform(0.1, 0.5) * SR) for _ in range(2))
+    pad_a, pad_b = (int(rng.uniform(0.1, 0.5) * SAMPLE_RATE) for _ in range(2))
     n = len(sp) + pad_a + pad_b
-    bg = fit(render_event(job["event"], rng, n / SR), n)
+    bg = fit(render_event(job["event"], rng, n / SAMPLE_RATE), n)
     snr = job["snr_db"]
     sp_full = np.concatenate([np.zeros(pad_a), sp, np.zeros(pad_b)])
     x = sp_full + bg * rms(sp) * 10 ** (-snr / 20)
@@ -333,17 +333,7 @@ def plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequenc
 
     for i in range(counts.get("speech", 0)):
         add("speech", i, text=next(sent), **voice())
-    if split == "sqa_test":
-        families: _Cycle = _Cycle([SQA_FAMILY], rng)
-        items = {SQA_FAMILY: _Cycle(QA_FAMILIES[SQA_FAMILY], rng)}
-    else:
-        families = _Cycle(TRAINED_QA_FAMILIES, rng)
-        items = {f: _Cycle([it for it in QA_FAMILIES[f] if held_out(it[0][0]) == held], rng)
-                 for f in TRAINED_QA_FAMILIES}
-    for i in range(counts.get("qa", 0)):
-        fam = next(families)
-        forms, answer = next(items[fam])
-        add("qa", i, family=fam, question=str(rng.choice(forms)), answer=answer, **voice())
+    _plan_questions("qa", counts.get("qa", 0), split, rng, add, voice)
     ev_cycle = _Cycle(EVENT_NAMES, rng)
     for i in range(counts.get("events", 0)):
         first = next(ev_cycle)
@@ -357,10 +347,7 @@ def plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequenc
         textures = ["melody", "arpeggios"] + (["chords", "melody with chords"] if INSTRUMENTS[inst][3] else [])
         add("music", i, instrument=inst, tempo=str(rng.choice(list(TEMPI))),
             mode=str(rng.choice(list(SCALES))), texture=str(rng.choice(textures)))
-    mix_ev = _Cycle(EVENT_NAMES, rng)
-    snrs = _Cycle((0, 5, 10, 20), rng)
-    for i in range(counts.get("mix", 0)):
-        add("mix", i, text=next(sent), event=next(mix_ev), snr_db=next(snrs), **voice())
+    _plan_mixes("mix", counts.get("mix", 0), rng, sent, add, voice)
     if no_speech:
         for j in jobs:
             if j["kind"] in ("events", "music"):
@@ -385,21 +372,40 @@ def _plan_neural(split: str, counts: dict[str, int], rng: np.random.Generator, s
 
     for i in range(counts.get("voice", 0)):
         add("voice", i, text=next(sent), **neural())
-    if split == "sqa_test":
-        families: _Cycle = _Cycle([SQA_FAMILY], rng)
-        items = {SQA_FAMILY: _Cycle(QA_FAMILIES[SQA_FAMILY], rng)}
-    else:
-        pool = {f: QA_FAMILIES[f] for f in TRAINED_QA_FAMILIES} | {"open": [([q], "") for q in open_questions()]}
-        families = _Cycle(list(pool), rng)
-        items = {f: _Cycle([it for it in v if held_out(it[0][0]) == held], rng) for f, v in pool.items()}
-    for i in range(counts.get("voice_qa", 0)):
-        fam = next(families)
-        forms, answer = next(items[fam])
-        add("voice_qa", i, family=fam, question=str(rng.choice(forms)), answer=answer, **neural())
-    mix_ev = _Cycle(EVENT_NAMES, rng)
-    snrs = _Cycle((0, 5, 10, 20), rng)
-    for i in range(counts.get("voice_mix", 0)):
-        add("voice_mix", i, text=next(sent), event=next(mix_ev), snr_db=next(snrs), **neural())
+    _plan_questions("voice_qa", counts.get("voice_qa", 0), split, rng, add, neural, with_open=True)
+    _plan_mixes("voice_mix", counts.get("voice_mix", 0), rng, sent, add, neural)
     quiet = _Cycle(list(QUIET_VARIETIES), rng)
     for i in range(counts.get("quiet", 0)):
         add("quiet", i, variety=next(quiet))
+
+
+def _plan_questions(kind: str, count: int, split: str, rng: np.random.Generator, add, speaker,
+                    with_open: bool = False) -> None:
+    """`count` spoken-question jobs of `kind` (qa, voice_qa), each read by `speaker()`: the families in turn, a
+    question form and answer of each (held-out questions outside train; sqa_test: its one family). Neural voices
+    also ask the open questions (answered by the LLM, salmonn.data.spoken_qa)."""
+    held = split != "train"
+    if split == "sqa_test":
+        pool = {SQA_FAMILY: QA_FAMILIES[SQA_FAMILY]}
+    else:
+        pool = {f: QA_FAMILIES[f] for f in TRAINED_QA_FAMILIES}
+        if with_open:
+            pool["open"] = [([q], "") for q in open_questions()]
+    families = _Cycle(list(pool), rng)
+    if split == "sqa_test":
+        items = {SQA_FAMILY: _Cycle(pool[SQA_FAMILY], rng)}  # the whole family: it is never trained
+    else:
+        items = {f: _Cycle([it for it in v if held_out(it[0][0]) == held], rng) for f, v in pool.items()}
+    for i in range(count):
+        family = next(families)
+        forms, answer = next(items[family])
+        add(kind, i, family=family, question=str(rng.choice(forms)), answer=answer, **speaker())
+
+
+def _plan_mixes(kind: str, count: int, rng: np.random.Generator, sent: _Cycle, add, speaker) -> None:
+    """`count` speech-over-event jobs of `kind` (mix, voice_mix): a sentence read by `speaker()` over an event at
+    an SNR, both in turn."""
+    events = _Cycle(EVENT_NAMES, rng)
+    snrs = _Cycle((0, 5, 10, 20), rng)
+    for i in range(count):
+        add(kind, i, text=next(sent), event=next(events), snr_db=next(snrs), **speaker())

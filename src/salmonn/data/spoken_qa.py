@@ -8,12 +8,12 @@ answers only the missing ones). Echoes of the question, refusals and empty answe
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Sequence
 
 from salmonn.errors import SalmonnError
+from salmonn.jsonl import jsonl_line, read_jsonl
 
 MAX_NEW_TOKENS = 48
 MAX_ANSWER_WORDS = 40
@@ -53,7 +53,6 @@ def drop_reason(question: str, answer: str) -> str | None:
 
 def _read_cache(path: Path) -> dict[str, dict]:
     """question -> cached record; a line cut off by a kill is ignored (answered again)."""
-    from salmonn.evaluation.files import read_jsonl
     return {record["question"]: record for record in read_jsonl(path)}
 
 
@@ -94,7 +93,7 @@ def _generate(questions: list[str], cache: Path, progress: bool) -> dict[str, di
             for q, row in zip(batch, ids[:, enc["input_ids"].shape[1]:]):
                 answer = clean_answer(tokenizer.decode(row, skip_special_tokens=True))
                 record = {"question": q, "answer": answer, "drop": drop_reason(q, answer)}
-                f.write(json.dumps(record) + "\n")
+                f.write(jsonl_line(record))
                 out[q] = record
             f.flush()
             bar.update(len(batch))

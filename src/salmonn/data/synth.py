@@ -51,10 +51,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from salmonn.data.jobs import SR, plan_split, render_clip
+from salmonn.data.jobs import plan_split, render_clip
 from salmonn.data.music import DEFAULT_SOUNDFONT
 from salmonn.data.texts import DEFAULT_FORTUNES_DIR, SQA_FAMILY, load_sentences, mini_prompts
 from salmonn.errors import SalmonnError
+from salmonn.frames import SAMPLE_RATE
+from salmonn.jsonl import read_jsonl
 
 
 APT_PACKAGES = ("espeak-ng", "fluidsynth", "fluid-soundfont-gm", "fortunes", "fortunes-min")
@@ -119,7 +121,7 @@ def _render_chunk(task: tuple[list[dict], str]) -> int:
 
 
 def _read_chunk(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)
 
 
 def _check_plan(out: Path, jobs: list[dict]) -> None:
@@ -272,7 +274,7 @@ def _write_corpus(out: Path, plans: dict[str, list[dict]], results: dict[str, li
                   answers: dict[str, dict], counts: dict[str, Any], seed: int) -> dict[str, Path]:
     """Annotation files, per-clip metadata, prompts and the summary from the rendered clips."""
     paths: dict[str, Path] = {}
-    summary: dict[str, Any] = {"seed": seed, "sample_rate": SR, "counts": counts, "sqa_family": SQA_FAMILY,
+    summary: dict[str, Any] = {"seed": seed, "sample_rate": SAMPLE_RATE, "counts": counts, "sqa_family": SQA_FAMILY,
                                "complete": all(len(results[s]) == len(p) for s, p in plans.items()), "splits": {}}
     if answers:
         reasons = [r["drop"] for r in answers.values()]

@@ -33,10 +33,10 @@ import numpy as np
 import soxr
 
 from salmonn.errors import SalmonnError
+from salmonn.frames import SAMPLE_RATE
 
 # ----------------------------------------------------------------------------- audio constants
 KOKORO_SR = 24000  # Hz, the model's output rate
-OUT_SR = 16000  # Hz, the corpus rate
 STYLE_DIM = 256  # style vector size
 MAX_PHONEMES = 510  # style rows per table: one per phoneme count
 TRIM_THRESHOLD = 0.01  # |amplitude| below which leading/trailing samples count as silence
@@ -186,7 +186,7 @@ class KokoroVoices:
         audio = self.session.run(None, {"tokens": tokens, "style": self.style(speaker, len(ps)),
                                         "speed": np.array([speed * stretch], np.float32)})[0]
         audio = _trim(np.asarray(audio, np.float64).ravel(), KOKORO_SR)
-        return soxr.resample(audio, KOKORO_SR / stretch, OUT_SR)
+        return soxr.resample(audio, KOKORO_SR / stretch, SAMPLE_RATE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,7 +203,7 @@ def speaker_named(name: str) -> Speaker:
     return by_name[name]
 
 
-def median_f0(x: np.ndarray, sr: int = OUT_SR) -> float:
+def median_f0(x: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Median pitch in Hz of the voiced 40 ms frames (YIN, 50-400 Hz); 0.0 if no frame is voiced."""
     frame, hop, lo, hi = int(0.04 * sr), int(0.01 * sr), sr // 400, sr // 50
     floor = 0.05 * float(np.max(np.abs(x))) if len(x) else 0.0

@@ -9,21 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from salmonn.evaluation.items import Item
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a truncated last line (an interrupted write) is ignored."""
-    rows = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+from salmonn.jsonl import read_jsonl
 
 
 def write_atomic(path: Path, text: str) -> None:

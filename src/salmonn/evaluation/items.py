@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from salmonn.errors import ConfigError, PromptError, SalmonnError
+from salmonn.frames import SAMPLE_RATE
 
 SILENCE_SAMPLES = 1600  # 0.1 s at 16 kHz between a record's clip and its `expand_wav` clips (reference)
-SAMPLE_RATE = 16000
 
 # Bare test instructions per task. Where the reference's prompts/test_prompt.json has the task, this is its
 # instruction (without the "<Speech><SpeechHere></Speech> " prefix the model adds); "{}" takes the sample's Q.

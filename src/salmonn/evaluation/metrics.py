@@ -33,9 +33,9 @@ from salmonn.evaluation.normalize import (normalize_basic, normalize_chinese, no
                                           normalize_label, ptb_tokenize)
 
 Ref = str | list[str]
-Result = dict[str, Any]
+MetricValues = dict[str, Any]  # a task's metrics: name -> value (and "details")
 Options = dict[str, Any]
-Scorer = Callable[[Sequence[str], Sequence[Ref], Sequence[dict], Options], Result]
+Scorer = Callable[[Sequence[str], Sequence[Ref], Sequence[dict], Options], MetricValues]
 UNKNOWN = "<unknown>"
 
 METRIC_UNITS: dict[str, str] = {
@@ -347,7 +347,7 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str | Path) 
     return Path(path)
 
 
-def classification(task: str, hyps: Sequence[str], refs: Sequence[Ref]) -> Result:
+def classification(task: str, hyps: Sequence[str], refs: Sequence[Ref]) -> MetricValues:
     """Accuracy after label normalisation, per-sample predictions and the confusion matrix."""
     ref_labels, synonyms = canonical_refs(task, refs)
     preds = [parse_label(h, synonyms) for h in hyps]
@@ -363,7 +363,7 @@ def classification(task: str, hyps: Sequence[str], refs: Sequence[Ref]) -> Resul
 
 
 def _result(metrics: dict[str, float], per: list[dict], not_computed: dict[str, str] | None = None,
-            details: dict[str, Any] | None = None) -> Result:
+            details: dict[str, Any] | None = None) -> MetricValues:
     """Assemble one scorer's result dict."""
     return {"metrics": metrics, "not_computed": not_computed or {}, "per_sample": per, "details": details or {}}
 
@@ -371,7 +371,7 @@ def _result(metrics: dict[str, float], per: list[dict], not_computed: dict[str, 
 def _error_rate_scorer(name: str, tokenize: Callable[[Options], Callable[[str], list[str]]]) -> Scorer:
     """Scorer for a WER-like metric with the tokeniser built from the options."""
 
-    def score(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+    def score(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> MetricValues:
         firsts = [r if isinstance(r, str) else r[0] for r in refs]
         corpus, per = error_rate(hyps, firsts, tokenize(opts))
         return _result({name: corpus}, [{name: p.pop("rate"), **p} for p in per])
@@ -382,7 +382,7 @@ def _error_rate_scorer(name: str, tokenize: Callable[[Options], Callable[[str], 
 def _bleu_scorer(lang: str) -> Scorer:
     """Scorer for corpus BLEU into ``lang``."""
 
-    def score(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+    def score(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> MetricValues:
         corpus, per, tok = bleu(hyps, refs, lang)
         nc = {} if tok != "13a" or lang != "ja" else {"bleu_ja_mecab": "MeCab/ipadic not usable; BLEU used '13a'"}
         return _result({"bleu": corpus}, [{"bleu": p} for p in per], nc, {"bleu_tokenizer": tok})
@@ -390,7 +390,7 @@ def _bleu_scorer(lang: str) -> Scorer:
     return score
 
 
-def _caption_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+def _caption_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> MetricValues:
     """CIDEr-D, METEOR, SPICE and SPIDEr on PTB-tokenised captions (x100)."""
     h_tok = [ptb_tokenize(h) for h in hyps]
     r_tok = [[ptb_tokenize(r) for r in ([ref] if isinstance(ref, str) else ref)] for ref in refs]
@@ -417,18 +417,19 @@ def _caption_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[
     return _result(metrics, per, nc)
 
 
-def _classification_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+def _classification_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict],
+                           opts: Options) -> MetricValues:
     """Scorer wrapper for ``classification`` with the task from the options."""
     return classification(opts["task"], hyps, refs)
 
 
-def _following_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+def _following_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> MetricValues:
     """Following rate of the task's rule."""
     flags = following.following_flags(opts["task"], hyps, samples)
     return _result({"following_rate": sum(flags) / len(flags)}, [{"follows": f} for f in flags])
 
 
-def _story_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+def _story_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> MetricValues:
     """Story diversity (distinct-2 %), distinct-1 and repeat rate."""
     d2 = following.distinct_n(hyps, 2)
     metrics = {"diversity": d2, "distinct_1": following.distinct_n(hyps, 1), "distinct_2": d2,
@@ -437,21 +438,21 @@ def _story_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[di
 
 
 def _spoken_facts_scorer(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options
-                         ) -> Result:
+                         ) -> MetricValues:
     """Spoken factual QA: same answer as the LLM's text answer, and echo rate (``spoken_facts.score``)."""
     from salmonn.evaluation import spoken_facts
 
     return spoken_facts.score(hyps, samples, opts.get("text_answers"))
 
 
-def _judge_missing(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> Result:
+def _judge_missing(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options) -> MetricValues:
     """Marks answer accuracy as not computed (it needs a judge, not a string metric)."""
     return _result({}, [{} for _ in hyps], {"accuracy": "not computed: judging free-form answers needs a "
                                                         "human or LLM judge; only the following rate is scored"})
 
 
 def _judge_missing_spoken(hyps: Sequence[str], refs: Sequence[Ref], samples: Sequence[dict], opts: Options
-                          ) -> Result:
+                          ) -> MetricValues:
     """As ``_judge_missing``, naming what spoken questions are scored by instead."""
     return _result({}, [{} for _ in hyps], {"accuracy": "not computed: judging free-form answers needs a human or "
                                                         "LLM judge; scored instead: the following rate and, for "
@@ -503,7 +504,7 @@ def _check_inputs(task: str, hyps: Sequence[str], refs: Sequence[Ref] | None,
 
 def compute_metrics(task: str, hyps: list[str], refs: list[Ref] | None, samples: list[dict] | None = None,
                     *, spelling_json: str | None = None, use_java: bool = True,
-                    text_answers: Mapping[str, str] | None = None) -> Result:
+                    text_answers: Mapping[str, str] | None = None) -> MetricValues:
     """Score one task: {"metrics", "not_computed", "per_sample", "details"} (units in METRIC_UNITS).
 
     ``text_answers`` (spoken QA): typed question -> the LLM's own text answer (``spoken_facts``); without it

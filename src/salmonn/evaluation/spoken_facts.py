@@ -27,11 +27,14 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from salmonn.data.spoken_qa import BATCH_SIZE, MAX_NEW_TOKENS, clean_answer, typed_question
 from salmonn.evaluation import following
-from salmonn.evaluation.files import read_jsonl
+from salmonn.jsonl import append_jsonl, read_jsonl
+
+if TYPE_CHECKING:
+    from salmonn.model import SALMONN
 
 CACHE_NAME = "text_answers.jsonl"
 TASKS = ("QA", "sqqa")  # tasks whose records may be spoken questions
@@ -148,7 +151,7 @@ class BackboneAnswerer:
     per key. Call it with a list of questions; it returns one cleaned answer (``spoken_qa.clean_answer``) each.
     """
 
-    def __init__(self, model, max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE):
+    def __init__(self, model: "SALMONN", max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE):
         self.model, self.max_new_tokens, self.batch_size = model, max_new_tokens, batch_size
         tokenizer = model.tokenizer
         self.chat = bool(getattr(tokenizer, "chat_template", None))
@@ -194,7 +197,7 @@ class BackboneAnswerer:
         return answers
 
 
-def backbone_answerer(model) -> BackboneAnswerer | None:
+def backbone_answerer(model: "SALMONN") -> BackboneAnswerer | None:
     """The model's text answerer, or None for a model without a text LLM (test stand-ins)."""
     if not all(hasattr(model, a) for a in ("tokenizer", "causal_lm", "config")):
         return None
@@ -214,12 +217,6 @@ def text_answers(answerer: Answerer, questions: Sequence[str], cache: str | Path
         answers = answerer(todo)
         if len(answers) != len(todo):
             raise ValueError(f"the text answerer gave {len(answers)} answers for {len(todo)} questions")
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cut = cache.is_file() and cache.stat().st_size and not cache.read_bytes().endswith(b"\n")
-        with cache.open("a", encoding="utf-8") as f:
-            if cut:
-                f.write("\n")  # end the line a kill cut off, so the first new line stays whole
-            for q, a in zip(todo, answers):
-                f.write(json.dumps({"llm": key, "question": q, "answer": a}, ensure_ascii=False) + "\n")
-                found[q] = a
+        append_jsonl(cache, [{"llm": key, "question": q, "answer": a} for q, a in zip(todo, answers)])
+        found.update(zip(todo, answers))
     return {q: found[q] for q in questions}

@@ -30,11 +30,11 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from salmonn import SALMONN
-    from salmonn.bench import machine_line
+    from salmonn import load_model
+    from salmonn.hardware import machine_line
     from salmonn.inference import generate
     torch.set_num_threads(2)
-    model = SALMONN.from_config(None, ["model.device=cpu"]).eval()
+    model = load_model(None, ["model.device=cpu"]).eval()
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     answers: dict[str, list[str]] = {}
     for rep in range(args.reps + 1):  # the first round warms up: not timed

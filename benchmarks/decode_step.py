@@ -8,11 +8,12 @@ process, bf16 weights + merged LoRA + greedy loop + compiled step, every variant
   one-clip clips/s (target: batch 8 >= 6x the clips/s of one at a time).
 - long: `long_form` (`salmonn infer --long-form`) on --minutes of mini.py's espeak-ng speech, 8 segments per
   call (the 512-slot static cache of the last profile), target >= 20x real time.
-Variants: decoding.PACKED_GQA_STEPS off (transformers' sdpa: repeat_kv copies the cache inside the compiled step)
-and on, then with decoding.CONTIGUOUS_HEAD_INPUT (the prompt's last hidden states made contiguous before lm_head),
-then with decoding.FILLED_PROMPT_KEYS (the prompt attends to its own slots of the static cache, not all of them),
-then with decoding.FUSED_PROJECTIONS (q/k/v and gate/up of the merged LLM as one product each: 4 weight reads per
-layer step instead of 7; off by default until this measures it).
+Variants: model.packed_gqa off (transformers' sdpa: repeat_kv copies the cache inside the compiled step) and on,
+then with model.contiguous_head (the prompt's last hidden states made contiguous before lm_head), then with filled
+prompt keys (the prompt attends to its own slots of the static cache, not all of them; always on in the package, a
+keyword of llm_runtime._packed_gqa_attention that only this benchmark turns off). The stored output also has a
+"fused projections" variant (q/k/v and gate/up as one product each): it measured slower for one clip (1.13x against
+1.18x), and its code was removed from the package (issue 31).
 The first call of each variant and shape (compilation) is not timed; the greedy loop without torch.compile runs once
 for its ids. Writes decode_step.md / .json (RESULTS.md quotes them: `.venv/bin/python benchmarks/report.py`).
 """
@@ -34,20 +35,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 AUDIO = ROOT.parent / "shared" / "audio"
 PROMPT = "Please describe the audio."
-VARIANTS = {  # name -> decoding.(PACKED_GQA_STEPS, CONTIGUOUS_HEAD_INPUT, FILLED_PROMPT_KEYS, FUSED_PROJECTIONS)
-    "sdpa + repeat_kv, strided head input (before)": (False, False, False, False),
-    "packed GQA steps": (True, False, False, False),
-    "packed GQA steps + contiguous head input": (True, True, False, False),
-    "packed GQA steps + contiguous head input + filled prompt keys (defaults)": (True, True, True, False),
-    "packed GQA steps + contiguous head input + filled prompt keys + fused projections": (True, True, True, True),
+VARIANTS = {  # name -> (model.packed_gqa, model.contiguous_head, filled prompt keys)
+    "sdpa + repeat_kv, strided head input (before)": (False, False, False),
+    "packed GQA steps": (True, False, False),
+    "packed GQA steps + contiguous head input": (True, True, False),
+    "packed GQA steps + contiguous head input + filled prompt keys (defaults)": (True, True, True),
 }
 DEFAULTS = "packed GQA steps + contiguous head input + filled prompt keys (defaults)"  # the eager ids' settings
 
 
-def switch(settings: tuple) -> None:
-    from salmonn import decoding
-    (decoding.PACKED_GQA_STEPS, decoding.CONTIGUOUS_HEAD_INPUT, decoding.FILLED_PROMPT_KEYS,
-     decoding.FUSED_PROJECTIONS) = settings
+def switch(model, settings: tuple) -> None:
+    """The model's fast paths as the config fields say (llm_runtime.apply_fast_paths, as load_model does), and the
+    packed attention with or without filled prompt keys."""
+    import functools
+
+    from transformers import AttentionInterface
+
+    from salmonn import llm_runtime
+    m = model.config.model
+    m.packed_gqa, m.contiguous_head, filled = settings
+    llm_runtime.apply_fast_paths(model.llama_model, m)
+    AttentionInterface.register(llm_runtime.PACKED_GQA, functools.partial(llm_runtime._packed_gqa_attention,
+                                                                          filled_prompt_keys=filled))
 
 
 def log(message: str) -> None:
@@ -61,13 +70,13 @@ def timed_clips(model, batch: int, reps: int) -> dict:
     ids = {}
     for rep in range(reps + 1):
         for name, settings in VARIANTS.items():
-            switch(settings)
+            switch(model, settings)
             log(f"batch {batch} rep {rep}/{reps}: {name}")
             result = run_bench(model, clips, PROMPT, new_tokens=32, reps=1, batch=batch, warmup=0)
             if rep:
                 runs[name] += result["runs"]
             ids[name] = result["token_ids"]
-    switch(VARIANTS[DEFAULTS])
+    switch(model, VARIANTS[DEFAULTS])
     model.config.model.compile = False  # the eager greedy loop (transformers packs GQA itself there): ids only
     ids["eager"] = run_bench(model, clips, PROMPT, new_tokens=32, reps=1, batch=batch, warmup=0)["token_ids"]
     model.config.model.compile = True
@@ -102,12 +111,12 @@ def long_runs(model, minutes: float) -> dict:
     path = mini.speech_audio(minutes)
     out = {}
     for name, settings in VARIANTS.items():
-        switch(settings)
+        switch(model, settings)
         log(f"long form {minutes:g} min: {name} (warm-up on the first batch)")
         long_run(model, mini.speech_audio(4))  # compiles this variant's 8-row, 512-slot step
         log(f"long form {minutes:g} min: {name}")
         out[name] = long_run(model, path)
-    switch(VARIANTS[DEFAULTS])
+    switch(model, VARIANTS[DEFAULTS])
     model.config.model.compile = False
     log(f"long form {minutes:g} min: eager greedy loop (ids only)")
     eager = long_run(model, path)
@@ -123,8 +132,7 @@ def report(info: dict, parts: dict) -> str:
              f"Generated on {info['date']}: {info['machine']}; torch threads {info['threads']}; load average at "
              f"start {info['load_start']}, at end {info['load_end']} (2 cores shared with a nice-19 job).", "",
              "bf16 weights, merged LoRA, greedy loop, compiled step; the variants differ only in "
-             "`salmonn.decoding.PACKED_GQA_STEPS`, `CONTIGUOUS_HEAD_INPUT`, `FILLED_PROMPT_KEYS` and "
-             "`FUSED_PROJECTIONS`. Medians of "
+             "`model.packed_gqa`, `model.contiguous_head` and filled prompt keys. Medians of "
              "interleaved runs, compilation apart. `ids = eager step`: the same ids as the greedy loop without "
              "torch.compile (DynamicCache; transformers' sdpa packs a one-token step's GQA itself there), run once.",
              ""]
@@ -176,15 +184,15 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
-    from salmonn import SALMONN
-    from salmonn.bench import machine_line
+    from salmonn import load_model
+    from salmonn.hardware import machine_line
     torch.set_num_threads(args.threads)
     torch._dynamo.config.recompile_limit = 64  # every variant x shape keeps its compiled step (limit 8: eager after)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
             "threads": torch.get_num_threads(), "load_start": [round(x, 2) for x in os.getloadavg()]}
     from report import mini_weights_sha256
     info["weights_sha256"] = mini_weights_sha256()  # the weights measured, stored beside the numbers
-    model = SALMONN.from_config(None, ["model.device=cpu", "model.dtype=bfloat16", "model.max_audio_seconds=7200",
+    model = load_model(None, ["model.device=cpu", "model.dtype=bfloat16", "model.max_audio_seconds=7200",
                                        "model.merge_lora=true", "model.greedy_loop=true", "model.compile=true"])
     model.eval()
     wanted, parts = args.only.split(","), {}

@@ -40,8 +40,8 @@ def measure(dtype: str, reps: int) -> dict:
     import torch
 
     import models
-    from salmonn import SALMONN
-    model = SALMONN.from_config(models.build(models.DEFAULT_OUT), [f"model.dtype={dtype}", "model.device=cpu"]).eval()
+    from salmonn import load_model
+    model = load_model(models.build(models.DEFAULT_OUT), [f"model.dtype={dtype}", "model.device=cpu"]).eval()
     rows = {}
     with torch.inference_mode():
         for name, (eager, compiled) in encoder_calls(model).items():
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = parser.parse_args()
-    from salmonn.bench import machine_line
+    from salmonn.hardware import machine_line
     torch.set_num_threads(2)
     rows = {}
     for dtype in args.dtypes.split(","):

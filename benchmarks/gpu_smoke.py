@@ -39,18 +39,18 @@ def check(name: str, results: dict, fn) -> None:
 
 
 def fixture_parity() -> dict:
-    from salmonn import SALMONN
+    from salmonn import load_model
     from safetensors.torch import load_file
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     expected = json.loads((FIXTURE / "expected.json").read_text())
     io = load_file(str(FIXTURE / "io.safetensors"))
     clips = [str(AUDIO / name) for name in expected["audio"]]
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["model.device=cuda", "reference_batching=true"])
+    model = load_model(FIXTURE / "config.yaml", ["model.device=cuda", "reference_batching=true"])
     segments = [seg for clip in clips for seg in model.clip_segments(clip)]
     tokens = torch.stack(model.encode_segments(segments)).cpu()
     token_diff = float((tokens - io["speech_embeds"]).abs().max())
     loss = float(model.training_loss(clips, [expected["train_prompt"]] * 2, expected["texts"]))
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["model.device=cuda"])
+    model = load_model(FIXTURE / "config.yaml", ["model.device=cuda"])
     greedy = [model.generate(c, p, templated=True, num_beams=1, max_new_tokens=12)[0].token_ids
               for c, p in zip(clips, expected["generate_prompts"])]
     beam_ok = []

@@ -32,12 +32,12 @@ def child(options: dict, dtype: str, reps: int) -> dict:
     import torch
     import torch._inductor.config as inductor
 
-    from salmonn import SALMONN
+    from salmonn import load_model
     from salmonn.bench import run_bench
     torch.set_num_threads(2)
     for key, value in options.items():
         setattr(inductor, key, value)
-    model = SALMONN.from_config(None, ["model.device=cpu", f"model.dtype={dtype}", "model.merge_lora=true",
+    model = load_model(None, ["model.device=cpu", f"model.dtype={dtype}", "model.merge_lora=true",
                                        "model.greedy_loop=true", "model.compile=true"])
     clip = [str(ROOT.parent / "shared" / "audio" / "gunshots.wav")]
     start = time.perf_counter()
@@ -58,7 +58,7 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(OPTIONS[args.child], args.dtype, args.reps)))
         return
-    from salmonn.bench import machine_line
+    from salmonn.hardware import machine_line
     rounds: dict[str, list] = {name: [] for name in OPTIONS}
     for r in range(args.rounds):
         for name in OPTIONS:

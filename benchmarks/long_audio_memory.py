@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from salmonn.frames import SAMPLE_RATE
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "reference-tiny"
-SR = 16000
 
 
 def status_mib(field: str) -> float:
@@ -38,11 +39,11 @@ def status_mib(field: str) -> float:
 
 def measure(path: str, batch: int) -> dict:
     """In this (fresh) process: RSS growth while encoding `path`."""
-    from salmonn import SALMONN
+    from salmonn import load_model
 
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu", f"model.encode_batch_size={batch}",
+    model = load_model(FIXTURE / "config.yaml", ["device=cpu", f"model.encode_batch_size={batch}",
                                                           "model.max_audio_seconds=1800"])
-    model.encode_audio([(np.zeros(SR, dtype=np.float32), SR)])  # warm-up: lazy allocations, thread pools
+    model.encode_audio([(np.zeros(SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE)])  # warm-up: lazy allocations, threads
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
     before = status_mib("VmRSS")
     start = time.perf_counter()
@@ -55,9 +56,9 @@ def measure(path: str, batch: int) -> dict:
 def write_clip(path: Path, minutes: float) -> None:
     """A tone with noise, written in 1-minute blocks (the parent's memory does not matter, but stays small)."""
     rng = np.random.default_rng(0)
-    with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
         for _ in range(int(minutes)):
-            t = np.arange(60 * SR) / SR
+            t = np.arange(60 * SAMPLE_RATE) / SAMPLE_RATE
             f.write((0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32))
 
 

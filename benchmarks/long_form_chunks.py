@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from salmonn.bench import machine_line
+from salmonn.hardware import machine_line
 
 import mini  # benchmarks/mini.py: the speech file and the CPU description
 
@@ -42,7 +42,7 @@ def run(model, path: Path, chunks: str, seconds: float, batch_size: int = 8, var
 
 def variant_run(name: str, path: Path, overrides: list[str]) -> dict:
     """The default mode with one --variants entry's settings (a fresh model; the compiling call is not timed)."""
-    from salmonn import SALMONN
+    from salmonn import load_model
     parts = name.split("+")
     batch = next((int(p[5:]) for p in parts if p.startswith("batch")), 8)
     extra = [f"model.dtype={'bfloat16' if 'bf16' in parts else 'float32'}"]
@@ -51,7 +51,7 @@ def variant_run(name: str, path: Path, overrides: list[str]) -> dict:
     unknown = [p for p in parts if p not in ("bf16", "compile") and not p.startswith("batch")]
     if unknown:
         raise SystemExit(f"--variants: unknown part(s) {unknown}; use batchN, compile, bf16 joined by '+'")
-    model = SALMONN.from_config(None, overrides + extra)
+    model = load_model(None, overrides + extra)
     if "compile" in parts:
         run(model, mini.speech_audio(1), *DEFAULT_MODE, batch_size=batch)  # compiles for this batch size
     return run(model, path, *DEFAULT_MODE, batch_size=batch, variant=name)
@@ -65,9 +65,9 @@ def main() -> None:
     parser.add_argument("--variants", default="", help="comma-separated: batchN, compile, bf16 or '+' joins")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from salmonn import SALMONN
+    from salmonn import load_model
     overrides = ["model.device=cpu", "model.max_audio_seconds=7200"]
-    model = SALMONN.from_config(None, overrides)  # the defaults
+    model = load_model(None, overrides)  # the defaults
     path = mini.speech_audio(args.minutes)
     load = os.getloadavg()
     rows = [run(model, path, chunks, seconds) for chunks, seconds in MODES]

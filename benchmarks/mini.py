@@ -53,11 +53,11 @@ def configure(model, settings: dict):
 
 def clip_benchmark(reps: int, with_bf16: bool) -> dict:
     """Every variant interleaved rep by rep; the first call of each (compilation) is reported apart."""
-    from salmonn import SALMONN
+    from salmonn import load_model
     from salmonn.bench import run_bench, summarize
-    models = {"float32": SALMONN.from_config(None, ["model.device=cpu"])}
+    models = {"float32": load_model(None, ["model.device=cpu"])}
     if with_bf16:
-        models["bfloat16"] = SALMONN.from_config(None, ["model.device=cpu", "model.dtype=bfloat16"])
+        models["bfloat16"] = load_model(None, ["model.device=cpu", "model.dtype=bfloat16"])
     variants = {n: s for n, s in CLIP_VARIANTS.items() if with_bf16 or "bf16" not in n}
     runs: dict[str, list] = {n: [] for n in variants}
     first_call, ids = {}, {}
@@ -133,14 +133,14 @@ def long_form_run(model, path: Path, batch_size: int = 8, **options) -> dict:
 
 def long_benchmark(minutes: float, settings: dict, dtype: str) -> dict:
     """The old defaults (float32) and the chosen settings on 5 minutes, then the chosen ones on `minutes`."""
-    from salmonn import SALMONN
+    from salmonn import load_model
     overrides = ["model.device=cpu", "model.max_audio_seconds=7200"]
     short, out = speech_audio(5), {"settings": settings, "dtype": dtype}
     log("long form: 5 min, old defaults (float32)")
-    model = configure(SALMONN.from_config(None, overrides), OLD_DEFAULTS)
+    model = configure(load_model(None, overrides), OLD_DEFAULTS)
     out["old defaults, 5 min"] = long_form_run(model, short)
     if dtype != "float32":
-        model = SALMONN.from_config(None, overrides + [f"model.dtype={dtype}"])
+        model = load_model(None, overrides + [f"model.dtype={dtype}"])
     configure(model, settings)
     log("long form: 5 min, chosen settings (warms the compiled step)")
     out["chosen, 5 min"] = long_form_run(model, short)
@@ -202,7 +202,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
-    from salmonn.bench import machine_line, native_bf16, physical_cores
+    from salmonn.hardware import machine_line, native_bf16, physical_cores
     torch.set_num_threads(args.threads or physical_cores())
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
             "threads": torch.get_num_threads(), "load_start": [round(x, 2) for x in os.getloadavg()]}

@@ -105,7 +105,7 @@ def build(out: Path, text: Path | None = None) -> Path:
 
     from salmonn.beats import BEATs, BEATsConfig
     from salmonn.config import load_config
-    from salmonn.model import SALMONN
+    from salmonn.builder import load_model
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -128,7 +128,7 @@ def build(out: Path, text: Path | None = None) -> Path:
         model.save_pretrained(llama)
     if not (out / "salmonn" / "trainable.safetensors").is_file():
         (out / "config.yaml").write_text(CONFIG.replace('ckpt: "salmonn"', 'ckpt: ""'))
-        model = SALMONN.from_config(load_config(out / "config.yaml", ["model.device=cpu"]))
+        model = load_model(load_config(out / "config.yaml", ["model.device=cpu"]))
         model.save_checkpoint(out / "salmonn")
     (out / "config.yaml").write_text(CONFIG)
     return out / "config.yaml"

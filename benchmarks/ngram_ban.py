@@ -24,10 +24,10 @@ VARIANTS = {"greedy loop": False, "greedy loop + compiled step": True}  # name -
 def measure(compile_step: bool, reps: int) -> dict:
     import torch
 
-    from salmonn import SALMONN
+    from salmonn import load_model
     from salmonn.bench import run_bench
     torch.set_num_threads(2)
-    model = SALMONN.from_config(None, ["model.device=cpu", f"model.compile={str(compile_step).lower()}"])
+    model = load_model(None, ["model.device=cpu", f"model.compile={str(compile_step).lower()}"])
     times: dict[int, list[float]] = {n: [] for n in SIZES}
     ids = {}
     for rep in range(reps + 1):  # the first round compiles (and warms up): not timed
@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    from salmonn.bench import machine_line
+    from salmonn.hardware import machine_line
     rows = {name: measure(compile_step, args.reps) for name, compile_step in VARIANTS.items()}
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps}
     from report import mini_weights_sha256

@@ -27,13 +27,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from torch.profiler import ProfilerActivity, profile
     import mini
-    from salmonn import SALMONN
-    from salmonn import decoding
+    from salmonn import load_model
     from salmonn.decoding import decoding_config
     from salmonn.inference import long_form
     audio, _ = sf.read(str(mini.speech_audio(5)), dtype="float32")
     batch = audio[: 8 * 30 * 16000]  # [samples] 8 segments of 30 s
-    model = SALMONN.from_config(None, ["model.device=cpu", f"model.dtype={args.dtype}", "model.compile=true"])
+    model = load_model(None, ["model.device=cpu", f"model.dtype={args.dtype}", "model.compile=true"])
     gen = decoding_config(model.config.generate, "greedy")
     long_form(model, (batch, 16000), mini.ASR_PROMPT, gen)  # warm-up (compiled step from the disk cache)
     start = time.perf_counter()
@@ -46,9 +45,9 @@ def main() -> None:
     lines = ["# SALMONN-mini long form: one 8-segment batch (4 min of speech) under torch.profiler", "",
              f"dtype {args.dtype}, {args.threads} thread(s), merged LoRA + greedy loop + compiled step; wall "
              f"{wall:.1f} s under the profiler ({240 / wall:.1f}x real time), {total:.1f} s of op time, "
-             f"{len(answer.token_ids)} answer tokens. Decode-step switches: PACKED_GQA_STEPS "
-             f"{decoding.PACKED_GQA_STEPS}, CONTIGUOUS_HEAD_INPUT {decoding.CONTIGUOUS_HEAD_INPUT}, FILLED_PROMPT_KEYS "
-             f"{decoding.FILLED_PROMPT_KEYS}.", "", "| op | self s | share | calls |", "| --- | --- | --- | --- |"]
+             f"{len(answer.token_ids)} answer tokens. Decode-step fast paths: model.packed_gqa "
+             f"{model.config.model.packed_gqa}, model.contiguous_head {model.config.model.contiguous_head}.", "",
+             "| op | self s | share | calls |", "| --- | --- | --- | --- |"]
     lines += [f"| {e.key[:80]} | {e.self_cpu_time_total / 1e6:.3f} | {100 * e.self_cpu_time_total / 1e6 / total:.1f}% "
               f"| {e.count} |" for e in events[:15]]
     lines += ["", "By input shapes (which call the time is in: Whisper's attention is [8, 8, 1500, 64], a decoding "

@@ -65,7 +65,7 @@ def best_time(fn, reps: int) -> float:
 
 # ------------------------------------------------------------------------------------------------ machine
 def machine() -> dict:
-    from salmonn.bench import physical_cores
+    from salmonn.hardware import physical_cores
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lscpu.splitlines())}
     flags = set(field.get("Flags", "").split())
@@ -131,10 +131,10 @@ VARIANTS = [  # name, dtype, batch, config.model settings (over BASELINE)
 
 def inference(config: Path, reps: int, with_bf16: bool, hw: dict, pattern: str = "") -> dict:
     """Every variant interleaved rep by rep (the first call of each, compilation included, reported apart)."""
-    from salmonn.model import SALMONN
-    models = {"float32": SALMONN.from_config(config, ["model.device=cpu"])}
+    from salmonn.builder import load_model
+    models = {"float32": load_model(config, ["model.device=cpu"])}
     if with_bf16:  # backbones' weights stored in bf16 (the Q-Former and projection stay fp32); never on emulated bf16
-        models["bfloat16"] = SALMONN.from_config(config, ["model.device=cpu", "model.dtype=bfloat16"])
+        models["bfloat16"] = load_model(config, ["model.device=cpu", "model.dtype=bfloat16"])
     wanted = [p.strip() for p in pattern.split(";") if p.strip()]
     variants = [v for v in VARIANTS if v[1] in models and (v[0] == VARIANTS[0][0] or not wanted or v[0] in wanted)]
     results: dict[str, dict] = {}
@@ -305,10 +305,10 @@ def training(bench_dir: Path, steps: int, with_bf16: bool) -> dict:
 def fast_mode_answers(bench_model) -> dict:
     """Greedy ids with the full window vs fast mode: the fixture (12 tokens, its reference prompts) and all five
     clips on the benchmark model (32 tokens)."""
-    from salmonn.model import SALMONN
     expected = json.loads((FIXTURE / "expected.json").read_text())
+    from salmonn import load_model
     out = {}
-    tiny = SALMONN.from_config(FIXTURE / "config.yaml")
+    tiny = load_model(FIXTURE / "config.yaml")
     clips = sorted(AUDIO.glob("*.wav"))
     for name, model, tokens, prompt in (("reference-tiny", tiny, 12, expected["generate_prompts"][1]),
                                         ("benchmark model", bench_model, 32, None)):
@@ -354,7 +354,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     import models
     from report import plot, report
-    from salmonn.bench import native_bf16, physical_cores
+    from salmonn.hardware import native_bf16, physical_cores
     torch.set_num_threads(args.threads or physical_cores())
     config = models.build(models.DEFAULT_OUT)
     info = machine()

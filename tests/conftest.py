@@ -36,12 +36,12 @@ def fixture_clips(expected) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model():
     """The fixture SALMONN with this project's defaults (correct batching)."""
-    from salmonn import SALMONN
-    return SALMONN.from_config(FIXTURE / "config.yaml")
+    from salmonn import load_model
+    return load_model(FIXTURE / "config.yaml")
 
 
 @pytest.fixture(scope="session")
 def reference_model():
     """The fixture SALMONN batching exactly as the reference does (for the batch tensors and loss)."""
-    from salmonn import SALMONN
-    return SALMONN.from_config(FIXTURE / "config.yaml", ["reference_batching=true"])
+    from salmonn import load_model
+    return load_model(FIXTURE / "config.yaml", ["reference_batching=true"])

@@ -11,7 +11,7 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM, WhisperConfig, WhisperFeatureExtractor, \
     WhisperForConditionalGeneration
 
-from salmonn import SALMONN, CheckpointError
+from salmonn import CheckpointError, load_model
 from salmonn.checkpoint import load_beats, read_state_dict
 
 from .conftest import FIXTURE
@@ -114,7 +114,7 @@ def released(tmp_path_factory) -> Path:
 
 
 def test_released_layout_loads_with_nothing_but_a_config(released):
-    model = SALMONN.from_config(released / "decode_config.yaml")
+    model = load_model(released / "decode_config.yaml")
     file = torch.load(released / "salmonn_v1.pth", weights_only=True)["model"]
     own = model.state_dict()
     for key in ("speech_Qformer.bert.encoder.layer.1.crossattention.self.key.weight", "speech_query_tokens",
@@ -148,7 +148,7 @@ def test_mismatched_checkpoint_names_the_keys(released, tmp_path, mutation, mess
     else:
         state["ln_speech.weight"] = torch.ones(7)
     torch.save({"model": state}, tmp_path / "bad.pth")
-    model = SALMONN.from_config(released / "decode_config.yaml", load_checkpoint=False)
+    model = load_model(released / "decode_config.yaml", load_checkpoint=False)
     before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
         model.load_checkpoint(tmp_path / "bad.pth")
@@ -172,7 +172,7 @@ def test_our_format_and_reference_export_round_trip(tiny_model, tmp_path, fixtur
     buffers = {k for k in reference_keys if "inv_freq" in k or "position_ids" in k or k.startswith("beats.")}
     assert set(exported) == reference_keys - buffers
     for source in (tmp_path / "ours", tmp_path / "exported.pth"):
-        copy = SALMONN.from_config(FIXTURE / "config.yaml", [f"ckpt={source}"])
+        copy = load_model(FIXTURE / "config.yaml", [f"ckpt={source}"])
         a = copy.encode_audio(fixture_clips[:1])[0]
         b = tiny_model.encode_audio(fixture_clips[:1])[0]
         assert torch.equal(a, b)

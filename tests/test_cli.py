@@ -87,7 +87,7 @@ def test_every_option_has_its_docstring_help():
     result = run("infer", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    assert "--long-form answer each piece of the audio with the instruction" in text
+    assert "--long-form answer each chunk of the audio with the instruction" in text
     assert "--long-form-chunks LONG_FORM_CHUNKS how --long-form cuts the audio" in text
     assert "--num-beams NUM_BEAMS beam search width" in text and "--config CONFIG the model's YAML" in text
     parser = build_parser()

@@ -1,6 +1,7 @@
-"""One-token decode steps (issue 16): packed grouped-query attention (decoding.pack_gqa_steps) computes what
-transformers' sdpa computes, and the output head's contiguous input (decoding.contiguous_head_input) changes no
-value. The fixture's ids with both switches on (the defaults) are checked by test_fast_decode."""
+"""One-token decode steps (issue 16): packed grouped-query attention (llm_runtime.pack_gqa_steps) computes what
+transformers' sdpa computes, and the output head's contiguous input (llm_runtime.contiguous_head_input) changes no
+value; both are chosen where the model is built, from model.packed_gqa / model.contiguous_head (and the streamed
+linears from model.compile). The fixture's ids with both on (the defaults) are checked by test_fast_decode."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from salmonn import decoding
+from salmonn import llm_runtime
+
+from .conftest import FIXTURE
 
 
 def _layer(groups: int) -> nn.Module:
@@ -37,14 +40,14 @@ def _repeated(query, key, value, mask):
 
 def test_packed_gqa_step_equals_repeated_keys_and_values():
     query, key, value, mask = _inputs()
-    out, _ = decoding._packed_gqa_attention(_layer(3), query, key, value, mask, scaling=0.25)
+    out, _ = llm_runtime._packed_gqa_attention(_layer(3), query, key, value, mask, scaling=0.25)
     assert out.shape == (3, 1, 6, 16)
     torch.testing.assert_close(out, _repeated(query, key, value, mask), rtol=1e-6, atol=1e-6)
 
 
 def test_packed_gqa_step_compiled_equals_repeated():
     query, key, value, mask = _inputs()
-    step = torch.compile(lambda q, k, v, m: decoding._packed_gqa_attention(_layer(3), q, k, v, m, scaling=0.25)[0])
+    step = torch.compile(lambda q, k, v, m: llm_runtime._packed_gqa_attention(_layer(3), q, k, v, m, scaling=0.25)[0])
     torch.testing.assert_close(step(query, key, value, mask), _repeated(query, key, value, mask), rtol=1e-6,
                                atol=1e-6)
 
@@ -57,7 +60,7 @@ def test_other_calls_run_transformers_sdpa(case, monkeypatch):
     query, key, value, mask = _inputs(queries=4 if case == "prompt" else 1)
     if case == "per-head mask":
         mask = mask.expand(-1, 6, -1, -1)
-    out, _ = decoding._packed_gqa_attention(_layer(1 if case == "no groups" else 3), query, key, value, mask)
+    out, _ = llm_runtime._packed_gqa_attention(_layer(1 if case == "no groups" else 3), query, key, value, mask)
     assert out == "sdpa" and len(calls) == 1
 
 
@@ -69,13 +72,13 @@ def test_pack_gqa_steps_switches_sdpa_only():
     ids = torch.randint(0, 64, (2, 7))
     with torch.no_grad():
         before = llm(input_ids=ids).logits
-        decoding.pack_gqa_steps(llm, True)
-        assert llm.config._attn_implementation == decoding.PACKED_GQA
+        llm_runtime.pack_gqa_steps(llm, True)
+        assert llm.config._attn_implementation == llm_runtime.PACKED_GQA
         torch.testing.assert_close(llm(input_ids=ids).logits, before, rtol=0, atol=0)  # prompts: sdpa itself
-        decoding.pack_gqa_steps(llm, False)
+        llm_runtime.pack_gqa_steps(llm, False)
         assert llm.config._attn_implementation == "sdpa"
     llm.set_attn_implementation("eager")
-    decoding.pack_gqa_steps(llm, True)
+    llm_runtime.pack_gqa_steps(llm, True)
     assert llm.config._attn_implementation == "eager"
 
 
@@ -85,8 +88,8 @@ def test_contiguous_head_input_keeps_the_logits():
     hidden = torch.randn(4, 6, 8, dtype=torch.bfloat16)[:, -1:, :]  # what logits_to_keep=1 hands over
     assert not hidden.is_contiguous()
     expected = head(hidden)
-    decoding.contiguous_head_input(llm)
-    decoding.contiguous_head_input(llm)  # installed once
+    llm_runtime.contiguous_head_input(llm)
+    llm_runtime.contiguous_head_input(llm)  # installed once
     assert len(head._forward_pre_hooks) == 1
     seen = []
     head.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))  # runs after ours
@@ -111,12 +114,40 @@ def test_a_prompt_attends_only_to_the_slots_its_mask_shows(filled_after, monkeyp
     real = sdpa_attention.sdpa_attention_forward
     monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward",
                         lambda m, q, k, v, mask, **kw: lengths.append(k.shape[2]) or real(m, q, k, v, mask, **kw))
-    out, _ = decoding._packed_gqa_attention(_layer(3), query, key, value, mask, scaling=0.25)
+    out, _ = llm_runtime._packed_gqa_attention(_layer(3), query, key, value, mask, scaling=0.25)
     assert lengths == [12 if filled_after else 5]
     expected = torch.nn.functional.scaled_dot_product_attention(
         query, key.repeat_interleave(3, 1), value.repeat_interleave(3, 1), attn_mask=mask, scale=0.25)
     torch.testing.assert_close(out, expected.transpose(1, 2), rtol=1e-6, atol=1e-6)
-    monkeypatch.setattr(decoding, "FILLED_PROMPT_KEYS", False)
     lengths.clear()
-    decoding._packed_gqa_attention(_layer(3), query, key, value, mask, scaling=0.25)
+    llm_runtime._packed_gqa_attention(_layer(3), query, key, value, mask, scaling=0.25, filled_prompt_keys=False)
     assert lengths == [12]
+
+
+def _fast_paths(model) -> dict:
+    llm = model.llama_model
+    head = model.causal_lm.get_output_embeddings()
+    linears = [m for m in llm.modules() if type(m) is nn.Linear]
+    return {"packed_gqa": model.causal_lm.config._attn_implementation == llm_runtime.PACKED_GQA,
+            "contiguous_head": "_salmonn_contiguous_input" in vars(head) and len(head._forward_pre_hooks) == 1,
+            "compile": all(getattr(vars(m).get("forward"), "__func__", None) is llm_runtime._streaming_linear_forward
+                           for m in linears) and bool(linears)}
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], dict(packed_gqa=True, contiguous_head=True, compile=False)),  # the defaults
+    (["model.packed_gqa=false", "model.contiguous_head=false", "model.compile=true"],
+     dict(packed_gqa=False, contiguous_head=False, compile=True)),
+])
+def test_fast_paths_are_chosen_where_the_model_is_built(overrides, expected):
+    from salmonn.builder import load_model
+    model = load_model(FIXTURE / "config.yaml", overrides)
+    assert _fast_paths(model) == expected
+    for key in expected:  # a built model follows its config when asked again, and back
+        setattr(model.config.model, key, not expected[key])
+    llm_runtime.apply_fast_paths(model.llama_model, model.config.model)
+    assert _fast_paths(model) == {k: not v for k, v in expected.items()}
+    for key in expected:
+        setattr(model.config.model, key, expected[key])
+    llm_runtime.apply_fast_paths(model.llama_model, model.config.model)
+    assert _fast_paths(model) == expected

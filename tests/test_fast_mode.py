@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn import audio as A
 from salmonn import whisper as W
 from salmonn.features import whisper_log_mel
@@ -23,7 +23,7 @@ CLIPS = [AUDIO / "excitement.wav", AUDIO / "mountain.wav", AUDIO / "gunshots.wav
 
 @pytest.fixture(scope="module")
 def fast_model():
-    return SALMONN.from_config(FIXTURE / "config.yaml", ["model.whisper_full_window=false"])
+    return load_model(FIXTURE / "config.yaml", ["model.whisper_full_window=false"])
 
 
 def _expected_tokens(samples: int) -> int:
@@ -83,7 +83,7 @@ def test_batch_equals_single_clips(fast_model):
 def test_fast_mode_without_beats_and_the_window_fallbacks(fast_model):
     counts = tokens_for_frames(torch.tensor([1, 16, 17, 33, 34, 1500]), fast_model.config.model)
     assert counts.tolist() == [1, 1, 1, 1, 2, 88]
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["model.whisper_full_window=false", "model.beats_path=",
+    model = load_model(FIXTURE / "config.yaml", ["model.whisper_full_window=false", "model.beats_path=",
                                                           "model.ckpt="])
     with torch.no_grad():
         tokens = model.encode_audio([str(CLIPS[1]), str(CLIPS[2])])
@@ -92,6 +92,6 @@ def test_fast_mode_without_beats_and_the_window_fallbacks(fast_model):
 
 def test_compiled_decoding_keeps_the_reference_greedy_ids(expected, fixture_clips):
     """model.compile=true: static KV cache + torch.compile'd per-token step; same answers on the fixture."""
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["model.compile=true"])
+    model = load_model(FIXTURE / "config.yaml", ["model.compile=true"])
     for clip, prompt, ref in zip(fixture_clips, expected["generate_prompts"], expected["generated_ids"]):
         assert model.generate(clip, prompt, templated=True, num_beams=1, max_new_tokens=12)[0].token_ids == ref[1:]

@@ -485,7 +485,7 @@ def test_manifest_order_errors_resume_and_retry(tiny_model, cached_encoder, tmp_
     manifest = _manifest(tmp_path)
     out = tmp_path / "out" / "answers.jsonl"
     stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", batch_size=2, progress=False, **GREEDY)
-    assert stats == {"answered": 4, "failed": 1, "skipped": 0}
+    assert stats == {"answered": 4, "failed": 1, "skipped": 0, "redone": 0}
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["line"] for line in lines] == [1, 2, 3, 4, 5]
     assert [line["id"] for line in lines] == ["a", "b", "c", "d", "e"]
@@ -495,17 +495,16 @@ def test_manifest_order_errors_resume_and_retry(tiny_model, cached_encoder, tmp_
     assert lines[2]["token_ids"] == alone.token_ids and lines[2]["text"] == alone.text
     full = out.read_text()
 
-    # a run killed mid-way: two lines written and a torn third; the re-run answers only what is missing
+    # a run killed mid-way: two lines written and a torn third; the re-run answers what is missing and the error
     out.write_text("".join(full.splitlines(keepends=True)[:2]) + '{"line": 3, "aud')
     stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", batch_size=2, progress=False, **GREEDY)
-    assert stats == {"answered": 3, "failed": 0, "skipped": 2}
+    assert stats == {"answered": 3, "failed": 1, "skipped": 1, "redone": 0}
     assert out.read_text() == full
 
-    # the missing clip appears; --retry-errors answers it and keeps manifest order
+    # the missing clip appears; the re-run answers it and keeps manifest order
     (tmp_path / "clips" / "missing.wav").write_bytes((AUDIO / "mountain.wav").read_bytes())
-    assert run_manifest(tiny_model, manifest, out, batch_size=2, progress=False, **GREEDY)["skipped"] == 5
-    stats = run_manifest(tiny_model, manifest, out, batch_size=2, retry_errors=True, progress=False, **GREEDY)
-    assert stats == {"answered": 1, "failed": 0, "skipped": 4}
+    stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", batch_size=2, progress=False, **GREEDY)
+    assert stats == {"answered": 1, "failed": 0, "skipped": 4, "redone": 0}
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["line"] for line in lines] == [1, 2, 3, 4, 5]
     assert lines[1]["token_ids"] == lines[0]["token_ids"]  # same clip, same prompt
@@ -513,6 +512,37 @@ def test_manifest_order_errors_resume_and_retry(tiny_model, cached_encoder, tmp_
     other.write_text(json.dumps({"audio": "clips/excitement.wav", "prompt": PROMPT}) + "\n")
     with pytest.raises(SalmonnError, match="not an answer to line 1 of .*other.jsonl"):
         run_manifest(tiny_model, other, out, progress=False, **GREEDY)  # never mixes two manifests' answers
+
+
+def test_manifest_reruns_redo_what_changed_and_a_bad_line_fails_alone(tiny_model, cached_encoder, tmp_path):
+    """Issue 32.7: one line of invalid JSON refused the whole run; a re-run with another prompt or decoding kept
+    the old answers and said they were "already in" the output."""
+    manifest = _manifest(tmp_path)
+    rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([rows[0], '{"audio": "clips/x.wav", "prompt": ', rows[3]]) + "\n")
+    out = tmp_path / "answers.jsonl"
+    stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", progress=False, **GREEDY)
+    assert stats == {"answered": 2, "failed": 1, "skipped": 0, "redone": 0}
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["line"] for line in first] == [1, 2, 3]
+    assert first[1]["error"].startswith(f"{manifest}:2: not valid JSON") and first[1]["audio"] is None
+    assert first[0]["settings"]["max_new_tokens"] == 12 and first[0]["settings"]["num_beams"] == 1
+    assert first[0]["settings"]["lora_scale"] == 1.0 and first[0]["settings"]["long_form"] is None
+
+    same = run_manifest(tiny_model, manifest, out, prompt="What is this?", progress=False, **GREEDY)
+    assert same == {"answered": 0, "failed": 1, "skipped": 2, "redone": 0}
+    assert [json.loads(line) for line in out.read_text().splitlines()] == first
+
+    other_prompt = run_manifest(tiny_model, manifest, out, prompt="What do you hear?", progress=False, **GREEDY)
+    assert other_prompt == {"answered": 1, "failed": 1, "skipped": 1, "redone": 1}  # line 3 takes --prompt
+    assert json.loads(out.read_text().splitlines()[2])["prompt"] == "What do you hear?"
+
+    shorter = run_manifest(tiny_model, manifest, out, prompt="What do you hear?", progress=False, num_beams=1,
+                           max_new_tokens=3)
+    assert shorter == {"answered": 2, "failed": 1, "skipped": 0, "redone": 2}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    alone = tiny_model.generate(str(tmp_path / "clips" / "mountain.wav"), PROMPT, num_beams=1, max_new_tokens=3)[0]
+    assert lines[0]["token_ids"] == alone.token_ids and lines[0]["settings"]["max_new_tokens"] == 3
 
 
 def test_cli_manifest_with_progress_and_exit_status(tmp_path, capsys):
@@ -524,13 +554,16 @@ def test_cli_manifest_with_progress_and_exit_status(tmp_path, capsys):
     assert main(args) == 1  # one line failed
     err = capsys.readouterr().err
     assert "5/5" in err  # tqdm progress
-    assert "4 answered, 1 failed" in err and "--retry-errors" in err
+    assert "4 answered, 1 failed" in err and "run the same command again" in err
     assert len(out.read_text().splitlines()) == 5
-    (tmp_path / "bad.jsonl").write_text('{"audio": "x.wav"}\nnot json\n')
-    assert main(["infer", "--config", CONFIG, "--manifest", str(tmp_path / "bad.jsonl"), "--output",
-                 str(tmp_path / "o2.jsonl"), "--prompt", "Hi?"]) == 1
-    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
-    assert not (tmp_path / "o2.jsonl").exists()
+    assert main(args) == 1  # still failing: the error was tried again (was: skipped, exit 0)
+    assert "0 answered, 1 failed, 4 already in" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"audio": "clips/mountain.wav"}) + "\nnot json\n")
+    args[4], args[6] = str(tmp_path / "bad.jsonl"), str(tmp_path / "o2.jsonl")
+    assert main(args) == 1  # the bad line fails alone (was: the whole run refused)
+    assert "1 answered, 1 failed" in capsys.readouterr().err
+    lines = [json.loads(line) for line in (tmp_path / "o2.jsonl").read_text().splitlines()]
+    assert "text" in lines[0] and "bad.jsonl:2: not valid JSON" in lines[1]["error"]
 
 
 def test_cli_batches_with_a_bad_clip_answer_the_rest_like_single_clips(tiny_model, mixed, tmp_path, capsys):
@@ -590,7 +623,7 @@ def test_device_choice_and_clear_errors():
 
 
 def test_quantization_is_refused_on_cpu_before_loading(monkeypatch):
-    from salmonn.model import SALMONN
+    from salmonn.builder import load_model
 
     def never(*args, **kwargs):
         raise AssertionError("loaded weights before refusing")
@@ -598,15 +631,15 @@ def test_quantization_is_refused_on_cpu_before_loading(monkeypatch):
     monkeypatch.setattr("salmonn.builder.load_whisper_encoder", never)
     for args in (["model.quantize=8bit"], ["model.quantize=4bit"], ["model.low_resource=true"]):
         with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-            SALMONN.from_config(CONFIG, args + ["model.device=cpu"])  # cpu even where a GPU exists
+            load_model(CONFIG, args + ["model.device=cpu"])  # cpu even where a GPU exists
     with pytest.raises(ConfigError, match="quantize must be one of"):
         load_config(CONFIG, ["model.quantize=3bit"])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_on_cpu_answers_like_float32(tiny_model, mixed, dtype):
-    from salmonn.model import SALMONN
-    half = SALMONN.from_config(CONFIG, [f"model.dtype={dtype}", "model.device=cpu"])
+    from salmonn.builder import load_model
+    half = load_model(CONFIG, [f"model.dtype={dtype}", "model.device=cpu"])
     want = getattr(torch, dtype)
     assert half.speech_encoder.conv1.weight.dtype == want and half.beats.patch_embedding.weight.dtype == want
     assert half.llama_model.get_input_embeddings().weight.dtype == want
@@ -690,9 +723,9 @@ def test_long_form_pause_chunks_answer_each_chunk_cut_in_the_silences(tiny_model
 
 def test_long_form_options_are_checked_before_any_work(tiny_model):
     from salmonn.cli import main
-    from salmonn.inference import DEFAULT_LONG_FORM_CHUNKS, DEFAULT_PAUSE_SECONDS, long_form_pieces
-    assert long_form_pieces(None, None) == (DEFAULT_LONG_FORM_CHUNKS, DEFAULT_PAUSE_SECONDS)
-    assert long_form_pieces("fixed", None) == ("fixed", 30.0)
+    from salmonn.inference import DEFAULT_LONG_FORM_CHUNKS, DEFAULT_PAUSE_SECONDS, long_form_chunking
+    assert long_form_chunking(None, None) == (DEFAULT_LONG_FORM_CHUNKS, DEFAULT_PAUSE_SECONDS)
+    assert long_form_chunking("fixed", None) == ("fixed", 30.0)
     gen = decoding_config(tiny_model.config.generate, None, **GREEDY)
     for chunks, seconds, message in [("silence", None, "must be one of pause, fixed"),
                                      ("pause", 45.0, "1 to 30 s"), ("pause", 0.5, "1 to 30 s"),

@@ -42,8 +42,8 @@ def _wer(hypothesis: str, reference: str) -> float:
 
 @pytest.fixture(scope="module")
 def mini():
-    from salmonn import SALMONN
-    return SALMONN.from_config(default_config_path())
+    from salmonn import load_model
+    return load_model(default_config_path())
 
 
 def test_default_config_is_packaged_mini():

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.decoding import decoding_config
 from salmonn.errors import ConfigError
 from salmonn.inference import full_prompt, generate, prepare
 from salmonn.rescoring import candidates, ctc_log_likelihood, spelling_log_probs
-from salmonn.train.ctc import blank_id
+from salmonn.ctc import blank_id
 
 from .conftest import FIXTURE
 
@@ -23,7 +23,7 @@ BEAMS = dict(num_beams=3, max_new_tokens=6)
 
 @pytest.fixture(scope="module")
 def spelling_model():
-    return SALMONN.from_config(FIXTURE / "config.yaml", ["ctc_query=0"]).eval()
+    return load_model(FIXTURE / "config.yaml", ["ctc_query=0"]).eval()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_rescoring_needs_a_spelling_query_and_search(tiny_model, spelling_model,
         generate(spelling_model, fixture_clips[:1], PROMPT, ctc_weight=0.5, do_sample=True, max_new_tokens=4)
     with pytest.raises(ConfigError, match="CTC rescoring"):
         generate(spelling_model, fixture_clips[:1], PROMPT, ctc_weight=0.5, num_beams=1, streamer=object())
-    wrong = SALMONN.from_config(FIXTURE / "config.yaml", ["ctc_query=1"])
+    wrong = load_model(FIXTURE / "config.yaml", ["ctc_query=1"])
     with pytest.raises(ConfigError, match="ctc_query 1 is not one of the 1 queries"):
         generate(wrong, fixture_clips[:1], PROMPT, ctc_weight=0.5, **BEAMS)
 

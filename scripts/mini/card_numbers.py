@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from salmonn import SALMONN
+    from salmonn import load_model
 
     torch.set_num_threads(2)
     held_out_corpus(args.corpus)
@@ -166,7 +166,7 @@ def main() -> None:
     result = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "weights_bytes": weights.stat().st_size,
               "trainable_values": values,
               "bundled_clips_match_corpus": bundled_clips_match(args.corpus)}
-    model = SALMONN.from_config(default_config_path())
+    model = load_model(default_config_path())
     result["bundled_speech"] = bundled_speech(model)
     print(json.dumps(result, indent=1), flush=True)
     before = json.loads(args.out.read_text()) if args.out.is_file() else {}

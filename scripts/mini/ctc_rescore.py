@@ -30,7 +30,7 @@ from salmonn.errors import SalmonnError
 from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.inference import batches, prepare
-from salmonn.model import SALMONN
+from salmonn.builder import load_model
 from salmonn.rescoring import candidates, combined_score
 
 CACHE = Path.home() / ".cache" / "salmonn"
@@ -111,7 +111,7 @@ def main() -> None:
     neural = neural_records(args.neural)
     sets = {"tune_neural_65_128": neural[64:128], "espeak": espeak_records(args.espeak_corpus, 64),
             "neural": neural[:64], "asterisk": asterisk_records()[0]}
-    model = SALMONN.from_config(default_config_path()).eval()
+    model = load_model(default_config_path()).eval()
     gen = decoding_config(model.config.generate, num_beams=args.beams)
     sha = hashlib.sha256((MINI_DIR / "trainable.safetensors").read_bytes()).hexdigest()
     clips = {name: scored_candidates(model, rows, gen, args.work / f"{name}_beams{args.beams}_{sha[:12]}.json")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from salmonn.evaluation.metrics import english_words, error_rate
-from salmonn.model import SALMONN
+from salmonn.builder import load_model
 from salmonn.train.ctc import blank_id, ctc_greedy, query_tokens
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--query", type=int, default=None, help="run.ctc_query of the training run (None: every token)")
     parser.add_argument("--out", type=Path, default=None, help="also write {config, clips, wer} here (JSON)")
     args = parser.parse_args()
-    model = SALMONN.from_config(args.config).eval()
+    model = load_model(args.config).eval()
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines()][:args.limit]
     table = model.llama_model.get_input_embeddings().weight.detach()
     blank = blank_id(model.tokenizer, args.blank)

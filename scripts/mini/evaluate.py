@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from salmonn.evaluation.run import evaluate
-from salmonn.model import SALMONN
+from salmonn.builder import load_model
 
 TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description", "QA")
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N records per task (0: all)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    model = SALMONN.from_config(args.config, args.overrides)
+    model = load_model(args.config, args.overrides)
     for task in args.tasks.split(","):
         start = time.time()
         summary = evaluate(model, manifest_for(args.corpus, task, args.limit, args.output), task, args.output,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from salmonn.model import SALMONN
+from salmonn.builder import load_model
+
 from salmonn.prompting import format_prompt
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--manifest", default="data/mini/stage1_valid.jsonl")
     parser.add_argument("--n", type=int, default=16)
     args = parser.parse_args()
-    model = SALMONN.from_config(args.config).eval()
+    model = load_model(args.config).eval()
     if args.checkpoint:
         model.load_checkpoint(args.checkpoint)
     path = model.config.model.prompt_path

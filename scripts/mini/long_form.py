@@ -41,7 +41,7 @@ from salmonn.decoding import decoding_config
 from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.frames import SEGMENT_SECONDS
-from salmonn.inference import answer_all, long_form, long_form_pieces
+from salmonn.inference import answer_all, long_form, long_form_chunking
 
 INSTRUCTION = DEFAULT_TEST_PROMPTS["asr"]
 PAUSE_SECONDS = 0.4  # silence between two joined prompts
@@ -71,7 +71,7 @@ def parse_modes(text: str) -> list[tuple[str, float]]:
     modes = []
     for item in text.split(","):
         chunks, _, seconds = item.partition(":")
-        modes.append(long_form_pieces(chunks, float(seconds) if seconds else None))
+        modes.append(long_form_chunking(chunks, float(seconds) if seconds else None))
     return modes
 
 
@@ -139,7 +139,7 @@ def main() -> None:
         result = run_mode(model, wav, reference, chunks, seconds, args.max_new_tokens, args.num_beams)
         result["gap_points"] = round(100 * (result["wer"] - clip_wer), 2)
         results.append(result)
-    default = long_form_pieces(None, None)
+    default = long_form_chunking(None, None)
     chosen = next((r for r in results if (r["chunks"], r["max_seconds"]) == default), None)
     fixed = next((r for r in results if (r["chunks"], r["max_seconds"]) == ("fixed", SEGMENT_SECONDS)), None)
 

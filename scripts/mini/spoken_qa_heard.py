@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from salmonn import SALMONN
+from salmonn import SALMONN, load_model
 from salmonn.evaluation.following import contains_answer, qa_reference
 from salmonn.defaults import MINI_DIR
 from salmonn.evaluation.items import instruction_for
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "spoken_qa_heard.json")
     args = parser.parse_args()
-    model = SALMONN.from_config(None)
+    model = load_model(None)
     results: dict = {"prompts": {"transcript": ASR_PROMPT, "answer": QA_PROMPT}}
     for manifest in args.manifests:
         rows = [json.loads(line) for line in manifest.read_text().splitlines()][:args.limit]

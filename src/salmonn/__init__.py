@@ -3,7 +3,7 @@
 from .config import Config, GenerateConfig, ModelConfig, load_config
 from .errors import AudioError, CheckpointError, ConfigError, PromptError, SalmonnError
 
-__all__ = ["SALMONN", "Answer", "Config", "ModelConfig", "GenerateConfig", "load_config", "SalmonnError",
+__all__ = ["SALMONN", "Answer", "load_model", "Config", "ModelConfig", "GenerateConfig", "load_config", "SalmonnError",
            "AudioError", "ConfigError", "CheckpointError", "PromptError"]
 __version__ = "0.1.0"
 
@@ -14,6 +14,9 @@ def __getattr__(name: str):
     if name == "SALMONN":
         from .model import SALMONN
         return SALMONN
+    if name == "load_model":
+        from .builder import load_model
+        return load_model
     if name == "Answer":
         from .decoding import Answer
         return Answer

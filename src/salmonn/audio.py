@@ -206,8 +206,8 @@ def iter_segments(
     else:
         wav = load_audio(source, sample_rate, channel=channel, resample=resample, name=name)
         _check_length(len(wav), max_seconds, name or "<array>")
-        for piece in split_segments(wav):
-            yield pad_to_min(piece)
+        for segment in split_segments(wav):
+            yield pad_to_min(segment)
         return
     rate, blocks = open_blocks(file, label)
     try:
@@ -324,15 +324,15 @@ def pad_to_min(wav: np.ndarray) -> np.ndarray:
 
 
 def split_segments(wav: np.ndarray, segment_samples: int = SEGMENT_SAMPLES) -> list[np.ndarray]:
-    """Consecutive pieces of `segment_samples` (views); the last may be shorter (padded to 1 s).
+    """Consecutive segments of `segment_samples` (views); the last may be shorter (padded to 1 s).
 
     A clip no longer than one segment is returned as [wav], unchanged.
     """
     if wav.shape[0] <= segment_samples:
         return [wav]
-    pieces = [wav[start : start + segment_samples] for start in range(0, wav.shape[0], segment_samples)]
-    pieces[-1] = pad_to_min(pieces[-1])
-    return pieces
+    segments = [wav[start : start + segment_samples] for start in range(0, wav.shape[0], segment_samples)]
+    segments[-1] = pad_to_min(segments[-1])
+    return segments
 
 
 def batch_waveforms(wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

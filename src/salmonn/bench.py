@@ -24,58 +24,15 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import SalmonnError
+from .hardware import physical_cores
+
+if TYPE_CHECKING:
+    from .model import SALMONN
 
 STAGES = ("features", "whisper", "beats", "qformer", "prefill", "decode")
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads counted once); os.cpu_count() when unknown."""
-    try:
-        allowed = os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in allowed:
-        try:
-            base = f"/sys/devices/system/cpu/cpu{cpu}/topology"
-            with open(f"{base}/core_id") as f, open(f"{base}/physical_package_id") as g:
-                cores.add((f.read().strip(), g.read().strip()))
-        except OSError:
-            return len(allowed)
-    return max(1, len(cores))
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere bf16 is emulated and
-    slower than float32, so nothing here ever picks bf16 on such a CPU."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def machine_line() -> str:
-    """CPU model, cores, the vector extensions that matter here and torch's kernel level, in one line."""
-    import platform
-    import torch
-    model = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
-    return (f"{model}, {os.cpu_count()} logical CPUs / {physical_cores()} cores, flags {' '.join(flags) or 'none'}, "
-            f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels)")
 
 
 def resident_bytes() -> int:
@@ -127,7 +84,7 @@ class StageClock:
     """Attributes wall time to stages at events fired by forward hooks (time since the previous event goes to
     the stage that just ended). `now` is the clock read (tests pass a virtual one)."""
 
-    def __init__(self, model, now: Callable[[], float] = time.perf_counter):
+    def __init__(self, model: "SALMONN", now: Callable[[], float] = time.perf_counter):
         self.model, self.now = model, now
         self.handles: list = []
         self.times: dict[str, float] = {}
@@ -177,7 +134,7 @@ class StageClock:
         self.handles.clear()
 
 
-def run_bench(model, audio: list, prompt: str, new_tokens: int = 32, reps: int = 3, batch: int = 1,
+def run_bench(model: "SALMONN", audio: list, prompt: str, new_tokens: int = 32, reps: int = 3, batch: int = 1,
               warmup: int = 1, now: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Time `reps` answers (after `warmup` untimed ones) of `batch` clips (the given clips, cycled) and return
     {"median_s", "runs", "stages" (medians), "ms_per_token", "clips_per_s", "first_token_s", "cpu_s",

@@ -16,10 +16,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from .bench import native_bf16
+from .hardware import native_bf16
 from .checkpoint import load_beats, load_strict, read_prefixed
 from .config import Config, load_config
 from .errors import ConfigError
+from .llm_runtime import apply_fast_paths
 from .model import SALMONN
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -124,6 +125,7 @@ def load_salmonn(config: Config, load_checkpoint: bool = True) -> SALMONN:
     model = SALMONN(config, encoder, features, beats, llm, tokenizer)
     if m.ckpt and load_checkpoint:
         model.load_checkpoint(m.ckpt)
+    apply_fast_paths(model.llama_model, m)  # chosen once, from model.packed_gqa / contiguous_head / compile
     if quantize == "none":
         return model.to(device).eval()
     for name, child in model.named_children():  # the quantized LLM is already on its GPU: never move or cast it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
@@ -17,6 +17,9 @@ from .audio import audio_name
 from .decoding import Answer, check_streamable, decoding_config, generate_answers
 from .errors import PromptError, SalmonnError
 from .prompting import Piece, PromptTurn, conversation_pieces, render
+
+if TYPE_CHECKING:
+    from .model import SALMONN
 
 
 class ChatSession:
@@ -29,8 +32,8 @@ class ChatSession:
     generated (+ EOS), not re-tokenised text. The first turn equals SALMONN.generate's prompt.
     """
 
-    def __init__(self, model, audio: Iterable = (), sample_rate: int | None = None, preset: str | None = None,
-                 **options):
+    def __init__(self, model: "SALMONN", audio: Iterable = (), sample_rate: int | None = None,
+                 preset: str | None = None, **options):
         self.model = model
         self.sample_rate = sample_rate
         self.generate_config = decoding_config(model.config.generate, preset, **options)

@@ -3,10 +3,10 @@ so `salmonn --help` stays fast)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .errors import SalmonnError
 from .flags import DecodingFlags, ModelFlags

@@ -75,30 +75,57 @@ class ModelConfig:
     #                           overhead per token (same ids as generate: fixture and SALMONN-mini answers)
     merge_lora: bool = True  # fold LoRA into the base weights in eval mode: no adapter matmuls per token (same
     #                          greedy ids on the fixture; train() restores the original weights exactly)
+    # LLM fast paths (salmonn.llm_runtime), applied where the model is built; none changes an answer's ids
+    packed_gqa: bool = True  # one-token steps of a grouped-query LLM attend per key/value head (no repeat_kv copies
+    #                          of the cache inside the compiled step: 1.18x one clip, benchmarks/decode_step.md)
+    contiguous_head: bool = True  # the output head gets a contiguous input (1.3x more on 8-clip batches, same file)
     # a connector trained to spell (SALMONN-mini's CTC query, train/ctc.py): what generate.ctc_weight rescores with
     ctc_query: int | None = None  # the query per window that CTC trained (run.ctc_query); None: no CTC head (reference)
     ctc_scale: float = 32.0  # the cosine-logit scale it was trained with (run.ctc_scale)
     ctc_blank: str = " "  # the one-token text that stands for CTC's blank (run.ctc_blank)
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
+    """A config field with its one-line help (field metadata): the help of the same option on the command line
+    (salmonn.flags.DecodingFlags) and the shape of it in a server request (salmonn.serve.schemas.Decoding)."""
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
 @dataclasses.dataclass
 class GenerateConfig:
-    max_new_tokens: int = 200  # reference default
-    num_beams: int = 4  # reference default (beam search)
-    do_sample: bool = False  # sampling instead of search
+    """Decoding settings (the `generate:` section). Their names, types and help are defined here once; the CLI's
+    decoding flags and the server's request fields are derived from them (`optional_fields`)."""
+    max_new_tokens: int = option(200, "at most this many answer tokens")  # reference default
+    num_beams: int = option(4, "beam search width (1 = greedy)")  # reference default (beam search)
+    do_sample: bool = option(False, "sample instead of searching")
     min_length: int = 1  # reference key: counts the echoed BOS, so 1 is a no-op
-    min_new_tokens: int = 0  # at least this many new tokens
-    temperature: float = 1.0  # sampling temperature
-    top_p: float = 0.9  # nucleus sampling mass
-    top_k: int = 0  # top-k sampling (0 = off)
-    repetition_penalty: float = 1.0  # >1 discourages repeats
-    no_repeat_ngram_size: int = 0  # > 0: no run of this many tokens twice in an answer (ends loops; 0 = reference)
-    length_penalty: float = 1.0  # beam score exponent on length
-    seed: int | None = None  # sampling seed
-    stop: list[str] = dataclasses.field(default_factory=list)  # extra stop strings
+    min_new_tokens: int = option(0, "at least this many answer tokens (EOS is suppressed before)")
+    temperature: float = option(1.0, "sampling temperature")
+    top_p: float = option(0.9, "nucleus sampling mass")
+    top_k: int = option(0, "sample among the k most likely tokens (0 = off)")
+    repetition_penalty: float = option(1.0, "> 1 discourages repeating generated tokens")
+    no_repeat_ngram_size: int = option(0, "no run of this many tokens twice in an answer (0 = off, as the "
+                                          "reference); ends repetition loops")
+    length_penalty: float = option(1.0, "beam scores are divided by length ** this")
+    seed: int | None = option(None, "sampling seed: the same seed gives the same answer")
+    stop: list[str] = option(help="stop at this string (repeatable); the answer ends before it", default_factory=list)
     ctc_weight: float = 0.0  # > 0: pick among the beams and the CTC best path by (1 - w) LLM + w CTC log-likelihood
     #                          (needs model.ctc_query; transcription only; 0 = the LLM's own choice, as the reference)
     ctc_length_bonus: float = 0.0  # with ctc_weight: added per answer token (offsets the sums' bias to short answers)
+
+
+def optional_fields(cls, names: Sequence[str]) -> list[tuple[str, Any, Any]]:
+    """Fields `names` of dataclass `cls` for dataclasses.make_dataclass as options that may be left unset: type
+    `T | None`, default None (= as configured), the same help."""
+    hints, fields = get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+    return [(name, hints[name] | None, dataclasses.field(default=None, metadata=fields[name].metadata))
+            for name in names]
+
+
+def options_help(cls, names: Sequence[str]) -> str:
+    """An "Options:" docstring section (`  name: help` lines, as salmonn.cli reads them) for fields of `cls`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return "\n".join(f"  {name}: {fields[name].metadata.get('help', '')}" for name in names)
 
 
 @dataclasses.dataclass
@@ -235,77 +262,6 @@ def _validate(model: ModelConfig, where: str) -> None:
         raise ConfigError(f"{where} [model]: encode_batch_size must be at least 1, got {model.encode_batch_size}")
     if model.qformer_hidden_size % model.qformer_num_attention_heads:
         raise ConfigError(f"{where} [model]: qformer_hidden_size must be divisible by qformer_num_attention_heads")
-
-
-# ---------------------------------------------------------------------------------------------------- CLI flag groups
-@dataclasses.dataclass
-class ModelFlags:
-    """Model: which one, where it runs and how (each flag wins over the config and its key=value overrides).
-
-    Options:
-      config: the model's YAML (reference layout); default: SALMONN-mini, shipped in the package
-      device: auto (cuda when available), cpu, cuda or cuda:N
-      dtype: float32, bfloat16 or float16 for the frozen backbones
-      quantize: none, 8bit or 4bit LLM weights (bitsandbytes, CUDA only)
-      lora_scale: multiplies the trained LoRA scaling at run time (0.5 = the paper's activation)
-    """
-    config: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    quantize: str | None = None
-    lora_scale: float | None = None
-
-    def load(self, overrides: Sequence[str] = ()):
-        """The model these flags name, built by salmonn.builder.load_model."""
-        from .builder import load_model
-        return load_model(self.config, overrides, device=self.device, dtype=self.dtype, quantize=self.quantize,
-                          lora_scale=self.lora_scale)
-
-
-@dataclasses.dataclass
-class DecodingFlags:
-    """Decoding: --preset, then any flag given (each wins over the preset, which wins over the config).
-
-    Options:
-      preset: reference (beam 4, the reference's defaults), greedy (num_beams 1) or sample (top_p 0.9)
-      num_beams: beam search width (1 = greedy)
-      max_new_tokens: at most this many answer tokens
-      min_new_tokens: at least this many answer tokens (EOS is suppressed before)
-      do_sample: sample instead of searching
-      temperature: sampling temperature
-      top_p: nucleus sampling mass
-      top_k: sample among the k most likely tokens (0 = off)
-      seed: sampling seed: the same seed gives the same answer
-      repetition_penalty: > 1 discourages repeating generated tokens
-      no_repeat_ngram_size: no run of this many tokens twice in an answer (0 = off); ends repetition loops
-      length_penalty: beam scores are divided by length ** this
-      stop: stop at this string (repeatable); the answer ends before it
-    """
-    preset: str | None = None
-    num_beams: int | None = None
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    do_sample: bool = False
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    length_penalty: float | None = None
-    stop: list[str] | None = None
-
-    def options(self) -> dict:
-        """generate() keywords: preset + the options given (unset ones stay None: config / preset decide)."""
-        values = dataclasses.asdict(self)
-        values["do_sample"] = True if self.do_sample else None
-        return values
-
-    def config(self, base: GenerateConfig) -> GenerateConfig:
-        """The decoding settings these flags give on top of `base` (the config's generate section)."""
-        from .decoding import decoding_config
-        options = self.options()
-        return decoding_config(base, options.pop("preset"), **options)
 
 
 def config_to_dict(config: Config) -> dict:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import GenerateConfig
-from .decoding import cache_length, compile_config
+from .llm_runtime import cache_length, compile_config
 
 COMPILED_ROWS = 8  # compiled batches are padded to a multiple of this (each batch size compiles once, for minutes)
 

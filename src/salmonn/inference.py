@@ -311,12 +311,12 @@ def progress_bar(total: int, enabled: bool, initial: int = 0, desc: str = "answe
 
 
 # ---------------------------------------------------------------------------------------------------- manifests
-def _done_lines(output: Path) -> tuple[dict[int, dict], list[str]]:
-    """Records already in `output` by manifest line, and the good raw lines (a torn last line is dropped)."""
+def _done_lines(output: Path) -> tuple[dict[int, dict], dict[int, str]]:
+    """Records already in `output` by manifest line, and their raw lines (a torn last line is dropped)."""
     done: dict[int, dict] = {}
-    keep: list[str] = []
+    raw_lines: dict[int, str] = {}
     if not output.exists():
-        return done, keep
+        return done, raw_lines
     for raw in output.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(raw)
@@ -324,67 +324,94 @@ def _done_lines(output: Path) -> tuple[dict[int, dict], list[str]]:
             continue  # a line cut off when a previous run was killed: it will be answered again
         if isinstance(record, dict) and isinstance(record.get("line"), int):
             done[record["line"]] = record
-            keep.append(raw)
-    return done, keep
+            raw_lines[record["line"]] = raw
+    return done, raw_lines
+
+
+def manifest_settings(model: "SALMONN", gen: GenerateConfig, chunking: tuple[str, float] | None) -> dict:
+    """What an answer depends on besides its clip and prompt, recorded on each output line: the decoding, the
+    LoRA scale and the long-form chunking. A re-run answers again the lines made with other settings."""
+    scale = getattr(model, "lora_scale", model.config.model.lora_scale)
+    return json.loads(json.dumps({**dataclasses.asdict(gen), "lora_scale": float(scale),
+                                  "long_form": list(chunking) if chunking else None}))  # as read back
+
+
+def _still_good(done: dict, prompt: str | None, settings: dict) -> bool:
+    """An earlier output line that a re-run keeps: an answer (not an error) to the same prompt with the same
+    settings (keys only one side has, written by another version, are not compared)."""
+    theirs = done.get("settings")
+    return ("error" not in done and done.get("prompt") == prompt and isinstance(theirs, dict)
+            and all(theirs[k] == v for k, v in settings.items() if k in theirs))
 
 
 def run_manifest(model: "SALMONN", manifest: str | Path, output: str | Path, prompt: str | None = None,
-                 batch_size: int = 8, preset: str | None = None, retry_errors: bool = False, progress: bool = True,
+                 batch_size: int = 8, preset: str | None = None, retry_errors: bool = True, progress: bool = True,
                  long_form: bool = False, long_form_chunks: str | None = None, long_form_seconds: float | None = None,
                  **options) -> dict:
     """Answer every record of a JSONL (or reference annotation JSON) manifest into `output` (JSONL).
 
     Each record: {"audio" (or "path"), "prompt"?, ...}; `prompt` is used where a record has none. Each output
-    line: {"line", "audio", "prompt", "text", "token_ids"} (+ "id"/"task" when the record has them), or
-    {"line", "audio", "prompt", "error"}. Lines are written in manifest order and flushed per batch; records
-    whose line is already in `output` are skipped (retry_errors=True answers failed ones again). long_form=True
-    answers each clip chunk by chunk (`long_form`; long_form_chunks, long_form_seconds). Returns {"answered",
-    "failed", "skipped"} for this run.
+    line: {"line", "audio", "prompt", "settings", "text", "token_ids"} (+ "id"/"task" when the record has them),
+    or {"line", "audio", "prompt", "error"}; a manifest line that is not a JSON object fails alone. Lines are
+    written in manifest order and flushed per batch. A re-run keeps the answers already in `output` that were
+    made with the same prompt and settings (`manifest_settings`) and answers the rest again: lines made with
+    other settings, failed lines (retry_errors is accepted for compatibility: they are always retried) and lines
+    a kill cut off. long_form=True answers each clip chunk by chunk (`long_form`; long_form_chunks,
+    long_form_seconds). Returns {"answered", "failed", "skipped", "redone"} for this run ("redone": earlier
+    lines answered again because their prompt or settings changed; "failed": the errors now in `output`).
     """
     from .data.manifest import iter_records
     output = Path(output)
-    records = list(iter_records(manifest))  # a malformed manifest is one clear error before any work
+    bad: dict[int, str] = {}
+    records = list(iter_records(manifest, bad_lines=bad))  # an unreadable file is one clear error before any work
     gen = decoding_config(model.config.generate, preset, **options)
     chunking = long_form_chunking(long_form_chunks, long_form_seconds) if long_form else None
-    done, keep = _done_lines(output)
-    by_line = dict(records)
-    for number, record in done.items():
-        source = by_line.get(number)
-        if source is None or record.get("audio") != source.get("audio", source.get("path")):
-            raise ManifestError(f"{output}: line {number} is not an answer to line {number} of {manifest} "
-                                f"(written for another manifest?); choose another --output or delete it")
-    if retry_errors:
-        failed = {n for n, r in done.items() if "error" in r}
-        keep = [raw for raw in keep if json.loads(raw)["line"] not in failed]
-        done = {n: r for n, r in done.items() if n not in failed}
-    todo = [(n, r) for n, r in records if n not in done]
+    settings = manifest_settings(model, gen, chunking)
+    done, raw_lines = _done_lines(output)
+    _check_same_manifest({n: line for n, line in done.items() if n not in bad}, dict(records), output, manifest)
+    kept = {n for n, r in records if n in done and _still_good(done[n], r.get("prompt", prompt), settings)}
+    stats = {"answered": 0, "failed": len(bad), "skipped": len(kept),
+             "redone": sum(1 for n in done if n not in kept and n not in bad and "error" not in done[n])}
     output.parent.mkdir(parents=True, exist_ok=True)
-    _rewrite(output, keep)  # drop a torn last line (and retried errors) before appending
-    stats = {"answered": 0, "failed": 0, "skipped": len(records) - len(todo)}
-    bar = progress_bar(len(records), progress, initial=stats["skipped"])
+    _rewrite(output, [raw_lines[n] for n in sorted(kept)]
+             + [json.dumps({"line": n, "audio": None, "error": err}, ensure_ascii=False) for n, err in bad.items()])
+    todo = [(n, r) for n, r in records if n not in kept]
+    bar = progress_bar(len(records) + len(bad), progress, initial=len(kept) + len(bad))
     with open(output, "a", encoding="utf-8") as out:
         for chunk in batches(todo, batch_size):
-            audio = [r.get("path") for _, r in chunk]
             prompts = [r.get("prompt", prompt) for _, r in chunk]
-            results = _manifest_batch(model, audio, prompts, gen, chunking, batch_size)
+            results = _manifest_batch(model, [r.get("path") for _, r in chunk], prompts, gen, chunking, batch_size)
             for (number, record), result in zip(chunk, results):
-                line = {"line": number, "audio": record.get("audio", record.get("path"))}  # as the manifest says
-                for key in ("id", "task"):
-                    if key in record:
-                        line[key] = record[key]
-                line["prompt"] = result.prompt
-                if result.ok:
-                    line.update(text=result.answer.text, token_ids=result.answer.token_ids)
-                    stats["answered"] += 1
-                else:
-                    line["error"] = result.error
-                    stats["failed"] += 1
+                line = _answer_line(number, record, result, settings)
+                stats["answered" if result.ok else "failed"] += 1
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
             out.flush()
             bar.update(len(chunk))
     bar.close()
     _sort_by_line(output)
     return stats
+
+
+def _check_same_manifest(done: dict[int, dict], records: dict[int, dict], output: Path, manifest) -> None:
+    """Refuse an output written for another manifest (its lines name other audio)."""
+    for number, line in done.items():
+        source = records.get(number)
+        if source is None or line.get("audio") != source.get("audio", source.get("path")):
+            raise ManifestError(f"{output}: line {number} is not an answer to line {number} of {manifest} "
+                                f"(written for another manifest?); choose another --output or delete it")
+
+
+def _answer_line(number: int, record: dict, result: Result, settings: dict) -> dict:
+    line = {"line": number, "audio": record.get("audio", record.get("path"))}  # as the manifest says
+    for key in ("id", "task"):
+        if key in record:
+            line[key] = record[key]
+    line["prompt"] = result.prompt
+    if result.ok:
+        line.update(settings=settings, text=result.answer.text, token_ids=result.answer.token_ids)
+    else:
+        line["error"] = result.error
+    return line
 
 
 def _manifest_batch(model: "SALMONN", audio: list, prompts: list, gen: GenerateConfig, long_form: tuple[str,

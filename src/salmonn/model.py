@@ -4,9 +4,10 @@ Attribute names are the reference's (`speech_encoder`, `ln_speech`, `beats`, `ln
 `speech_query_tokens`, `speech_llama_proj`, `llama_model`), so `state_dict()` keys are exactly the keys of the
 released `salmonn_v1.pth` / `salmonn_7b.pth`.
 
-This module composes and computes: audio -> tokens -> loss. Building from a config is `salmonn.builder`, prompt
-text and LLM input pieces `salmonn.prompting`, generation `salmonn.decoding`, batches, manifests and errors per
-item `salmonn.inference`.
+This module composes and computes: audio -> tokens -> loss. Building from a config is `salmonn.builder`
+(`load_model`), prompt text and LLM input pieces `salmonn.prompting`, generation `salmonn.decoding`, batches,
+manifests and errors per item `salmonn.inference`, whose `generate` and `score` are bound here as methods (as
+openai/whisper binds `transcribe`): they take the model as their first argument, typed under TYPE_CHECKING.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from . import audio as A
 from . import whisper as W
 from .checkpoint import IGNORED_REFERENCE_KEYS, check_keys, read_state_dict, save_ours, save_reference_pth
 from .config import Config, ModelConfig, config_to_dict
-from .decoding import unfuse_projections
 from .errors import ConfigError, SalmonnError
 from .features import whisper_log_mel
 from .frames import MAX_FRAMES, SAMPLES_PER_FRAME, frames_for, tokens_for_frames, window_size
+from .inference import generate as generate_function
+from .inference import score as score_function
 from .prompting import IGNORE_INDEX, assemble, prompt_pieces, target_piece
 from .qformer import QFormer, fuse_encoders, split_windows
 
@@ -78,13 +80,6 @@ class SALMONN(nn.Module):
         self._unmerged_weights: dict[nn.Module, torch.Tensor] = {}  # LoRA layer -> its base weight before merging
         self._freeze()
         self.set_lora_scale(m.lora_scale)
-
-    @classmethod
-    def from_config(cls, path: str | Path | Config | None = None, overrides: Sequence[str] = (),
-                    load_checkpoint: bool = True) -> "SALMONN":
-        """Build from a reference-style YAML (or a Config) and load its `ckpt` strictly (salmonn.builder)."""
-        from .builder import load_model
-        return load_model(path, overrides, load_checkpoint=load_checkpoint)
 
     def _freeze(self) -> None:
         m = self.config.model
@@ -194,7 +189,6 @@ class SALMONN(nn.Module):
             base.weight.data = weight.to(base.weight.device)
             layer.merged_adapters.remove("default")
         self._unmerged_weights.clear()
-        unfuse_projections(self.llama_model)  # decoding.FUSED_PROJECTIONS fuses merged layers only
 
     # ------------------------------------------------------------------ audio -> tokens
     def encode(self, spectrogram: torch.Tensor, raw_wav: torch.Tensor | None = None,
@@ -273,13 +267,13 @@ class SALMONN(nn.Module):
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
         chunk = max(1, int(self.config.model.encode_batch_size))
-        pieces: list[list[torch.Tensor]] = [[] for _ in items]
+        tokens_per_clip: list[list[torch.Tensor]] = [[] for _ in items]
         failed: dict[int, SalmonnError] = {}
         pending: list[tuple[int, np.ndarray]] = []  # (clip index, segment) not yet encoded
 
         def flush() -> None:
             for (index, _), tokens in zip(pending, self.encode_segments([segment for _, segment in pending])):
-                pieces[index].append(tokens)
+                tokens_per_clip[index].append(tokens)
             pending.clear()
 
         for index, item in enumerate(items):
@@ -292,11 +286,11 @@ class SALMONN(nn.Module):
                 if errors == "raise":
                     raise
                 failed[index] = err  # a problem found mid-file (NaN, cut off, too long): drop what it had
-                pieces[index] = []
+                tokens_per_clip[index] = []
                 pending[:] = [p for p in pending if p[0] != index]
         if pending:
             flush()
-        return [failed[i] if i in failed else torch.cat(rows) for i, rows in enumerate(pieces)]
+        return [failed[i] if i in failed else torch.cat(rows) for i, rows in enumerate(tokens_per_clip)]
 
     # ------------------------------------------------------------------ text -> LLM space
     def embed(self, ids: list[int]) -> torch.Tensor:
@@ -347,13 +341,5 @@ class SALMONN(nn.Module):
         return -float(loss) * int((labels[:, 1:] != IGNORE_INDEX).sum())
 
     # ------------------------------------------------------------------ the Python API (salmonn.inference)
-    def generate(self, audio: AudioInput | Sequence[AudioInput], prompt: str | Sequence[str], **options):
-        """Answer each clip (salmonn.inference.generate: the options, errors and batching rules)."""
-        from .inference import generate
-        return generate(self, audio, prompt, **options)
-
-    def score(self, audio: AudioInput | Sequence[AudioInput], prompt: str | Sequence[str],
-              text: str | Sequence[str], templated: bool = False) -> list[dict]:
-        """Per clip: mean token NLL of `text` + end symbol as the answer to `prompt`, and its token count."""
-        from .inference import score
-        return score(self, audio, prompt, text, templated=templated)
+    generate = generate_function  # model.generate(audio, prompt, **options): salmonn.inference.generate
+    score = score_function  # model.score(audio, prompt, text): salmonn.inference.score

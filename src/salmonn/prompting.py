@@ -13,11 +13,14 @@ embeddings + labels + mask; `assemble` pads a batch of them into the tensors the
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
 
 from .errors import PromptError
+
+if TYPE_CHECKING:
+    from .model import SALMONN
 
 AUDIO_PLACEHOLDER = "<SpeechHere>"
 AUDIO_PREFIX = "<Speech><SpeechHere></Speech> "  # what the reference CLI puts before every instruction
@@ -130,12 +133,12 @@ def piece(embeds: torch.Tensor, labels: torch.Tensor | None = None, audio: bool 
     return Piece(embeds, labels, torch.ones_like(labels), audio)
 
 
-def text_piece(model, text: str | list[int]) -> Piece:
+def text_piece(model: "SALMONN", text: str | list[int]) -> Piece:
     """Text (tokenised without special tokens) or ids, embedded by the model's LLM; nothing learned."""
     return piece(model.embed(text if isinstance(text, list) else model.token_ids(text)))
 
 
-def prompt_pieces(model, prompt: str, audio_tokens: torch.Tensor) -> list[Piece]:
+def prompt_pieces(model: "SALMONN", prompt: str, audio_tokens: torch.Tensor) -> list[Piece]:
     """[BOS] + prompt before <SpeechHere> + audio tokens [L, d] + prompt after it."""
     check_placeholder(prompt, allowed=1, hint="a full prompt holds the audio's place once")
     before, after = prompt.split(AUDIO_PLACEHOLDER)
@@ -144,7 +147,7 @@ def prompt_pieces(model, prompt: str, audio_tokens: torch.Tensor) -> list[Piece]
             text_piece(model, after)]
 
 
-def conversation_pieces(model, chunks: Sequence[Chunk], clip_tokens: Sequence[torch.Tensor]) -> list[Piece]:
+def conversation_pieces(model: "SALMONN", chunks: Sequence[Chunk], clip_tokens: Sequence[torch.Tensor]) -> list[Piece]:
     """[BOS] + a rendered conversation, the k-th <SpeechHere> replaced by clip_tokens[k] ([L_k, d])."""
     pieces = [text_piece(model, [model.tokenizer.bos_token_id])]
     clips = iter(clip_tokens)
@@ -159,7 +162,7 @@ def conversation_pieces(model, chunks: Sequence[Chunk], clip_tokens: Sequence[to
     return [p for p in pieces if len(p)]
 
 
-def target_piece(model, text: str | list[int]) -> Piece:
+def target_piece(model: "SALMONN", text: str | list[int]) -> Piece:
     """Training target: text + end_sym tokenised (first max_txt_len tokens), or given ids; labels = ids."""
     m = model.config.model
     ids = text if isinstance(text, list) else model.token_ids(text + m.end_sym)[: m.max_txt_len]

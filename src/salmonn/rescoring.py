@@ -12,15 +12,19 @@ off unless ctc_weight > 0. The weights mini uses come from `scripts/mini/ctc_res
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from .answers import Answer, clean_answer, hf_generate_kwargs
 from .config import GenerateConfig
-from .decoding import Answer, clean_answer, hf_generate_kwargs
+from .ctc import best_path, blank_id, ctc_logits, query_tokens
 from .errors import ConfigError
 from .prompting import Piece, assemble, piece
-from .train.ctc import best_path, blank_id, ctc_logits, query_tokens
+
+if TYPE_CHECKING:
+    from .model import SALMONN
 
 
 @dataclass
@@ -41,7 +45,7 @@ def combined_score(llm: float, ctc: float, tokens: int, weight: float, bonus: fl
     return (1 - weight) * llm + weight * ctc + bonus * tokens
 
 
-def check_rescorable(model) -> None:
+def check_rescorable(model: "SALMONN") -> None:
     """ConfigError unless the model has a CTC-trained query to rescore with."""
     m = model.config.model
     if m.ctc_query is None:
@@ -52,7 +56,7 @@ def check_rescorable(model) -> None:
                           "window")
 
 
-def spelling_log_probs(model, row: list[Piece]) -> torch.Tensor:
+def spelling_log_probs(model: "SALMONN", row: list[Piece]) -> torch.Tensor:
     """CTC log-probabilities [L, V] of a row's audio tokens (every clip in it, in order), spelling query only."""
     m = model.config.model
     tokens = torch.cat([p.embeds for p in row if p.audio])  # [L * Q, d]
@@ -70,7 +74,7 @@ def ctc_log_likelihood(log_probs: torch.Tensor, ids: list[int], blank: int) -> f
     return -float(loss)
 
 
-def llm_log_probs(model, row: list[Piece], answers: list[list[int]]) -> list[float]:
+def llm_log_probs(model: "SALMONN", row: list[Piece], answers: list[list[int]]) -> list[float]:
     """Sum of log-probabilities of each answer's ids + the end symbol after the row's prompt (one batch; the LM head
     runs on the answer positions only, as in training: a long clip's full logits would take gigabytes)."""
     end = model.token_ids(model.config.model.end_sym)
@@ -81,7 +85,7 @@ def llm_log_probs(model, row: list[Piece], answers: list[list[int]]) -> list[flo
 
 
 @torch.no_grad()
-def candidates(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[list[Candidate]]:
+def candidates(model: "SALMONN", rows: list[list[Piece]], gen: GenerateConfig) -> list[list[Candidate]]:
     """Per row: beam search's num_beams answers and the CTC best path (duplicates once), each with both scores."""
     check_rescorable(model)
     embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
@@ -103,7 +107,7 @@ def candidates(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[list
     return result
 
 
-def rescored_answers(model, rows: list[list[Piece]], gen: GenerateConfig) -> list[Answer]:
+def rescored_answers(model: "SALMONN", rows: list[list[Piece]], gen: GenerateConfig) -> list[Answer]:
     """The rows' answers chosen by CTC rescoring; each Answer's score is its combined score."""
     answers = []
     for row_candidates in candidates(model, rows, gen):

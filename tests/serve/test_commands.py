@@ -24,6 +24,21 @@ def test_commands_bind_to_loopback_by_default():
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.2")
 
 
+@pytest.mark.parametrize("argv, compiled", [([], "true"), (["--eager-step"], None),
+                                             (["model.compile=false"], "false")])
+def test_serve_compiles_the_decoding_step_by_default(monkeypatch, argv, compiled):
+    """A long-running server pays for the compiled step (model.compile=true); --eager-step or an override wins."""
+    from salmonn import cli
+    from salmonn.config import load_config
+    from salmonn.serve import commands
+    seen = {}
+    monkeypatch.setattr(commands, "run_server", lambda config, overrides, **kw: seen.update(overrides=overrides))
+    assert cli.main(["serve", *argv]) == 0
+    compile_overrides = [o for o in seen["overrides"] if o.startswith("model.compile=")]
+    assert (compile_overrides[-1].split("=")[1] if compile_overrides else None) == compiled
+    assert load_config(None, seen["overrides"]).model.compile is (compiled == "true")
+
+
 def engine() -> Engine:
     e = Engine.__new__(Engine)
     e.template, e.end_sym = "USER: {}\nASSISTANT:", "</s>"

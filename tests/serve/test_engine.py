@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.prompting import PromptTurn
 from salmonn.serve.engine import AudioTooLong, ContextExceeded, Engine
 
@@ -67,7 +67,7 @@ def test_audio_within_the_limit_is_decoded_exactly():
 @pytest.fixture(scope="module")
 def fast_engine():
     """The default model's layout: Whisper on each clip's own length (tokens grow with the clip)."""
-    return Engine(SALMONN.from_config(FIXTURE / "config.yaml", ["model.whisper_full_window=false"]))
+    return Engine(load_model(FIXTURE / "config.yaml", ["model.whisper_full_window=false"]))
 
 
 @pytest.mark.parametrize("seconds", [1.3, 10, 20, 45])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from transformers.generation import stopping_criteria
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.config import GenerateConfig
 from salmonn.decoding import MAX_STOP_CHARS, MAX_STOP_STRINGS, decoding_config
 from salmonn.errors import ConfigError
@@ -25,7 +25,7 @@ def test_stop_strings_are_bounded_for_every_caller():
 
 
 def test_stop_strings_leave_no_tables_behind():
-    model = SALMONN.from_config(FIXTURE / "config.yaml")
+    model = load_model(FIXTURE / "config.yaml")
     clip = str(AUDIO / "mountain.wav")
     stopping_criteria.STOP_STRING_EMBEDDING_CACHE.clear()
     full = model.generate([clip], "What is said?", num_beams=1, max_new_tokens=12)[0]

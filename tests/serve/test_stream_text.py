@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.decoding import TokenStreamer, clean_answer
 
 from ..conftest import AUDIO, FIXTURE
@@ -81,7 +81,7 @@ def test_streamed_text_equals_the_answer_with_stop_strings(path):
 
 def test_the_issues_stream_on_the_fixture_model():
     """Tiny fixture, music.wav, 'Describe the audio.', greedy: the answer is full of byte pieces."""
-    model = SALMONN.from_config(FIXTURE / "config.yaml")
+    model = load_model(FIXTURE / "config.yaml")
     pieces: list[str] = []
     [answer] = model.generate([str(AUDIO / "music.wav")], "Describe the audio.", num_beams=1, do_sample=False,
                               max_new_tokens=360, streamer=TokenStreamer(model.tokenizer, write=pieces.append))
@@ -99,7 +99,7 @@ def test_the_issues_stream_through_the_server():
     from .conftest import audio_message, b64
     from .fakes import serving
 
-    engine = Engine(SALMONN.from_config(FIXTURE / "config.yaml"))
+    engine = Engine(load_model(FIXTURE / "config.yaml"))
     body = {"model": "salmonn", "max_tokens": 360, "temperature": 0, "num_beams": 1,
             "messages": audio_message(b64(AUDIO / "music.wav"), "Describe the audio.")}
     with serving(engine, ServeSettings(max_tokens_limit=512)) as (server, _, _):

@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.train.cache import FrozenCache, encoder_identity, fill_cache
 from salmonn.train.data import PromptBook, TrainDataset, collate, load_samples
 from salmonn.train.trainer import TrainStep
@@ -25,7 +25,7 @@ def test_cached_tokens_equal_encoded_tokens_without_running_the_encoders(corpus,
         {"path": str(corpus / "noise.wav"), "text": "a", "task": "t"},
         {"path": str(tmp_path / "short.wav"), "text": "b", "task": "t"},
         {"path": str(corpus / "clicks.wav"), "text": "c", "task": "t", "expand_wav": [str(tmp_path / "short.wav")]}])
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).eval()
+    model = load_model(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).eval()
     prompts = PromptBook({"t": ["Describe."]}, model.config.model.prompt_template)
     samples = load_samples([str(manifest)], prompts, model.tokenizer, model.config.model)
     cache = FrozenCache(tmp_path / "cache", encoder_identity(model.config.model))
@@ -62,10 +62,10 @@ def test_fast_mode_cache_and_encoders_give_each_clips_own_tokens(corpus, tmp_pat
         {"path": str(corpus / "noise.wav"), "text": "a", "task": "t"},
         {"path": str(tmp_path / "short.wav"), "text": "b", "task": "t"},
         {"path": str(corpus / "clicks.wav"), "text": "c", "task": "t", "expand_wav": [str(tmp_path / "short.wav")]}])
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu", "model.whisper_full_window=false"],
+    model = load_model(FIXTURE / "config.yaml", ["device=cpu", "model.whisper_full_window=false"],
                                 load_checkpoint=False).eval()
     assert encoder_identity(model.config.model) != encoder_identity(
-        SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).config.model)
+        load_model(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).config.model)
     prompts = PromptBook({"t": ["Describe."]}, model.config.model.prompt_template)
     samples = load_samples([str(manifest)], prompts, model.tokenizer, model.config.model)
     cache = FrozenCache(tmp_path / "cache", encoder_identity(model.config.model))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.errors import ConfigError
 from salmonn.train.config import load_train_config
 from salmonn.train.ctc import blank_id, ctc_greedy, ctc_loss_sum
@@ -48,7 +48,7 @@ def test_blank_must_be_one_token_and_weights_must_train_something(corpus, tmp_pa
 def test_step_loss_is_the_lm_loss_plus_the_weighted_ctc_sum_per_target_token(corpus, tmp_path):
     tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(
         corpus, tmp_path, "run.ctc_weight=0.5", "run.ctc_tasks=[audiocaption]", "run.disable_dropout=true"))
-    model = SALMONN.from_config(tc.config, load_checkpoint=False).eval()
+    model = load_model(tc.config, load_checkpoint=False).eval()
     m = model.config.model
     prompts = PromptBook.load(m.prompt_path, m.prompt_template)
     samples = load_samples([str(corpus / "train.jsonl")], prompts, model.tokenizer, m)
@@ -79,7 +79,7 @@ def test_connector_only_ctc_stage_learns_to_spell_and_leaves_lora_alone(corpus, 
     trained = load_file(final / "trainable.safetensors")
     lora_b = [k for k in trained if "lora_B" in k]  # peft starts B at zero: any LoRA update would move it
     assert lora_b and all(not trained[k].any() for k in lora_b)
-    spelling = SALMONN.from_config(final / "infer.yaml").config.model  # what CTC rescoring reads (salmonn.rescoring)
+    spelling = load_model(final / "infer.yaml").config.model  # what CTC rescoring reads (salmonn.rescoring)
     assert (spelling.ctc_query, spelling.ctc_scale, spelling.ctc_blank) == (0, 16.0, " ")
 
 
@@ -87,7 +87,7 @@ def test_audio_without_speech_is_spelled_as_all_blanks(corpus, tmp_path):
     """'there is no speech in this audio' (quiet, event and music clips) is no transcript to spell over the audio."""
     from salmonn.data.jobs import NO_SPEECH_TEXT
     tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(corpus, tmp_path, "run.ctc_weight=1"))
-    model = SALMONN.from_config(tc.config, load_checkpoint=False).eval()
+    model = load_model(tc.config, load_checkpoint=False).eval()
     step = TrainStep(model, run=tc.run, tokenizer=model.tokenizer)
     tok = model.tokenizer
     end = tok(model.config.model.end_sym, add_special_tokens=False).input_ids
@@ -109,7 +109,7 @@ def test_ctc_query_spells_with_one_query_per_window_and_leaves_the_other_free(co
     """run.ctc_query with 2 queries per window: CTC scores only the chosen query's tokens (window-major layout)."""
     tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(
         corpus, tmp_path, "run.ctc_weight=1", "run.ctc_query=1", "model.num_speech_query_token=2"))
-    model = SALMONN.from_config(tc.config, load_checkpoint=False).eval()
+    model = load_model(tc.config, load_checkpoint=False).eval()
     step = TrainStep(model, run=tc.run, tokenizer=model.tokenizer)
     tok = model.tokenizer
     end = tok(model.config.model.end_sym, add_special_tokens=False).input_ids

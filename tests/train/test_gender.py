@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.errors import ConfigError
 from salmonn.train.config import load_train_config
 from salmonn.train.data import DataError, PromptBook, load_samples
@@ -43,7 +43,7 @@ def test_labels_must_be_one_token_and_the_query_must_exist(corpus, tmp_path):
 def test_step_scores_only_labelled_rows_on_the_chosen_query(corpus, tmp_path):
     tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(
         corpus, tmp_path, "run.gender_weight=1", "run.gender_query=1", "model.num_speech_query_token=2", LABELS))
-    model = SALMONN.from_config(tc.config, load_checkpoint=False).eval()
+    model = load_model(tc.config, load_checkpoint=False).eval()
     step = TrainStep(model, run=tc.run, tokenizer=model.tokenizer)
     d = model.llama_model.config.hidden_size
     tokens = [torch.randn(2 * 5, d, requires_grad=True) for _ in range(3)]  # 5 windows x 2 queries each

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.train.cache import FrozenCache, encoder_identity, fill_cache
 from salmonn.train.data import PromptBook, TrainDataset, collate, load_samples
 from salmonn.train.init import init_connector_from_data
@@ -18,7 +18,7 @@ WINDOWS = 29  # audio tokens of a 10 s clip (the rest of its 30 s window is padd
 
 
 def _setup(corpus):
-    model = SALMONN.from_config(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).eval()
+    model = load_model(FIXTURE / "config.yaml", ["device=cpu"], load_checkpoint=False).eval()
     prompts = PromptBook({"audiocaption": ["Describe."]}, model.config.model.prompt_template)
     samples = load_samples([str(corpus / "train.jsonl")], prompts, model.tokenizer, model.config.model)
     return model, prompts, samples

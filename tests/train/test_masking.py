@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.errors import ConfigError
 from salmonn.train.config import load_train_config
 from salmonn.train.data import PromptBook, TrainDataset, collate, load_samples
@@ -41,7 +41,7 @@ def test_masks_change_training_steps_only_and_bad_ratios_are_refused(corpus, tmp
         load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(corpus, tmp_path, "run.time_mask_span=0"))
     tc = load_train_config(CONFIGS / "stage1_pretrain.yaml", tiny(
         corpus, tmp_path, "run.time_mask_ratio=0.3", "run.channel_mask_ratio=0.3"))
-    model = SALMONN.from_config(tc.config, load_checkpoint=False)
+    model = load_model(tc.config, load_checkpoint=False)
     for module in model.modules():  # no Q-Former dropout: after the encoders, the masks are the only randomness
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

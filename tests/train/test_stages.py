@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from salmonn import SALMONN
+from salmonn import load_model
 from salmonn.train.activation import write_stories
 from salmonn.train.config import load_train_config
 from salmonn.train.data import DataError
@@ -58,14 +58,14 @@ def test_stage1_loss_falls_and_the_run_leaves_everything_it_promises(stage1):
 def test_final_checkpoint_loads_for_inference_and_in_the_reference_layout(stage1):
     _, final = stage1
     trained = load_file(final / "trainable.safetensors")
-    model = SALMONN.from_config(final / "infer.yaml")  # strict: every trainable tensor must be there
+    model = load_model(final / "infer.yaml")  # strict: every trainable tensor must be there
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in trained.items())
     ref = torch.load(final / "salmonn.pth", map_location="cpu", weights_only=True)
     assert set(ref) == {"model"} and set(ref["model"]) == set(trained)
     assert "speech_Qformer.bert.encoder.layer.0.crossattention.self.key.weight" in ref["model"]
     assert "llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight" in ref["model"]
-    fresh = SALMONN.from_config(FIXTURE / "config.yaml", load_checkpoint=False)
+    fresh = load_model(FIXTURE / "config.yaml", load_checkpoint=False)
     fresh.load_checkpoint(final / "salmonn.pth")  # the reference .pth, checked key by key
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ref["model"].items())
     answer = model.generate(str(FIXTURE.parents[1] / "audio" / "duck.wav"), "Describe the audio.", num_beams=1,

@@ -31,8 +31,11 @@ def _resolve(record: dict, base: Path) -> dict:
     return record
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line or index number starting at 1, record) for every record; JSON annotation files or JSONL."""
+def iter_records(path: str | Path, bad_lines: dict[int, str] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line or index number starting at 1, record) for every record; JSON annotation files or JSONL.
+
+    bad_lines: where a JSONL line that is not a JSON object is recorded (number -> one-line error) instead of
+    raising ManifestError, so that the other lines can still be used."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
@@ -56,12 +59,23 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise ManifestError(f"{path}:{number}: expected a JSON object")
+            record = _json_object(path, number, line)
+        except ManifestError as err:
+            if bad_lines is None:
+                raise
+            bad_lines[number] = str(err)
+            continue
         yield number, _resolve(record, base)
+
+
+def _json_object(path: Path, number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    if not isinstance(record, dict):
+        raise ManifestError(f"{path}:{number}: expected a JSON object")
+    return record
 
 
 def read_manifest(path: str | Path) -> list[dict]:

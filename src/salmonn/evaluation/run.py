@@ -31,12 +31,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from salmonn.errors import ConfigError, SalmonnError
 from salmonn.evaluation.distributed import Distributed
 from salmonn.evaluation.files import (done_rows, dumps, part_files, read_summary, samples_path, write_atomic)
 from salmonn.evaluation.items import (DEFAULT_TEST_PROMPTS, Item, audio_input, fill_prompt, instruction_for,
                                       plan_items, select_records)
+
+if TYPE_CHECKING:
+    from salmonn.model import SALMONN
 
 __all__ = ["DEFAULT_OUTPUT", "DEFAULT_TEST_PROMPTS", "Distributed", "LoraScale", "audio_input", "evaluate",
            "fill_prompt", "instruction_for", "parse_lora_scales", "plan_items", "require_eval_extra", "run_key",
@@ -101,7 +105,7 @@ def parse_lora_scales(text: str | None, trained_scaling: float, current_scale: f
 # ------------------------------------------------------------------ one task
 
 
-def run_key(model, decoding: dict) -> str:
+def run_key(model: "SALMONN", decoding: dict) -> str:
     """Fingerprint of what decides the answers besides the LoRA scale: model files, template, decoding."""
     m = model.config.model
     identity = {"files": [m.llama_path, m.whisper_path, m.beats_path, m.ckpt], "template": m.prompt_template,
@@ -110,7 +114,7 @@ def run_key(model, decoding: dict) -> str:
     return hashlib.sha1(dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def spelling_json(model) -> str | None:
+def spelling_json(model: "SALMONN") -> str | None:
     """Whisper's normalizer.json next to the model's Whisper weights, if there is one."""
     whisper = model.config.model.whisper_path
     path = Path(whisper) / "normalizer.json" if whisper else None
@@ -245,8 +249,8 @@ class TaskRun:
         return self._text_answers
 
 
-def evaluate(model, manifest: str | Path, task: str, output: str | Path = DEFAULT_OUTPUT, *, batch_size: int = 8,
-             lora_scales: str | Sequence[LoraScale] | None = None, prompt: str | None = None,
+def evaluate(model: "SALMONN", manifest: str | Path, task: str, output: str | Path = DEFAULT_OUTPUT, *,
+             batch_size: int = 8, lora_scales: str | Sequence[LoraScale] | None = None, prompt: str | None = None,
              use_java: bool = True, restart: bool = False, decoding: dict | None = None,
              dist: Distributed | None = None, progress: bool = True, text_answerer=None) -> dict | None:
     """Answer and score one task of a manifest at one or more LoRA scalings; write the report files.

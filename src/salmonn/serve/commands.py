@@ -135,7 +135,7 @@ class ServerFlags:
 
 def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_timeout: float = 300.0,
           drain_timeout: float = 10.0, max_body_mb: float = 25.0, max_tokens_limit: int = 1024,
-          log_level: str = "info", overrides: list[str] = ()) -> None:
+          log_level: str = "info", eager_step: bool = False, overrides: list[str] = ()) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (+ the web demo at /).
 
     Endpoints: POST /v1/chat/completions (messages with text and input_audio parts, stream, n, stop, seed,
@@ -150,7 +150,11 @@ def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_tim
       max_body_mb: request bodies over this are refused with 413
       max_tokens_limit: the largest max_tokens a request may ask for
       log_level: uvicorn's log level
+      eager_step: run the LLM's per-token step eagerly; by default a server compiles it (model.compile=true, as
+        `salmonn infer` does not: each batch size's first request compiles it once, for minutes on a CPU, and a
+        long-running process then decodes faster); a model.compile=... override wins over both
     """
+    overrides = ([] if eager_step else ["model.compile=true"]) + list(overrides)  # the serve-specific default
     server.run(overrides, log_level, max_queue=max_queue, request_timeout=request_timeout,
                drain_timeout=drain_timeout, max_body_mb=max_body_mb, max_tokens_limit=max_tokens_limit)
 

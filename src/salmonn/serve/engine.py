@@ -8,7 +8,7 @@ batcher's worker thread.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from ..errors import AudioError, PromptError
 from ..evaluation.items import DEFAULT_TEST_PROMPTS
 from ..frames import clip_tokens
 from ..prompting import AUDIO_PLACEHOLDER, PromptTurn, render_text
+
+if TYPE_CHECKING:
+    from ..model import SALMONN
 
 ASR_INSTRUCTION = DEFAULT_TEST_PROMPTS["asr"]  # the reference's ASR test instruction, as `salmonn eval` asks it
 DURATION_SLACK = 0.05  # s: a clip of exactly the limit may decode a few samples longer
@@ -32,7 +35,7 @@ class ContextExceeded(PromptError):
 
 
 class Engine:
-    def __init__(self, model, name: str = "salmonn", max_audio_seconds: float = 300.0):
+    def __init__(self, model: "SALMONN", name: str = "salmonn", max_audio_seconds: float = 300.0):
         self.model, self.name = model, name
         m = model.config.model
         self.max_audio_seconds = min(max_audio_seconds, m.max_audio_seconds)

@@ -13,6 +13,7 @@ import math
 import re
 from typing import Any
 
+from ..config import GenerateConfig, optional_fields
 from ..decoding import MAX_STOP_CHARS, MAX_STOP_STRINGS
 from ..prompting import PromptTurn
 
@@ -41,40 +42,33 @@ def bad(message: str, param: str | None = None, code: str = "invalid_value") -> 
     return APIError(400, message, param, code)
 
 
-@dataclasses.dataclass
-class Decoding:
-    """The decoding a request asks for; None = the server config's `generate:` value."""
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    num_beams: int | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    n: int = 1
-    lora_scale: float | None = None
+REQUEST_DECODING = ("temperature", "top_p", "top_k", "num_beams", "repetition_penalty", "no_repeat_ngram_size", "stop",
+                    "seed")  # GenerateConfig's fields that a request sets under their own names
 
-    def overrides(self, defaults, max_tokens_limit: int) -> dict[str, Any]:
-        """GenerateConfig overrides for model.generate. temperature 0 = deterministic search (greedy, or beam
-        search with num_beams > 1); temperature > 0 = sampling (num_beams 1 unless asked); absent = the config's."""
-        o: dict[str, Any] = {"max_new_tokens": min(self.max_tokens or defaults.max_new_tokens, max_tokens_limit)}
-        if self.temperature is not None:
-            o["do_sample"] = self.temperature > 0
-            if self.temperature > 0:
-                o["temperature"] = self.temperature
-                o["num_beams"] = 1
-        if self.num_beams is not None:
-            o["num_beams"] = self.num_beams
-        for name in ("top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size", "seed"):
-            if getattr(self, name) is not None:
-                o[name] = getattr(self, name)
-        if self.stop is not None:
-            o["stop"] = list(self.stop)
-        if not o.get("do_sample", defaults.do_sample):
-            o.pop("seed", None)  # only sampling uses it
-        return o
+
+def _overrides(self, defaults, max_tokens_limit: int) -> dict[str, Any]:
+    """GenerateConfig overrides for model.generate. temperature 0 = deterministic search (greedy, or beam search
+    with num_beams > 1); temperature > 0 = sampling (num_beams 1 unless asked); absent = the config's."""
+    o: dict[str, Any] = {"max_new_tokens": min(self.max_tokens or defaults.max_new_tokens, max_tokens_limit)}
+    if self.temperature is not None:
+        o["do_sample"] = self.temperature > 0
+        if self.temperature > 0:
+            o["temperature"] = self.temperature
+            o["num_beams"] = 1
+    for name in REQUEST_DECODING:
+        if name != "temperature" and getattr(self, name) is not None:
+            o[name] = list(self.stop) if name == "stop" else getattr(self, name)
+    if not o.get("do_sample", defaults.do_sample):
+        o.pop("seed", None)  # only sampling uses it
+    return o
+
+
+Decoding = dataclasses.make_dataclass(  # GenerateConfig's request fields (None = the server config's) + OpenAI's own
+    "Decoding",
+    [("max_tokens", int | None, None), *optional_fields(GenerateConfig, REQUEST_DECODING), ("n", int, 1),
+     ("lora_scale", float | None, None)],
+    namespace={"overrides": _overrides, "__module__": __name__,
+               "__doc__": "The decoding a request asks for; None = the server config's `generate:` value."})
 
 
 @dataclasses.dataclass

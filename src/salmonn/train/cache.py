@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,6 +27,9 @@ from ..features import whisper_log_mel
 from ..checkpoint import atomic_save
 from ..errors import ConfigError
 from .data import Sample, load_segments
+
+if TYPE_CHECKING:
+    from ..model import SALMONN
 
 CACHE_FORMAT = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -101,7 +104,7 @@ class FrozenCache:
 
 
 @torch.no_grad()
-def encode_clips(model, samples: Sequence[Sample]) -> list[dict[str, torch.Tensor | None]]:
+def encode_clips(model: "SALMONN", samples: Sequence[Sample]) -> list[dict[str, torch.Tensor | None]]:
     """The frozen encoders' outputs of each sample, as `FrozenCache.load` gives them: `whisper` [segments, F, Cs]
     (+ `whisper_len` with model.whisper_full_window=False), `beats` [segments, T', Ca] + `beats_len`, or None."""
     clips = [load_segments(s, model.config.model) for s in samples]
@@ -126,8 +129,8 @@ def encode_clips(model, samples: Sequence[Sample]) -> list[dict[str, torch.Tenso
 
 
 @torch.no_grad()
-def fill_cache(model, samples: Sequence[Sample], cache: FrozenCache, batch_size: int, rank: int = 0, world: int = 1,
-               progress: Callable | None = None) -> int:
+def fill_cache(model: "SALMONN", samples: Sequence[Sample], cache: FrozenCache, batch_size: int, rank: int = 0,
+               world: int = 1, progress: Callable | None = None) -> int:
     """Compute and store the entries that are missing (this rank's share). Returns how many this rank wrote."""
     unique = {}
     for s in samples:

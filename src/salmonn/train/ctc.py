@@ -14,28 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-
-
-def blank_id(tokenizer, text: str) -> int:
-    """The one token id of `text` that stands for CTC's blank (run.ctc_blank)."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        raise ConfigError(f"run.ctc_blank: {text!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
-    return ids[0]
-
-
-def query_tokens(tokens: torch.Tensor, queries: int, query: int | None) -> torch.Tensor:
-    """A clip's audio tokens [L * Q, d] (window-major, Q = queries per window) of one query per window, or all of
-    them (query None): what run.ctc_query / run.gender_query select."""
-    if query is None:
-        return tokens
-    return tokens.view(-1, queries, tokens.shape[-1])[:, query]  # [L * Q, d] -> [L, d]
-
-
-def ctc_logits(tokens: torch.Tensor, table: torch.Tensor, scale: float) -> torch.Tensor:
-    """Audio tokens [..., d] -> scaled cosine similarity with every embedding row [..., V]."""
-    return scale * F.normalize(tokens.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T
+from ..ctc import best_path, blank_id, ctc_logits, query_tokens  # noqa: F401 - train.step, gender
 
 
 def ctc_loss_sum(tokens: Sequence[torch.Tensor], targets: Sequence[Sequence[int]], table: torch.Tensor,
@@ -55,9 +34,3 @@ def ctc_loss_sum(tokens: Sequence[torch.Tensor], targets: Sequence[Sequence[int]
 def ctc_greedy(tokens: torch.Tensor, table: torch.Tensor, blank: int, scale: float = 1.0) -> list[int]:
     """Best path of one row's audio tokens [L, d]: argmax per token, repeats merged, blanks dropped."""
     return best_path(ctc_logits(tokens, table, scale), blank)
-
-
-def best_path(scores: torch.Tensor, blank: int) -> list[int]:
-    """CTC best path of per-token scores [L, V] (logits or log-probabilities): argmax, repeats merged, blanks dropped."""
-    best = scores.argmax(-1).tolist()
-    return [b for i, b in enumerate(best) if b != blank and (i == 0 or b != best[i - 1])]

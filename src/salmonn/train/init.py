@@ -19,7 +19,7 @@ audio 0.25 vs 1.89 with another clip's (accuracy 0.94); with the default init 1.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +27,15 @@ import torch.nn.functional as F
 from .cache import encode_clips
 from .data import Sample
 
+if TYPE_CHECKING:
+    from ..model import SALMONN
+
 CROSS_GAIN = 4.0  # scale of the fresh cross-attention value/output weights (variance x16)
 STAT_CLIPS = 400  # clips whose frames give the feature statistics
 
 
 @torch.no_grad()
-def _frames(model, samples: Sequence[Sample], cache) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _frames(model: "SALMONN", samples: Sequence[Sample], cache) -> tuple[torch.Tensor, torch.Tensor | None]:
     """LayerNormed (no affine) Whisper frames [N, Cs] and BEATs frames [N', Ca] (or None) of the clips' own lengths."""
     speech, audio = [], []
     for sample in samples:
@@ -55,7 +58,7 @@ def _standardise(norm: torch.nn.LayerNorm, frames: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def init_connector_from_data(model, samples: Sequence[Sample], cache=None, clips: int = STAT_CLIPS) -> dict:
+def init_connector_from_data(model: "SALMONN", samples: Sequence[Sample], cache=None, clips: int = STAT_CLIPS) -> dict:
     """Initialise a fresh connector from the training clips (see the module doc). Returns what it measured."""
     chosen = list(samples)[:: max(1, len(samples) // clips)][:clips]
     speech, audio = _frames(model, chosen, cache)

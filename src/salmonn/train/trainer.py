@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..builder import load_model
 from ..checkpoint import nonfinite
 from ..errors import CheckpointError, ConfigError, SalmonnError
 from ..model import SALMONN
@@ -160,7 +161,7 @@ class Trainer:
         config = copy.deepcopy(self.tc.config)
         config.model.device = "cpu" if self.fsdp else str(env.device)
         seed_everything(run.seed)  # fresh trainable weights are the same on every rank
-        model = SALMONN.from_config(config, load_checkpoint=False)
+        model = load_model(config, load_checkpoint=False)
         if config.model.speech_llama_proj_model:
             self._load_projection(model, config.model.speech_llama_proj_model)
         init = run.init_from or config.model.ckpt

@@ -39,7 +39,8 @@ def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manif
       long_form_seconds: the longest pause-aligned chunk, 1 to 30 s (default 8, what SALMONN-mini was trained
         on; 30 for models trained on 30 s windows); fixed segments are 30 s
       stream: print the answer token by token (one clip, num_beams 1)
-      retry_errors: answer the manifest lines that failed before again
+      retry_errors: accepted for compatibility: a re-run always answers failed lines again (and lines whose prompt
+        or decoding settings changed)
       json_output: one {"audio", "prompt", "text", "token_ids"} (or "error") object per clip per line
     """
     chunking = long_form_options(long_form, long_form_chunks, long_form_seconds)
@@ -86,11 +87,12 @@ def _infer_manifest(model: "SALMONN", manifest: str, output: str, prompt: list[s
     stats = run_manifest(model, manifest, output, prompt=prompt[0] if prompt else None, batch_size=batch_size,
                          retry_errors=retry_errors, progress=True, long_form=long_form, **(chunking or {}),
                          **decoding.options())
-    print(f"{stats['answered']} answered, {stats['failed']} failed, {stats['skipped']} already in {output}",
+    redone = f" ({stats['redone']} of them again: prompt or settings changed)" if stats["redone"] else ""
+    print(f"{stats['answered']} answered{redone}, {stats['failed']} failed, {stats['skipped']} already in {output}",
           file=sys.stderr)
     if stats["failed"]:
         raise SalmonnError(f"{stats['failed']} line(s) failed; their reasons are in {output} "
-                           f"(fix them and re-run with --retry-errors)")
+                           f"(fix them and run the same command again: failed lines are retried)")
 
 
 def _infer_clips(model: "SALMONN", audio: list[str], prompts: list[str], batch_size: int, long_form: bool,

@@ -137,6 +137,17 @@ def test_a_full_disk_or_read_only_folder_while_saving_is_one_line(corpus, tmp_pa
     assert not list((out / "checkpoints").glob(".*"))
 
 
+def test_a_full_disk_while_filling_the_encoder_cache_is_one_line(corpus, tmp_path, monkeypatch):
+    import salmonn.train.cache as cache
+
+    def fail(write, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(cache, "atomic_save", fail)
+    with pytest.raises(CheckpointError, match=r"cache: cannot write the encoder cache \(datasets.cache_dir\) \(No "
+                                              r"space left on device\)"):
+        run_stage("stage1_pretrain.yaml", corpus, tmp_path / "run", *RUN, f"datasets.cache_dir={tmp_path / 'cache'}")
+
+
 def test_an_unwritable_output_folder_is_one_line_before_training(corpus, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -34,7 +34,7 @@ from .parallel import FsdpNoSync, average_grads, clip_grad_norm, shard_llm, wrap
 from .schedule import WarmupCosine, build_optimizer
 from .state import (STATE_FILE, check_checkpoint, full_tensor, latest_checkpoint, load_optimizer_state,
                     optimizer_state, prune, read_checkpoint, rng_state, seed_everything, set_rng_state,
-                    write_checkpoint)
+                    write_checkpoint, writing)
 from .step import TrainStep, to_device
 from .validation import validate
 
@@ -285,10 +285,11 @@ class Trainer:
         ds = self.tc.datasets
         if not ds.cache_dir:
             return None
-        cache = FrozenCache(ds.cache_dir, encoder_identity(self.tc.config.model), ds.cache_dtype)
         start = time.time()
-        wrote = fill_cache(self.model, samples, cache, self.run.batch_size_eval, self.env.rank, self.env.world,
-                           progress=self._progress("encoder cache") if self.env.main else None)
+        with writing(Path(ds.cache_dir), "the encoder cache (datasets.cache_dir)"):  # a full disk: one line
+            cache = FrozenCache(ds.cache_dir, encoder_identity(self.tc.config.model), ds.cache_dtype)
+            wrote = fill_cache(self.model, samples, cache, self.run.batch_size_eval, self.env.rank, self.env.world,
+                               progress=self._progress("encoder cache") if self.env.main else None)
         wrote = int(dist.all_reduce_sum(torch.tensor([wrote], device=self.collective_device())).item())
         dist.barrier()
         self.log(f"encoder cache: {wrote} new entries in {time.time() - start:.1f} s ({cache.root})")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from salmonn.jsonl import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "reference-tiny"
 AUDIO = ROOT.parent / "shared" / "audio"
@@ -101,7 +103,7 @@ def training_step_bf16() -> dict:
                      "run.amp=true", "run.amp_dtype=bfloat16", "run.device=cuda", f"run.output_dir={tmp / 'out'}"]
         config = load_train_config(ROOT / "configs" / "train" / "stage1_pretrain.yaml", overrides)
         Trainer(config).setup().train()
-        rows = [json.loads(line) for line in (tmp / "out" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_jsonl((tmp / "out" / "metrics.jsonl"), strict=True)
     losses = [r["loss"] for r in rows if r.get("type") == "train" and "loss" in r]
     return {"losses": losses, "ok": bool(losses) and all(loss == loss for loss in losses)}
 

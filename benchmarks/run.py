@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from salmonn.jsonl import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 AUDIO = ROOT.parent / "shared" / "audio"
@@ -290,7 +292,7 @@ def training(bench_dir: Path, steps: int, with_bf16: bool) -> dict:
             trainer = Trainer(tc).setup()  # fills the cache, when there is one
             setup = time.perf_counter() - start
             trainer.train()
-            rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            rows = read_jsonl((out / "metrics.jsonl"), strict=True)
             times = [r["step_time_s"] for r in rows if r["type"] == "train"][1:]  # the first step warms up
             step = statistics.median(times)
             results[name] = {"setup_s": setup, "step_s": step, "samples_per_s": 8 / step, "steps": len(times)}

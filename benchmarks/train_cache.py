@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from salmonn.jsonl import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "reference-tiny"
 
@@ -62,7 +64,7 @@ def main() -> None:
             trainer = Trainer(tc).setup()
             setup = time.time() - start
             trainer.train()
-            rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            rows = read_jsonl((out / "metrics.jsonl"), strict=True)
             times = [r["step_time_s"] for r in rows if r["type"] == "train"][1:]  # the first step warms up
             results[name] = statistics.median(times)
             print(f"{name}: setup {setup:.1f} s, median step {results[name]:.3f} s "

@@ -36,6 +36,7 @@ from salmonn.evaluation import following as F
 from salmonn.evaluation import spoken_facts
 from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
+from salmonn.jsonl import read_jsonl
 
 TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description")
 QA_SCALES = "1x,0.5x"
@@ -109,8 +110,8 @@ def spoken_qa_numbers(run: dict) -> dict:
 
 def qa_breakdown(samples_file: Path, manifest: Path) -> dict:
     """Accuracy (contains the known answer), strict echo (the old rule), near-echo and label rates of the answers."""
-    records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    records = read_jsonl(manifest, strict=True)
+    rows = read_jsonl(samples_file, strict=True)
     answers = [r["hypothesis"] for r in rows]
     samples = [records[r["index"]] for r in rows]
     n = len(rows)

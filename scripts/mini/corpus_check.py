@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 
 from salmonn.evaluation.metrics import english_words, error_rate
+from salmonn.jsonl import read_jsonl
 
 SPEECH_KINDS = ("speech", "voice", "voice_mix")
 
@@ -29,7 +30,7 @@ def finished_clips(corpus: Path) -> list[dict]:
     """Metadata of every clip in a finished chunk (chunks/<split>-<k>.jsonl), in file order."""
     rows = []
     for chunk in sorted((corpus / "chunks").glob("*.jsonl")):
-        rows += [json.loads(line) for line in chunk.read_text().splitlines()]
+        rows += read_jsonl(chunk, strict=True)
     return rows
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from salmonn.data.jobs import render_clip
+from salmonn.jsonl import read_jsonl
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus_check import finished_clips  # noqa: E402  (a sibling script)
@@ -26,7 +27,7 @@ KINDS = ("speech", "voice")  # espeak-ng, neural
 def _records(corpus: Path, manifest: Path) -> dict[str, list[dict]]:
     """The rendered job of each clip in a manifest, by kind, in manifest order (the chunks hold the jobs)."""
     jobs = {str(corpus / rec["path"]): rec for rec in finished_clips(corpus)}
-    picked = [jobs[json.loads(line)["path"]] for line in manifest.read_text().splitlines()]
+    picked = [jobs[r["path"]] for r in read_jsonl(manifest, strict=True)]
     return {k: [r for r in picked if r["kind"] == k] for k in KINDS}
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from salmonn.builder import load_model
 from salmonn.data.asterisk import asterisk_records
 from salmonn.decoding import decoding_config
 from salmonn.defaults import MINI_DIR, default_config_path
@@ -30,7 +31,7 @@ from salmonn.errors import SalmonnError
 from salmonn.evaluation.items import DEFAULT_TEST_PROMPTS
 from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.inference import batches, prepare
-from salmonn.builder import load_model
+from salmonn.jsonl import read_jsonl
 from salmonn.rescoring import candidates, combined_score
 
 CACHE = Path.home() / ".cache" / "salmonn"
@@ -41,7 +42,7 @@ BONUSES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)  # ctc_length_bonus grid (log-prob
 def neural_records(manifest: Path) -> list[dict]:
     if not manifest.is_file():
         raise SystemExit(f"{manifest}: missing; render the mini-v2 corpus and run scripts/mini/make_manifests.py")
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows = read_jsonl(manifest, strict=True)
     return [r for r in rows if r["task"] == "asr" and Path(r["path"]).parent.name == "voice"]
 
 
@@ -49,7 +50,7 @@ def espeak_records(corpus: Path, limit: int) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).parent))
     from card_numbers import held_out_corpus
     held_out_corpus(corpus)
-    return [json.loads(line) for line in (corpus / "test_asr.jsonl").read_text().splitlines()][:limit]
+    return read_jsonl((corpus / "test_asr.jsonl"), strict=True)[:limit]
 
 
 def scored_candidates(model, rows: list[dict], gen, path: Path) -> list[dict]:

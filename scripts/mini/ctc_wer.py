@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from salmonn.evaluation.metrics import english_words, error_rate
 from salmonn.builder import load_model
+from salmonn.evaluation.metrics import english_words, error_rate
+from salmonn.jsonl import read_jsonl
 from salmonn.train.ctc import blank_id, ctc_greedy, query_tokens
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write {config, clips, wer} here (JSON)")
     args = parser.parse_args()
     model = load_model(args.config).eval()
-    rows = [json.loads(line) for line in args.manifest.read_text().splitlines()][:args.limit]
+    rows = read_jsonl(args.manifest, strict=True)[:args.limit]
     table = model.llama_model.get_input_embeddings().weight.detach()
     blank = blank_id(model.tokenizer, args.blank)
     with torch.no_grad():

@@ -18,8 +18,9 @@ import json
 import time
 from pathlib import Path
 
-from salmonn.evaluation.run import evaluate
 from salmonn.builder import load_model
+from salmonn.evaluation.run import evaluate
+from salmonn.jsonl import read_jsonl
 
 TASKS = ("asr", "gender_recognition", "sound_event", "instrument", "audiocaption", "music_description", "QA")
 
@@ -39,7 +40,7 @@ def manifest_for(corpus: Path, task: str, limit: int, out: Path) -> Path:
         for r in records:
             r["path"] = str((corpus / r["path"]).resolve())
     else:
-        records = [json.loads(line) for line in (corpus / f"test_{base}.jsonl").read_text().splitlines()]
+        records = read_jsonl((corpus / f"test_{base}.jsonl"), strict=True)
     if kind:
         records = [r for r in records if Path(r["path"]).parent.name == kind]
     if limit > 0:

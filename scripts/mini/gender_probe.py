@@ -24,6 +24,7 @@ from salmonn.audio import batch_waveforms, load_audio
 from salmonn.builder import load_model
 from salmonn.errors import ConfigError
 from salmonn.features import whisper_log_mel
+from salmonn.jsonl import read_jsonl
 from salmonn.train.ctc import ctc_logits
 from salmonn.train.gender import label_ids
 
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gender_probe.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    records = [json.loads(line) for line in (args.corpus / "test_gender_recognition.jsonl").read_text().splitlines()]
+    records = read_jsonl((args.corpus / "test_gender_recognition.jsonl"), strict=True)
     records = records[:: max(1, len(records) // args.clips)][:args.clips]
     y = np.array([r["text"] == "female" for r in records])
     model = load_model(args.config).eval()

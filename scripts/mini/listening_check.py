@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from salmonn.builder import load_model
-
+from salmonn.jsonl import read_jsonl
 from salmonn.prompting import format_prompt
 
 
@@ -38,8 +38,7 @@ def main() -> None:
     path = model.config.model.prompt_path
     prompts = json.loads(Path(path).read_text()) if path else {}
     by_task = defaultdict(list)
-    for line in Path(args.manifest).read_text().splitlines():
-        record = json.loads(line)
+    for record in read_jsonl(args.manifest, strict=True):
         if len(by_task[record["task"]]) < args.n:
             by_task[record["task"]].append(record)
     embedding = model.llama_model.get_input_embeddings().weight

@@ -22,12 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from salmonn.jsonl import read_jsonl  # noqa: E402
+
 STAGES = ("stage1", "stage2", "stage3")
 TRAINING_STAGES = ("stage0", *STAGES)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def training_figure(runs: Path, out: Path) -> None:

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from salmonn.jsonl import read_jsonl
+
 WINDOW = 50  # steps averaged at each end of a stage
 STOPPED_S = 600  # a gap this long between two logged steps is a stop (a resumed stage), not training time
 
@@ -24,7 +26,7 @@ def training_minutes(train: list[dict]) -> float:
 
 
 def stage_summary(path: Path) -> dict:
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(path, strict=True)
     train = list({r["step"]: r for r in records if r["type"] == "train"}.values())  # resumed steps: the later one
     train.sort(key=lambda r: r["step"])
     valid = [r for r in records if r["type"] == "valid"]

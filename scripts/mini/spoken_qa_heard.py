@@ -18,10 +18,11 @@ import json
 from pathlib import Path
 
 from salmonn import SALMONN, load_model
-from salmonn.evaluation.following import contains_answer, qa_reference
 from salmonn.defaults import MINI_DIR
+from salmonn.evaluation.following import contains_answer, qa_reference
 from salmonn.evaluation.items import instruction_for
 from salmonn.evaluation.metrics import english_words, error_rate
+from salmonn.jsonl import read_jsonl
 
 # The instructions the model card's ASR and spoken-QA rows use (mini's test prompts).
 ASR_PROMPT = instruction_for("asr", None, MINI_DIR / "test_prompts.json")
@@ -53,7 +54,7 @@ def main() -> None:
     model = load_model(None)
     results: dict = {"prompts": {"transcript": ASR_PROMPT, "answer": QA_PROMPT}}
     for manifest in args.manifests:
-        rows = [json.loads(line) for line in manifest.read_text().splitlines()][:args.limit]
+        rows = read_jsonl(manifest, strict=True)[:args.limit]
         results[manifest.name] = heard_and_answered(model, rows)
         summary = {k: v for k, v in results[manifest.name].items() if k != "examples"}
         print(manifest.name, summary)

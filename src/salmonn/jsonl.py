@@ -11,20 +11,27 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The objects of a JSONL file; a missing file is empty, and a line that is not a whole JSON object (one
-    cut off by a kill) is skipped."""
+def read_jsonl(path: str | Path, strict: bool = False) -> list[dict]:
+    """The objects of a JSONL file; blank lines are skipped. By default a missing file is empty and a line that is
+    not a whole JSON object (one cut off by a kill) is skipped; strict=True (a file that must be whole: a
+    manifest, a training log) raises FileNotFoundError for a missing file and ValueError naming a bad line."""
     path = Path(path)
     if not path.is_file():
+        if strict:
+            raise FileNotFoundError(f"{path}: no such file")
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            row = None
         if isinstance(row, dict):
             rows.append(row)
+        elif strict:
+            raise ValueError(f"{path}:{number}: not a JSON object")
     return rows
 
 

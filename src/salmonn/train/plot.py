@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from ..jsonl import read_jsonl
 
 
 def plot_metrics(metrics: str | Path, out: str | Path) -> Path | None:
@@ -16,7 +17,7 @@ def plot_metrics(metrics: str | Path, out: str | Path) -> Path | None:
     except ImportError:
         print("note: matplotlib is not installed; no loss plot (pip install matplotlib)", file=sys.stderr)
         return None
-    rows = [json.loads(line) for line in Path(metrics).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(metrics, strict=True)
     train = [r for r in rows if r.get("type") == "train"]
     valid = [r for r in rows if r.get("type") == "valid"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)

@@ -1,14 +1,17 @@
-"""Load and abuse a real `salmonn serve` (issue 17): concurrent well-behaved clients while a hostile set runs
-against the same server, then a shutdown under load.
+"""Load and abuse a real `salmonn serve` (issues 17 and 32): concurrent well-behaved clients while a hostile set
+runs against the same server, more bursts of the same load, then a shutdown under load.
 
     .venv/bin/python benchmarks/serve_load.py [--config ../shared/fixtures/reference-tiny/config.yaml]
-        [--clients 32] [--requests 4] [--max-queue 16] [--out benchmarks/serve_load]
+        [--clients 32] [--requests 4] [--bursts 5] [--max-queue 16] [--out benchmarks/serve_load]
 
 Starts the server itself on a free loopback port. Normal clients ask greedy questions about the shared clips
 (every fourth one streamed, every fifth a transcription); they and the hostile clients honour 503 + Retry-After
-by retrying. Reports the server's RSS before, after and at its peak (VmHWM), latency p50/p95 of the normal
-requests, their 2xx/4xx/5xx counts and 503 retries, each hostile case's status, time and whether it was the
-expected answer, and how long a SIGTERM with a full queue takes to stop the server. Writes OUT.json and OUT.md.
+by retrying. The first burst runs with the hostile set, the others are the normal load alone: memory that keeps
+growing burst after burst is a leak, memory that is flat after the first is the allocator's high-water mark.
+Reports the server's RSS before, after each burst and at its peak (VmHWM), latency p50/p95 of the normal
+requests of each burst, their 2xx/4xx/5xx counts and 503 retries, each hostile case's status, time and whether it
+was the expected answer, and how long a SIGTERM with a full queue takes to stop the server. Writes OUT.json and
+OUT.md ("normal" and "rss" are the first burst's, "bursts" has every burst).
 """
 
 from __future__ import annotations
@@ -141,6 +144,7 @@ def hostile_cases(client: Client, clips: dict[str, str]) -> list[tuple[str, int,
     return [
         ("stop: one 40,000-character string", 400, status_of(chat_body(clip, "Hi", stop=["a" * 40_000]))),
         ("stop: 5 strings", 400, status_of(chat_body(clip, "Hi", stop=list("abcde")))),
+        ("stop: [] (no stop strings)", 200, status_of(chat_body(clip, "Hi", stop=[]))),
         ("1 h of FLAC in Matroska, no duration (0.4 MB)", 400, status_of(chat_body(hour, "Describe."))),
         ("1 MB prompt", 400, status_of(chat_body(clip, "word " * 200_000))),
         ("lone surrogate in the message", 400, status_of(chat_body(clip, "Hi \ud800"))),
@@ -209,10 +213,10 @@ def rss_mib(pid: int) -> dict:
     return {"rss_mib": round(value("VmRSS")), "peak_rss_mib": round(value("VmHWM"))}
 
 
-def start_server(config: str, max_queue: int, log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(config: str, max_queue: int, log: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, "-c", "import sys; from salmonn.cli import main; sys.exit(main())", "serve",
                "--config", config, "--port", "0", "--max-queue", str(max_queue), "--max-audio-seconds", "60",
-               "--max-tokens-limit", "512", "--drain-timeout", "5", "--log-level", "warning"]
+               "--max-tokens-limit", "512", "--drain-timeout", "5", "--log-level", "warning", *extra]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -243,6 +247,15 @@ def machine() -> str:
     return f"{cpu.group(1).strip() if cpu else 'unknown CPU'}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
 
 
+def run_burst(port: int, clips: dict[str, str], clients: int, requests: int, hostile: bool) -> tuple[dict, list]:
+    """One burst of `clients` x `requests` normal requests (with the hostile set alongside when `hostile`):
+    (summary of the normal requests, hostile results)."""
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(normal_client, Client(port), clips, i, requests) for i in range(clients)]
+        found = run_hostile(Client(port, retry_busy=True), clips) if hostile else []
+        return summarise([r for f in futures for r in f.result()]), found
+
+
 def write_report(out: Path, result: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     normal, rss = result["normal"], result["rss"]
@@ -255,6 +268,10 @@ def write_report(out: Path, result: dict) -> None:
              f"latency p50 {normal['p50_s']} s, p95 {normal['p95_s']} s",
              f"- server RSS: {rss['before']['rss_mib']} MiB before, {rss['after']['rss_mib']} MiB after, "
              f"peak {rss['after']['peak_rss_mib']} MiB",
+             "- bursts (the first with the hostile set): " + "; ".join(
+                 f"{b['burst']}: {b['normal']['2xx']}/{b['normal']['requests']} 2xx, {b['normal']['5xx']} 5xx, "
+                 f"p95 {b['normal']['p95_s']} s, RSS after {b['rss']['rss_mib']} MiB (peak {b['rss']['peak_rss_mib']})"
+                 for b in result["bursts"]),
              f"- the server's counters: {result['health']['stats']['requests']} requests, "
              f"{result['health']['stats']['batches']} generate() calls, {result['health']['stats']['rejected']} "
              f"refused as busy (503), {result['health']['stats']['dropped']} dropped unstarted (client gone)",
@@ -272,25 +289,33 @@ def main() -> None:
     parser.add_argument("--config", default=str(FIXTURE / "config.yaml"))
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=4)
+    parser.add_argument("--bursts", type=int, default=5, help="bursts of the normal load (the first with the "
+                        "hostile set); RSS is read after each")
     parser.add_argument("--max-queue", type=int, default=16)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "serve_load"))
+    parser.add_argument("--serve-arg", action="append", default=[], help="one more `salmonn serve` argument "
+                        "(repeatable), e.g. --serve-arg=--eager-step")
     args = parser.parse_args()
     out = Path(args.out)
-    process, port = start_server(args.config, args.max_queue, Path(tempfile.gettempdir()) / "serve_load.log")
+    process, port = start_server(args.config, args.max_queue, Path(tempfile.gettempdir()) / "serve_load.log",
+                                 args.serve_arg)
     client = Client(port)
     clips = {name: base64.b64encode((AUDIO / name).read_bytes()).decode() for name in CLIPS}
     client.chat(chat_body(clips["duck.wav"], "Describe the audio."))  # warm-up
     before = rss_mib(process.pid)
-    with ThreadPoolExecutor(args.clients) as pool:
-        futures = [pool.submit(normal_client, client, clips, i, args.requests) for i in range(args.clients)]
-        hostile = run_hostile(Client(port, retry_busy=True), clips)
-        normal = summarise([r for f in futures for r in f.result()])
-    after = rss_mib(process.pid)
+    bursts, hostile = [], []
+    for burst in range(1, args.bursts + 1):
+        normal, found = run_burst(port, clips, args.clients, args.requests, hostile=burst == 1)
+        hostile += found
+        bursts.append({"burst": burst, "normal": normal, "rss": rss_mib(process.pid)})
+        print(f"burst {burst}: {normal}, RSS {bursts[-1]['rss']}", file=sys.stderr, flush=True)
     health = json.loads(client.call("GET", "/health")[1])
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": machine(), "config": os.path.relpath(args.config, ROOT), "clients": args.clients,
-              "requests_per_client": args.requests, "max_queue": args.max_queue, "normal": normal,
-              "rss": {"before": before, "after": after}, "hostile": hostile, "health": health,
+              "machine": machine(), "config": os.path.relpath(args.config, ROOT), "serve_args": args.serve_arg,
+              "clients": args.clients,
+              "requests_per_client": args.requests, "max_queue": args.max_queue, "normal": bursts[0]["normal"],
+              "rss": {"before": before, "after": bursts[0]["rss"]}, "bursts": bursts, "hostile": hostile,
+              "health": health,
               "shutdown": shutdown_under_load(process, client, clips)}
     write_report(out, result)
     print(out.with_suffix(".md").read_text())

@@ -30,6 +30,7 @@ from salmonn.ct2_whisper import convert_ct2_whisper
 from salmonn.errors import BackboneError
 
 MARKER = ".salmonn_source.json"
+CHECKED = ".salmonn_checked.json"  # the source files' stats when the marker was last checked against them
 FORMAT_VERSION = 1
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -172,12 +173,50 @@ def _fingerprint(sources: Sequence[Path]) -> dict:
     return {"format": FORMAT_VERSION, "files": files}
 
 
+def _stats(sources: Sequence[Path]) -> list[list]:
+    """Each source's path, size and modification time: what a rebuild or reinstall changes."""
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in sources]
+
+
 def _is_built(out_dir: Path, fingerprint: dict) -> bool:
     """Return True if out_dir holds a finished build of exactly these sources."""
     try:
         return json.loads((out_dir / MARKER).read_text()) == fingerprint
     except (OSError, ValueError):
         return False
+
+
+def _checked(out_dir: Path) -> list:
+    try:
+        checked = json.loads((out_dir / CHECKED).read_text())
+    except (OSError, ValueError):
+        return []
+    return checked if isinstance(checked, list) else []
+
+
+def _unchanged_since_checked(out_dir: Path, sources: Sequence[Path]) -> bool:
+    """True when out_dir's build was checked against these very files (same paths, sizes and modification
+    times) and its marker is the one checked: hashing them again (about half a second for SmolLM2 and Whisper
+    base, on every model load) is skipped. A changed or reinstalled source has another modification time.
+    Several installs (virtual environments) may share the cache: each one's files are remembered."""
+    try:
+        entry = {"marker": (out_dir / MARKER).read_text(), "sources": _stats(sources)}
+    except OSError:
+        return False
+    return entry in _checked(out_dir)
+
+
+def _record_check(out_dir: Path, sources: Sequence[Path]) -> None:
+    """Remember which files out_dir's marker was checked against (the last 8 installs; best effort: the cache
+    may be read-only to this user, and then the sources are hashed on every load, as before)."""
+    try:
+        entry = {"marker": (out_dir / MARKER).read_text(), "sources": _stats(sources)}
+        checked = [e for e in _checked(out_dir) if e != entry][-7:] + [entry]
+        tmp = out_dir / f"{CHECKED}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(checked))
+        os.replace(tmp, out_dir / CHECKED)
+    except OSError:
+        pass
 
 
 def _make_readable(root: Path) -> None:
@@ -189,8 +228,11 @@ def _make_readable(root: Path) -> None:
 
 def _build_once(out_dir: Path, sources: Sequence[Path], build: Callable[[Path], object]) -> Path:
     """Run build(tmp) into a temp dir beside out_dir, then rename it into place; skip if already built."""
+    if _unchanged_since_checked(out_dir, sources):
+        return out_dir
     fingerprint = _fingerprint(sources)
     if _is_built(out_dir, fingerprint):
+        _record_check(out_dir, sources)
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -205,6 +247,7 @@ def _build_once(out_dir: Path, sources: Sequence[Path], build: Callable[[Path], 
         except OSError:
             if not _is_built(out_dir, fingerprint):  # another process won the race with a good build: fine
                 raise
+        _record_check(out_dir, sources)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

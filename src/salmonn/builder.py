@@ -60,9 +60,14 @@ def resolve_model_dir(path: str, key: str) -> str:
 
 
 def load_whisper_encoder(path: str, dtype: torch.dtype) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
-    """Only the encoder of an HF Whisper dir (the decoder's tensors are never read)."""
+    """Only the encoder of an HF Whisper dir (the decoder's tensors are never read); every tensor of it is loaded
+    strictly, so it is built without initialising them."""
     config = WhisperConfig.from_pretrained(path)
-    encoder = WhisperEncoder(config)
+    with torch.device("meta"):  # no random init of weights that are all loaded next (half a second for base)
+        encoder = WhisperEncoder(config)
+    if set(dict(encoder.named_buffers())) - set(encoder.state_dict()):  # a buffer no file holds: initialise it
+        encoder = WhisperEncoder(config)
+    encoder = encoder.to_empty(device="cpu") if encoder.conv1.weight.is_meta else encoder
     state = read_prefixed(path, ("model.encoder.", "encoder."))
     load_strict(encoder, state, f"{path} (Whisper encoder)")
     return encoder.to(dtype).eval(), WhisperFeatureExtractor.from_pretrained(path)

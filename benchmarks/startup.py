@@ -1,0 +1,156 @@
+"""`salmonn infer` on a bundled clip, from a cold process: how long it takes and where the time goes.
+
+    .venv/bin/python benchmarks/startup.py [--reps 7] [--baseline DIR] [--out benchmarks/startup]
+
+Each rep runs, in fresh processes and interleaved:
+
+- cli: the README's first command, `salmonn infer --audio examples/audio/dog.flac --prompt "What sound event is
+  this? Answer with its name."` (wall seconds from spawn to exit, and the child's CPU seconds, user + sys);
+- stages: the same path in one Python process, timed stage by stage: imports (what `salmonn infer` imports
+  before loading), loading (`load_model(None)`: the default model, SALMONN-mini), the first answer and a second
+  one on the same clip (the first pays for lazy initialisation).
+
+With --baseline DIR (another revision's source tree, e.g. `mkdir /tmp/before && git archive REV src | tar -x -C
+/tmp/before`), the cli command also runs from DIR/src, interleaved rep by rep, and the table gives its time over
+ours. The machine may be shared with other work: every number is a median of reps, CPU seconds stand beside wall
+seconds, the load average is stored at start and end, and before/after is read as the ratio of medians measured
+side by side. The output (OUT.md / OUT.json) names the machine (lscpu), torch and the weights' sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = ROOT / "examples" / "audio" / "dog.flac"
+PROMPT = "What sound event is this? Answer with its name."
+TARGET_S = 4.0  # issue 31: <= 4 s on a quiet machine
+STAGES = r"""
+import json, sys, time
+clock = time.perf_counter
+t0 = clock()
+from salmonn.cli import build_parser
+build_parser()
+from salmonn.builder import load_model
+from salmonn.inference import answer_all
+t1 = clock()
+model = load_model(None)
+t2 = clock()
+first = answer_all(model, [sys.argv[1]], [sys.argv[2]])[0]
+t3 = clock()
+second = answer_all(model, [sys.argv[1]], [sys.argv[2]])[0]
+t4 = clock()
+print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1, "first_answer_s": t3 - t2, "second_answer_s": t4 - t3,
+                  "text": first.text, "same": first.text == second.text}))
+"""
+
+
+def child_run(command: list[str], env: dict) -> tuple[float, float, str]:
+    """(wall s, CPU s of the child, stdout) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stdout.strip()
+
+
+def machine() -> dict:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    import torch
+    weights = ROOT / "src" / "salmonn" / "assets" / "mini" / "trainable.safetensors"
+    return {"cpu": fields.get("Model name", "?").strip(), "cpus": fields.get("CPU(s)", "?").strip(),
+            "threads_per_core": fields.get("Thread(s) per core", "?").strip(), "torch": torch.__version__,
+            "python": sys.version.split()[0], "weights": "src/salmonn/assets/mini/trainable.safetensors",
+            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, help="another revision's source tree (its src/ is used)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "startup")
+    args = parser.parse_args()
+    salmonn = str(Path(sys.executable).parent / "salmonn")
+    cli = [salmonn, "infer", "--audio", str(CLIP), "--prompt", PROMPT]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    variants = {"ours": env}
+    if args.baseline:
+        variants["baseline"] = dict(env, PYTHONPATH=str(args.baseline.resolve() / "src"))
+    load_start = os.getloadavg()
+    runs: dict[str, list] = {name: [] for name in variants}
+    stages: list[dict] = []
+    for rep in range(args.reps + 1):  # rep 0 warms the page cache and the converted backbones, untimed
+        for name, variant_env in variants.items():
+            wall, cpu, out = child_run(cli, variant_env)
+            if rep:
+                runs[name].append({"wall_s": wall, "cpu_s": cpu, "answer": out})
+            print(f"rep {rep} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU: {out}", file=sys.stderr, flush=True)
+        wall, cpu, out = child_run([sys.executable, "-c", STAGES, str(CLIP), PROMPT], env)
+        if rep:
+            stages.append(dict(json.loads(out), wall_s=wall, cpu_s=cpu))
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+              "load_start": [round(x, 2) for x in load_start], "load_end": [round(x, 2) for x in os.getloadavg()],
+              "reps": args.reps, "command": shlex.join(["salmonn", "infer", "--audio", str(CLIP.relative_to(ROOT)),
+                                                        "--prompt", PROMPT]),
+              "cli": {name: {"median_wall_s": median([r["wall_s"] for r in rs]),
+                             "min_wall_s": round(min(r["wall_s"] for r in rs), 3),
+                             "median_cpu_s": median([r["cpu_s"] for r in rs]), "answers": sorted({r["answer"] for r in rs}),
+                             "runs": rs} for name, rs in runs.items()},
+              "stages": {key: median([s[key] for s in stages])
+                         for key in ("imports_s", "load_s", "first_answer_s", "second_answer_s", "wall_s", "cpu_s")},
+              "stage_answers_same": all(s["same"] for s in stages)}
+    if args.baseline:
+        result["baseline_over_ours"] = round(result["cli"]["baseline"]["median_wall_s"]
+                                             / result["cli"]["ours"]["median_wall_s"], 2)
+        result["baseline_over_ours_cpu"] = round(result["cli"]["baseline"]["median_cpu_s"]
+                                                 / result["cli"]["ours"]["median_cpu_s"], 2)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(report(result))
+    print(report(result))
+
+
+def report(r: dict) -> str:
+    m = r["machine"]
+    lines = ["# `salmonn infer` from a cold process (benchmarks/startup.py)", "",
+             f"Generated on {r['date']}: {m['cpu']}, {m['cpus']} CPUs ({m['threads_per_core']} thread(s) per core), "
+             f"torch {m['torch']}, Python {m['python']}; weights {m['weights']} sha256 {m['weights_sha256']}. "
+             f"Load average at start {r['load_start']}, at end {r['load_end']}: the machine was shared with other "
+             f"work, so read medians of {r['reps']} interleaved reps, CPU seconds beside wall seconds, and "
+             f"before/after as a ratio measured side by side.", "",
+             f"Command: `{r['command']}` (target <= {TARGET_S:g} s on a quiet machine).", "",
+             "| source | median wall s | best wall s | median CPU s | answer |", "| --- | --- | --- | --- | --- |"]
+    for name, c in r["cli"].items():
+        lines.append(f"| {name} | {c['median_wall_s']:.2f} | {c['min_wall_s']:.2f} | {c['median_cpu_s']:.2f} | "
+                     f"{' / '.join(c['answers'])} |")
+    if "baseline_over_ours" in r:
+        lines += ["", f"Baseline over ours: {r['baseline_over_ours']:.2f}x wall, {r['baseline_over_ours_cpu']:.2f}x "
+                  "CPU (medians)."]
+    s = r["stages"]
+    lines += ["", "Stages of the same path in one process (medians, ours):", "",
+              "| imports s | loading s | first answer s | second answer s | process wall s | process CPU s |",
+              "| --- | --- | --- | --- | --- | --- |",
+              f"| {s['imports_s']:.2f} | {s['load_s']:.2f} | {s['first_answer_s']:.2f} | {s['second_answer_s']:.2f} "
+              f"| {s['wall_s']:.2f} | {s['cpu_s']:.2f} |", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -262,6 +262,10 @@ def test_sources_cite_nothing_outside_the_repository():
     cites = [f"{p.relative_to(ROOT)}:{n}" for p in PACKAGE.rglob("*.py")
              for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bSPEC\b", line)]
     assert cites == []
+    sources = [*PACKAGE.rglob("*.py"), *(ROOT / "configs").rglob("*.yaml")]
+    missing = sorted({f"{p.relative_to(ROOT)}: {name}" for p in sources
+                      for name in re.findall(r"\bdocs/[\w./-]*\w", p.read_text()) if not (ROOT / name).exists()})
+    assert missing == [], "sources cite docs/ pages that do not exist"
 
 
 def test_serving_page_load_figures_are_the_stored_output():

@@ -1,7 +1,7 @@
 """Auxiliary CTC loss that spells a transcript in LLM tokens from the audio tokens (`run.ctc_weight`).
 
 Why (SALMONN-mini): with ~1.4 h of speech, the LM loss alone reaches the connector only through the LLM's
-attention, and a 135M LLM learns to read its audio tokens too slowly to transcribe (docs/mini/README.md). CTC
+attention, and a 135M LLM learns to read its audio tokens too slowly to transcribe (docs/mini/history.md, v1). CTC
 supervises every audio token directly: a cosine classifier against the LLM's own (frozen) input-embedding table
 asks each token to point at the embedding of the word piece it hears, or at the blank token's, in order. The
 LLM then only has to copy what it reads. No parameter is added: the classifier is the embedding table.

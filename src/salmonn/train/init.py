@@ -1,7 +1,7 @@
 """Data-dependent initialisation of a connector trained from scratch (`run.connector_init: data`).
 
 Why: with a from-scratch Q-Former the audio tokens start (and, under the LM loss, stay) nearly the same for every
-clip, and the LLM learns the answers' text priors instead of listening (SALMONN-mini, docs/mini/README.md). Two
+clip, and the LLM learns the answers' text priors instead of listening (SALMONN-mini, docs/mini/history.md). Two
 things make them so: Whisper's LayerNormed frames share one large direction (clip means have cosine ~0.9), and
 the Q-Former's post-LN residual carries the query token at unit scale while its fresh cross-attention adds only
 ~0.1 per dimension. The cure changes initial values only -- no layer, name or shape -- so checkpoints keep the

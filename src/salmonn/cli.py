@@ -25,6 +25,7 @@ from .errors import SalmonnError
 from .evaluation import commands as evaluation_commands
 from .serve import commands as serve_commands
 from .train import commands as train_commands
+from .vllm import commands as vllm_commands
 
 COMMANDS: dict[str, Callable] = {
     "infer": inference_commands.infer,
@@ -35,6 +36,7 @@ COMMANDS: dict[str, Callable] = {
     "serve": serve_commands.serve,
     "demo": serve_commands.demo,
     "train": train_commands.train,
+    "export": vllm_commands.export,
     **{f"data {name}": fn for name, fn in data_commands.COMMANDS.items()},
 }
 

@@ -10,6 +10,8 @@ penalties, stop strings, scores) goes through generate().
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -53,6 +55,12 @@ def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])]) if rows > x.shape[0] else x
 
 
+def _cache_keyword(llm: nn.Module) -> str:
+    """The KV cache's keyword: `cache` since transformers 5.20, `past_key_values` before (vLLM pins < 5.20); an
+    unknown keyword would be swallowed by **kwargs and every step would see only its own token."""
+    return "cache" if "cache" in inspect.signature(type(llm).forward).parameters else "past_key_values"
+
+
 def _step_function(llm: nn.Module, compile: bool):
     if not compile:
         return llm
@@ -79,7 +87,8 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
         from transformers import DynamicCache
         cache, full_mask = DynamicCache(config=llm.config), mask
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # [B, T] left padding: rows start at 0
-    out = llm(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, cache=cache,
+    cache_kwarg = _cache_keyword(llm)
+    out = llm(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, **{cache_kwarg: cache},
               cache_position=torch.arange(prompt_len, device=mask.device), use_cache=True, logits_to_keep=1)
     step = _step_function(llm, compile)
     if streamer is not None:
@@ -108,7 +117,8 @@ def greedy_decode(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, gen:
         position = position + 1
         if not compile:
             full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)  # [B, T + i + 1]
-        out = step(input_ids=token[:, None], attention_mask=full_mask, position_ids=position, cache=cache,
+        out = step(input_ids=token[:, None], attention_mask=full_mask, position_ids=position,
+                   **{cache_kwarg: cache},
                    cache_position=torch.tensor([prompt_len + index], device=mask.device), use_cache=True)
     if streamer is not None:
         streamer.end()

@@ -135,7 +135,8 @@ class ServerFlags:
 
 def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_timeout: float = 300.0,
           drain_timeout: float = 10.0, max_body_mb: float = 25.0, max_tokens_limit: int = 1024,
-          log_level: str = "info", eager_step: bool = False, overrides: list[str] = ()) -> None:
+          log_level: str = "info", eager_step: bool = False, engine: str = "salmonn", lora_scale: float = 1.0,
+          vllm_arg: list[str] | None = None, overrides: list[str] = ()) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (+ the web demo at /).
 
     Endpoints: POST /v1/chat/completions (messages with text and input_audio parts, stream, n, stop, seed,
@@ -153,7 +154,21 @@ def serve(server: ServerFlags = ServerFlags(), max_queue: int = 128, request_tim
       eager_step: run the LLM's per-token step eagerly; by default a server compiles it (model.compile=true, as
         `salmonn infer` does not: each batch size's first request compiles it once, for minutes on a CPU, and a
         long-running process then decodes faster); a model.compile=... override wins over both
+      engine: salmonn (this package's server) or vllm (vLLM's OpenAI server on an export of the model, made once
+        into ~/.cache/salmonn/vllm; needs `scripts/setup.sh --vllm`); vLLM has its own limits and batching:
+        the queue, timeout, body and batch options above apply to the salmonn engine only
+      lora_scale: with --engine vllm, LoRA's scale merged into the exported weights
+      vllm_arg: with --engine vllm, an argument passed to vLLM's server as it is (repeat it), e.g.
+        --vllm-arg=--pipeline-parallel-size=2
     """
+    if engine not in ("salmonn", "vllm"):
+        raise ConfigError(f"--engine must be salmonn or vllm, got {engine!r}")
+    if engine == "vllm":
+        from ..vllm.serving import serve_vllm
+        serve_vllm(server.config, list(overrides), host=server.host, port=server.port, model_name=server.model_name,
+                   api_key=server.api_key or os.environ.get("SALMONN_API_KEY"), log_level=log_level,
+                   eager=eager_step, lora_scale=lora_scale, extra=vllm_arg or [])
+        return
     overrides = ([] if eager_step else ["model.compile=true"]) + list(overrides)  # the serve-specific default
     server.run(overrides, log_level, max_queue=max_queue, request_timeout=request_timeout,
                drain_timeout=drain_timeout, max_body_mb=max_body_mb, max_tokens_limit=max_tokens_limit)

@@ -38,23 +38,28 @@ FORMAT_VERSION = 1
 def chat_template(template: str, end_sym: str) -> str:
     """A Jinja chat template (OpenAI content parts) that renders turns as `prompting.render` does: BOS, then each
     user turn as `template` around `<Speech><SpeechHere></Speech> ` per clip + its text parts joined by spaces,
-    each assistant turn as " " + answer + end_sym. System messages are refused, as `salmonn serve` refuses them."""
+    each assistant turn as " " + answer + end_sym. Content given as parts (vLLM's "openai" content format) or as
+    a string with vLLM's placeholder lines (its "string" format) renders the same. System messages are refused,
+    as `salmonn serve` refuses them."""
     if template.count("{}") != 1:
         raise ConfigError(f"model.prompt_template {template!r} must hold '{{}}' exactly once")
     before, after = template.split("{}")
     literal = json.dumps
     return (
         "{%- set before = " + literal(before) + " -%}{%- set after = " + literal(after) + " -%}"
-        "{%- set clip = " + literal(AUDIO_PREFIX) + " -%}{%- set end_sym = " + literal(end_sym) + " -%}"
+        "{%- set clip = " + literal(AUDIO_PREFIX) + " -%}{%- set placeholder = " + literal(AUDIO_PLACEHOLDER) + " -%}"
+        "{%- set end_sym = " + literal(end_sym) + " -%}"
         "{{- bos_token -}}"
         "{%- for message in messages -%}"
         "{%- if message['role'] not in ('user', 'assistant') -%}"
         "{{- raise_exception(\"'\" ~ message['role'] ~ \"' messages are not supported: SALMONN's prompt template has "
         "no system slot; put the instruction in the user message\") -}}"
         "{%- endif -%}"
-        "{%- if message['content'] is string -%}{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
-        "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
         "{%- set ns = namespace(text='', clips=0) -%}"
+        "{%- if message['content'] is string -%}"  # vLLM's 'string' format: a placeholder line per clip, then text
+        "{%- set ns.clips = message['content'].count(placeholder) -%}"
+        "{%- set parts = [{'type': 'text', 'text': message['content'].replace(placeholder, '')}] -%}"
+        "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
         "{%- for part in parts -%}"
         "{%- if part['type'] == 'text' and part['text'] | trim -%}"
         "{%- set ns.text = ns.text ~ (' ' if ns.text else '') ~ (part['text'] | trim) -%}"
@@ -100,6 +105,9 @@ def widen_heads(state: dict[str, torch.Tensor], config: dict, head_dim: int) -> 
     rope = config.get("rope_parameters") or {"rope_type": "default", "rope_theta": config.get("rope_theta", 10000.0)}
     if rope.get("rope_type", "default") != "default":
         raise ConfigError(f"cannot widen attention heads under rope_type={rope['rope_type']!r}; export without it")
+    if any(k.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")) for k in state):
+        raise ConfigError("cannot widen attention heads with q/k/v biases (vLLM's CPU attention needs heads of at "
+                          "least 32): serve this model on a GPU")
     half, new_half = old // 2, head_dim // 2
 
     def rotary_rows(weight: torch.Tensor, heads: int, scale: float = 1.0) -> torch.Tensor:
@@ -120,9 +128,8 @@ def widen_heads(state: dict[str, torch.Tensor], config: dict, head_dim: int) -> 
         else:
             o = torch.nn.functional.pad(w.reshape(w.shape[0], -1, old), (0, head_dim - old))  # [out, heads, d']
             state[key] = o.reshape(w.shape[0], -1)
-    if any(k.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")) for k in state):
-        raise ConfigError("cannot widen attention heads with q/k/v biases; export without widening")
-    config.update(head_dim=head_dim, rope_parameters=dict(rope, rope_theta=float(rope["rope_theta"]) ** (head_dim / old)))
+    theta = float(rope["rope_theta"]) ** (head_dim / old)
+    config.update(head_dim=head_dim, rope_parameters=dict(rope, rope_theta=theta))
     config.pop("rope_theta", None)
 
 

@@ -175,6 +175,27 @@ class SalmonnProcessor(BaseMultiModalProcessor[SalmonnProcessingInfo]):
             samples.append((~mask).sum(-1))  # [S]
         return BatchFeature({"audio_segments": segments, "audio_segment_samples": samples})
 
+    def _postprocess_prompt(self, prompt: list[int]) -> list[int]:
+        """The ids `salmonn.prompting` feeds: BOS, then each stretch between clips tokenized on its own. vLLM
+        tokenized the whole rendered text at once, which a SentencePiece tokenizer (LLaMA, Vicuna) does not split
+        the same way (no word-start mark after BOS or after a clip): each stretch is decoded and tokenized again."""
+        tokenizer = self.info.get_tokenizer()
+        token, bos = self.info.audio_token_id(), tokenizer.bos_token_id
+        body = prompt[1:] if prompt and prompt[0] == bos else prompt
+        stretches: list[list[int]] = [[]]
+        for i in body:
+            if i == token:
+                stretches.append([])
+            else:
+                stretches[-1].append(i)
+        ids = [bos]
+        for k, stretch in enumerate(stretches):
+            if k:
+                ids.append(token)
+            text = tokenizer.decode(stretch, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            ids += tokenizer.encode(text, add_special_tokens=False) if text else []
+        return ids
+
     def _get_mm_fields_config(self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]):
         return _fields(hf_inputs)
 

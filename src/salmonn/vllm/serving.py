@@ -16,7 +16,8 @@ from typing import Sequence
 
 from ..config import Config, config_to_dict, load_config
 from ..errors import ConfigError
-from .export import FORMAT_VERSION, export_from_config, sha256
+from ..backbones import file_sha256
+from .export import FORMAT_VERSION, export_from_config
 
 DONE_MARK = "salmonn_export.json"  # written last: a folder without it is an interrupted export
 
@@ -35,7 +36,7 @@ def export_key(config: str | None, overrides: Sequence[str], lora_scale: float) 
     """A hash of what the export's contents depend on."""
     resolved = resolved_config(config, overrides)
     ckpt = resolved.model.ckpt
-    parts = {"config": config_to_dict(resolved), "ckpt_sha256": sha256(Path(ckpt)) if ckpt else "",
+    parts = {"config": config_to_dict(resolved), "ckpt_sha256": file_sha256(Path(ckpt)) if ckpt else "",
              "lora_scale": lora_scale, "format": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -22,8 +22,8 @@ def _sources(tmp_path):
 
 def test_backbone_sources_are_hashed_again_only_when_they_change(tmp_path, monkeypatch):
     sources, out, builds, hashed = _sources(tmp_path), tmp_path / "cache" / "built", [], []
-    real = bb._sha256
-    monkeypatch.setattr(bb, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = bb.file_sha256
+    monkeypatch.setattr(bb, "file_sha256", lambda p: hashed.append(p.name) or real(p))
 
     def build(tmp):
         builds.append(tmp)
@@ -63,8 +63,8 @@ def test_two_installs_sharing_the_cache_do_not_hash_in_turn(tmp_path, monkeypatc
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b, out, hashed = _sources(tmp_path / "a"), _sources(tmp_path / "b"), tmp_path / "cache" / "built", []
-    real = bb._sha256
-    monkeypatch.setattr(bb, "_sha256", lambda p: hashed.append(p) or real(p))
+    real = bb.file_sha256
+    monkeypatch.setattr(bb, "file_sha256", lambda p: hashed.append(p) or real(p))
     build = lambda tmp: (tmp / "model.safetensors").write_bytes(b"converted")  # noqa: E731
     for sources in (a, b):
         bb._build_once(out, sources, build)

@@ -88,6 +88,17 @@ def test_any_rate_and_channels_through_our_audio_code(mini_engine, mini):
     assert without_eos(out[0].outputs[0].token_ids, mini.tokenizer.eos_token_id) == list(ours.token_ids)
 
 
+def test_audio_over_30_s_is_answered_segment_by_segment(mini_engine, mini, tmp_path):
+    """A 36 s clip is two segments (30 s + 6 s), each with its own tokens, as salmonn infer answers it."""
+    import soundfile as sf
+    wav, rate = sf.read(EXAMPLES / "cello.flac", dtype="float32")
+    long = np.concatenate([wav] * 6)  # 6 x 6.02 s
+    path = tmp_path / "long.wav"
+    sf.write(path, long, rate)
+    request = [(path, PROMPTS["audiocaption"])]
+    assert vllm_ids(mini_engine, request, 32) == our_ids(mini, request, max_new_tokens=32)
+
+
 def test_too_long_audio_is_refused_with_our_message(mini_engine):
     from vllm import SamplingParams
     long = np.zeros(16000 * 601, dtype=np.float32)

@@ -49,14 +49,23 @@ def fixture_dir(tmp_path_factory) -> Path:
     return export_from_config(str(FIXTURE / "config.yaml"), tmp_path_factory.mktemp("vllm") / "fixture")
 
 
+def stop_engine(engine) -> None:
+    """Shut the engine's processes down while pytest still owns the output (vLLM's exit hooks log otherwise)."""
+    engine.llm_engine.engine_core.shutdown()
+
+
 @pytest.fixture(scope="session")
 def mini_engine(mini_dir):
-    return start_engine(mini_dir, max_model_len=2048, limit_mm_per_prompt={"audio": 1})
+    engine = start_engine(mini_dir, max_model_len=2048, limit_mm_per_prompt={"audio": 1})
+    yield engine
+    stop_engine(engine)
 
 
 @pytest.fixture(scope="session")
 def fixture_engine(fixture_dir):
-    return start_engine(fixture_dir, limit_mm_per_prompt={"audio": 1})
+    engine = start_engine(fixture_dir, limit_mm_per_prompt={"audio": 1})
+    yield engine
+    stop_engine(engine)
 
 
 @pytest.fixture(scope="session")

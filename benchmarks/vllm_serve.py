@@ -63,6 +63,7 @@ REQUEST_SECONDS = 600  # one request's client timeout
 SAMPLE_SECONDS = 0.2
 LEVEL_SECONDS = 180.0  # a level's clients send no new request after this (--level-seconds)
 FORCED = True  # every answer is MAX_TOKENS long (--natural: answers end where the model ends them)
+DTYPE = ""  # --dtype: both engines in this dtype ("" = the config's, float32)
 
 
 def questions() -> list[tuple[str, str]]:
@@ -168,6 +169,9 @@ class Server:
             self.command = [str(VENV_VLLM / "bin" / "salmonn"), *self.flags]
         else:
             sys.exit(f"unknown engine {spec!r}: salmonn:N or vllm[:eager]")
+        if DTYPE:  # both engines (vLLM's --dtype comes from this override); overrides go last
+            self.flags.append(f"model.dtype={DTYPE}")
+            self.command.append(f"model.dtype={DTYPE}")
         self.log = log_dir / f"vllm_serve.{spec.replace(':', '_')}.log"
         self.process: subprocess.Popen | None = None
 
@@ -442,7 +446,8 @@ def write_report(out: Path, result: dict) -> None:
              f"before {result['load_before']}, after {result['load_after']}"
              f" (waited {result['quiet_wait']['waited_s']} s for < {result['quiet_wait']['threshold']}: "
              f"{'reached' if result['quiet_wait']['quiet'] else 'not reached'}). Weights sha256 "
-             f"`{result['weights_sha256'][:16]}…`; vLLM {result['vllm_version']}; torch {result['torch']}.", "",
+             f"`{result['weights_sha256'][:16]}…`; vLLM {result['vllm_version']}; torch {result['torch']}; "
+             f"{result.get('dtype', 'float32')} on both engines.", "",
              f"Requests: the 4 bundled clips x the 8 instructions of test_prompts.json (32 questions, the same order "
              f"for every engine), greedy, max_tokens {MAX_TOKENS}, "
              + (f"every answer forced to {MAX_TOKENS} tokens (vLLM: min_tokens; ours: generate.min_new_tokens)"
@@ -553,6 +558,7 @@ def main() -> None:
                         help="salmonn:MAX_BATCH_SIZE or vllm (vllm:eager adds --eager-step), in the order they run; "
                         "ENGINE@8+32 measures only those levels")
     parser.add_argument("--profile-rows", default="8,32", help="our batched path's batch sizes ('' skips it)")
+    parser.add_argument("--dtype", default="", help="both engines in this dtype (bfloat16: native on AMX/AVX512-BF16)")
     parser.add_argument("--profile-threads", type=int, default=0, help="torch threads there (0: torch's default)")
     parser.add_argument("--profile-from", help="take the profile from this earlier output's JSON instead")
     parser.add_argument("--wait-load", type=float, default=1.5)
@@ -564,8 +570,8 @@ def main() -> None:
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "vllm_serve"))
     args = parser.parse_args()
-    global FORCED, LEVEL_SECONDS
-    FORCED, LEVEL_SECONDS = not args.natural, args.level_seconds
+    global FORCED, LEVEL_SECONDS, DTYPE
+    FORCED, LEVEL_SECONDS, DTYPE = not args.natural, args.level_seconds, args.dtype
     out = Path(args.out)
     levels = [int(x) for x in args.levels.split(",")]
     requests = {int(k): int(v) for k, v in (p.split(":") for p in args.requests.split(","))}
@@ -575,7 +581,8 @@ def main() -> None:
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), "weights_sha256": hashlib.sha256(WEIGHTS.read_bytes()).hexdigest(),
               "vllm_version": vllm_version(), "torch": torch.__version__, "levels": levels,
-              "requests": requests, "max_tokens": MAX_TOKENS, "forced_length": FORCED, "level_seconds": LEVEL_SECONDS}
+              "requests": requests, "max_tokens": MAX_TOKENS, "forced_length": FORCED, "level_seconds": LEVEL_SECONDS,
+              "dtype": DTYPE or "float32"}
     result["quiet_wait"] = wait_for_quiet(args.wait_load, args.wait_seconds)
     result["load_before"] = load()
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))

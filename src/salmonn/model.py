@@ -54,6 +54,24 @@ def add_lora(llm: nn.Module, m: ModelConfig) -> nn.Module:
     return get_peft_model(llm, lora)
 
 
+def attach_audio_side(module: nn.Module, m: ModelConfig, speech_encoder: WhisperEncoder, beats: nn.Module | None,
+                      llm_width: int) -> None:
+    """Give `module` the audio side under the reference's names (encoders, layer norms, Q-Former, queries,
+    projection to `llm_width`): SALMONN's and the vLLM plugin's audio tower's."""
+    module.speech_encoder = speech_encoder
+    module.ln_speech = nn.LayerNorm(speech_encoder.config.d_model)
+    module.beats = beats
+    width = speech_encoder.config.d_model
+    if beats is not None:
+        module.ln_audio = nn.LayerNorm(beats.cfg.encoder_embed_dim)
+        width += beats.cfg.encoder_embed_dim
+    module.speech_Qformer = QFormer(m.qformer_hidden_size, m.qformer_num_attention_heads,
+                                    m.qformer_intermediate_size, m.qformer_num_hidden_layers, width)
+    module.speech_query_tokens = nn.Parameter(torch.zeros(1, m.num_speech_query_token, m.qformer_hidden_size))
+    nn.init.normal_(module.speech_query_tokens, std=0.02)
+    module.speech_llama_proj = nn.Linear(m.qformer_hidden_size, llm_width)
+
+
 class SALMONN(nn.Module):
     def __init__(self, config: Config, speech_encoder: WhisperEncoder, feature_extractor: WhisperFeatureExtractor,
                  beats: nn.Module | None, llm: nn.Module, tokenizer):
@@ -63,18 +81,7 @@ class SALMONN(nn.Module):
             raise ConfigError("model.use_speech_Qformer: False is not supported (the reference ships only the Q-Former)")
         self.config = config
         self.feature_extractor, self.tokenizer = feature_extractor, tokenizer
-        self.speech_encoder = speech_encoder
-        self.ln_speech = nn.LayerNorm(speech_encoder.config.d_model)
-        self.beats = beats
-        width = speech_encoder.config.d_model
-        if beats is not None:
-            self.ln_audio = nn.LayerNorm(beats.cfg.encoder_embed_dim)
-            width += beats.cfg.encoder_embed_dim
-        self.speech_Qformer = QFormer(m.qformer_hidden_size, m.qformer_num_attention_heads,
-                                      m.qformer_intermediate_size, m.qformer_num_hidden_layers, width)
-        self.speech_query_tokens = nn.Parameter(torch.zeros(1, m.num_speech_query_token, m.qformer_hidden_size))
-        nn.init.normal_(self.speech_query_tokens, std=0.02)
-        self.speech_llama_proj = nn.Linear(m.qformer_hidden_size, llm.config.hidden_size)
+        attach_audio_side(self, m, speech_encoder, beats, llm.config.hidden_size)
         llm.requires_grad_(False)
         self.llama_model = add_lora(llm, m) if m.lora else llm
         self._unmerged_weights: dict[nn.Module, torch.Tensor] = {}  # LoRA layer -> its base weight before merging

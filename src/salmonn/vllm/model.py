@@ -33,9 +33,8 @@ from ..beats import BEATs, BEATsConfig
 from ..config import Config, GenerateConfig, ModelConfig, build_section
 from ..errors import SalmonnError
 from ..frames import SAMPLE_RATE, SEGMENT_SAMPLES, clip_tokens
-from ..model import SALMONN
+from ..model import SALMONN, attach_audio_side
 from ..prompting import AUDIO_PLACEHOLDER
-from ..qformer import QFormer
 from .export import FEATURE_EXTRACTOR_DIR, LLM_PREFIX, TOWER_PREFIX
 
 
@@ -56,21 +55,10 @@ class AudioTower(nn.Module):
 
     def __init__(self, config: Config, whisper: dict, beats: dict | None, llm_width: int, feature_dir: str):
         super().__init__()
-        m = config.model
         self.config = config
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(feature_dir)
-        self.speech_encoder = WhisperEncoder(WhisperConfig.from_dict(whisper))
-        self.ln_speech = nn.LayerNorm(self.speech_encoder.config.d_model)
-        width = self.speech_encoder.config.d_model
-        self.beats = None
-        if beats is not None:
-            self.beats = BEATs(BEATsConfig.from_dict(beats))
-            self.ln_audio = nn.LayerNorm(self.beats.cfg.encoder_embed_dim)
-            width += self.beats.cfg.encoder_embed_dim
-        self.speech_Qformer = QFormer(m.qformer_hidden_size, m.qformer_num_attention_heads,
-                                      m.qformer_intermediate_size, m.qformer_num_hidden_layers, width)
-        self.speech_query_tokens = nn.Parameter(torch.zeros(1, m.num_speech_query_token, m.qformer_hidden_size))
-        self.speech_llama_proj = nn.Linear(m.qformer_hidden_size, llm_width)
+        attach_audio_side(self, config.model, WhisperEncoder(WhisperConfig.from_dict(whisper)),
+                          BEATs(BEATsConfig.from_dict(beats)) if beats is not None else None, llm_width)
 
     def clip_tokens(self, segments: Sequence[np.ndarray]) -> torch.Tensor:
         """One clip's 16 kHz segments -> its audio tokens [L, d_llm], `model.encode_batch_size` segments at a time

@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "examples" / "audio" / "dog.flac"
 PROMPT = "What sound event is this? Answer with its name."
 TARGET_S = 4.0  # issue 31: <= 4 s on a quiet machine
+# What the installed `salmonn` script runs (cli.run; a revision from before it had one ran cli.main), so that a
+# --baseline tree's own entry point is timed.
+CONSOLE_SCRIPT = "import sys, salmonn.cli as c; sys.exit(c.run() if hasattr(c, 'run') else c.main())"
 STAGES = r"""
 import json, sys, time
 marks = [(time.perf_counter(), time.process_time())]
@@ -90,8 +93,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another revision's source tree (its src/ is used)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "startup")
     args = parser.parse_args()
-    salmonn = str(Path(sys.executable).parent / "salmonn")
-    cli = [salmonn, "infer", "--audio", str(CLIP), "--prompt", PROMPT]
+    cli = [sys.executable, "-c", CONSOLE_SCRIPT, "infer", "--audio", str(CLIP), "--prompt", PROMPT]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     variants = {"ours": env}
     if args.baseline:
@@ -134,16 +136,33 @@ def main() -> None:
     print(report(result))
 
 
+def quiet(r: dict) -> bool:
+    """Quiet: the 1-minute load average stayed under 1.5 on 2 cores (this benchmark's own process and little else)."""
+    return max(r["load_start"][0], r["load_end"][0]) < 1.5
+
+
+def quiet_or_not(r: dict) -> str:
+    return ("a quiet machine: the 1-minute load stayed under 1.5" if quiet(r) else
+            "the machine was shared with other work: the target's verdict needs a quiet run")
+
+
+def verdict(r: dict) -> str:
+    if not quiet(r):
+        return "no verdict (not quiet)"
+    return "target met" if r["cli"]["ours"]["median_wall_s"] <= TARGET_S else "target missed"
+
+
 def report(r: dict) -> str:
     m = r["machine"]
     lines = ["# `salmonn infer` from a cold process (benchmarks/startup.py)", "",
              f"Generated on {r['date']}: {m['cpu']}, {m['cpus']} CPUs ({m['threads_per_core']} thread(s) per core), "
              f"torch {m['torch']}, Python {m['python']}; weights {m['weights']} sha256 {m['weights_sha256']}. "
-             f"Load average at start {r['load_start']}, at end {r['load_end']}: the machine was shared with other "
-             f"work, so read medians of {r['reps']} interleaved reps, CPU seconds beside wall seconds (threads that "
-             f"wait for a busy core spin, so CPU seconds grow with the load too), the best run as the nearest to a "
-             f"quiet machine, and before/after as the median of each rep's back-to-back ratio.", "",
-             f"Command: `{r['command']}` (target <= {TARGET_S:g} s on a quiet machine).", "",
+             f"Load average at start {r['load_start']}, at end {r['load_end']} ({quiet_or_not(r)}). Medians of "
+             f"{r['reps']} interleaved reps, CPU seconds beside wall seconds (threads that wait for a busy core spin, "
+             f"so CPU seconds grow with the load too), and before/after as the median of each rep's back-to-back "
+             f"ratio.", "",
+             f"Command: `{r['command']}` (target <= {TARGET_S:g} s on a quiet machine): median "
+             f"{r['cli']['ours']['median_wall_s']:.2f} s, {verdict(r)}.", "",
              "| source | median wall s | best wall s | median CPU s | answer |", "| --- | --- | --- | --- | --- |"]
     for name, c in r["cli"].items():
         lines.append(f"| {name} | {c['median_wall_s']:.2f} | {c['min_wall_s']:.2f} | {c['median_cpu_s']:.2f} | "

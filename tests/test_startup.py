@@ -72,3 +72,17 @@ def test_two_installs_sharing_the_cache_do_not_hash_in_turn(tmp_path, monkeypatc
     for sources in (a, b, a, b):
         assert bb._build_once(out, sources, build) == out
     assert hashed == []
+
+
+def test_the_console_script_runs_atexit_handlers_and_keeps_its_output_and_status(tmp_path):
+    """cli.run ends a one-shot command without module teardown: atexit still runs, output is flushed, status kept."""
+    import subprocess
+    import sys
+    script = ("import atexit, sys; atexit.register(lambda: print('atexit ran', flush=True)); "
+              "sys.argv = ['salmonn', 'infer', '--audio', sys.argv[1], '--prompt', 'x']; "
+              "from salmonn.cli import run; print('before', end=''); run()")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "missing.wav")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == "beforeatexit ran\n"
+    assert "missing.wav" in done.stderr and "error" in done.stderr

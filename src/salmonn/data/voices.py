@@ -15,6 +15,7 @@ female timbres but **one male timbre** in variations.
 
 Held out (test splits only, fixed, seed-independent): every speaker with ``jf_tebukuro`` in its blend
 (an unseen female table, and for the male speakers an unseen 10-20 % admixture at unseen pitches).
+The voices-v3 corpus adds speakers of its own that mini-v2 never uses (:func:`addon_speakers`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,23 @@ def all_speakers() -> list[Speaker]:
     speakers += [Speaker(((MALE_TABLE, round(1 - w, 2)), (HELD_OUT_TABLE, w)), s, "male")
                  for w in (0.1, 0.2) for s in (-2.0, 0.5)]
     return speakers
+
+
+def addon_speakers(pool: str) -> list[Speaker]:
+    """The voices-v3 corpus's own speakers (data/voices_v3.py), none of them in :func:`all_speakers` (so neither
+    mini-v2's train nor its test hears them). ``train``: three-table female blends and male ``jm_kumo`` with two
+    training tables, at shifts mini-v2 never used; ``dev``: ``jf_tebukuro`` at weights and shifts mini-v2's test
+    never used."""
+    a, b, c = (t for t in FEMALE_TABLES if t != HELD_OUT_TABLE)
+    if pool == "train":
+        female = [((x, 0.5), (y, 0.25), (z, 0.25)) for x, y, z in ((a, b, c), (b, a, c), (c, a, b))]
+        male = [((MALE_TABLE, 0.8), (x, 0.1), (y, 0.1)) for x, y in ((a, b), (a, c), (b, c))]
+        return ([Speaker(bl, s, "female") for bl in female for s in (-0.5, 0.5)]
+                + [Speaker(bl, s, "male") for bl in male for s in (-2.5, -0.5)])
+    if pool == "dev":
+        return ([Speaker(((HELD_OUT_TABLE, 0.25), (t, 0.75)), 0.0, "female") for t in (a, b, c)]
+                + [Speaker(((MALE_TABLE, 0.85), (HELD_OUT_TABLE, 0.15)), s, "male") for s in (-3.0, -1.0, 0.0)])
+    raise SalmonnError(f"Kokoro add-on speakers: pool {pool!r} is not 'train' or 'dev'")
 
 
 def speakers_for(held_out: bool, gender: str) -> list[Speaker]:
@@ -197,7 +215,7 @@ def shared_voices() -> KokoroVoices:
 
 def speaker_named(name: str) -> Speaker:
     """The speaker whose :attr:`Speaker.name` is ``name``."""
-    by_name = {s.name: s for s in all_speakers()}
+    by_name = {s.name: s for s in [*all_speakers(), *addon_speakers("train"), *addon_speakers("dev")]}
     if name not in by_name:
         raise SalmonnError(f"neural voices: no speaker {name!r}; known: {', '.join(sorted(by_name))}")
     return by_name[name]

@@ -47,11 +47,11 @@ def test_mini_v2_plan_is_unchanged():
 
 
 def test_voices_v3_splits_own_their_sentences_questions_and_speakers(v3_plans):
-    assert {s: len(p) for s, p in v3_plans.items()} == {"train": 3850, "dev": 340, "test": 200}
+    assert {s: len(p) for s, p in v3_plans.items()} == {"train": 3850, "dev": 490, "test": 200}
     mini_test = S.size_plans("mini-v2")["test"]
     owned = {s: {"text": {j["text"] for j in p if "text" in j},
                  "question": {_first_form(j["question"]) for j in p if "question" in j},
-                 "speaker": {_speaker(j) for j in p}} for s, p in v3_plans.items()}
+                 "speaker": {_speaker(j) for j in p} - {None}} for s, p in v3_plans.items()}
     for a, b in combinations(owned, 2):
         for what in ("text", "question", "speaker"):
             assert not owned[a][what] & owned[b][what], (a, b, what)
@@ -62,12 +62,17 @@ def test_voices_v3_splits_own_their_sentences_questions_and_speakers(v3_plans):
     assert all(T.held_out(t) for t in dev["text"] | test["text"]) and not any(map(T.held_out, owned["train"]["text"]))
     assert "piper:joe" in owned["train"]["speaker"] and test["speaker"] == {"festival:cmu_us_slt_arctic_hts"}
     for p in v3_plans.values():
-        for j in p:  # every clip is labelled with its speaker's gender, and goes through the real rooms
-            assert j["chain"] == "rooms" and j["corpus"] == V3.CORPUS
+        for j in p:  # real rooms for train and the new voices; mini-v2's chain for its kinds and voices in dev
+            assert j["corpus"] == V3.CORPUS
+            assert (j.get("chain") == "rooms") == (j["split"] == "train" or j.get("engine") in V3.NEW_ENGINES)
+            if j["kind"] in V3.SOUND_KINDS:
+                assert j["split"] == "dev" and "gender" not in j and j.get("no_speech", False) == (j["kind"] != "quiet")
+                continue
             expected = (E.engine_voice(j["speaker"]).gender if j.get("engine") in ("festival", "piper")
                         else speaker_named(j["speaker"]).gender if j.get("engine") == "kokoro" else None)
             assert j["gender"] == (expected or j["gender"]) and j["gender"] in ("male", "female")
-    assert {j["gender"] for j in v3_plans["dev"]} == {"male", "female"}
+    assert {j["gender"] for j in v3_plans["dev"] if "gender" in j} == {"male", "female"}
+    assert {j["kind"] for j in v3_plans["dev"]} == set(V3.KINDS) | set(V3.SOUND_KINDS)
 
 
 @pytest.mark.parametrize("name", list(E.VOICES))
@@ -159,15 +164,16 @@ def test_a_small_voices_v3_corpus_renders_and_resumes(rooms, tmp_path, monkeypat
             pytest.skip(f"not installed: {E.missing(name)}")
     monkeypatch.setattr(Q, "llm_answers", lambda qs, cache, progress=True: {
         q: {"question": q, "answer": f"an answer to {q}", "drop": None} for q in qs})
-    spec = {"train": {"speech": 1, "voice": 3, "voice_qa": 1}, "dev": {"voice": 2}, "test": {"voice": 1}}
+    spec = {"train": {"speech": 1, "voice": 3, "voice_qa": 1}, "dev": {"voice": 2, "events": 1}, "test": {"voice": 1}}
     out = tmp_path / "v3"
     paths = S.synth_voices_v3(out, spec, workers=1, progress=False)
     assert set(paths) == {"train", "dev", "test"}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["complete"] and summary["total_clips"] == 8
+    assert summary["complete"] and summary["total_clips"] == 9
     for split in paths:
         for meta in map(json.loads, (out / "meta" / f"{split}.jsonl").read_text().splitlines()):
-            assert meta["aug"]["speed"] in R.SPEEDS and meta["gender"] in ("male", "female")
+            if meta.get("chain") == "rooms":  # the chain's speeds; mini-v2's chain draws a speed 30 % of the time
+                assert meta["aug"]["speed"] in R.SPEEDS and meta["gender"] in ("male", "female")
             info = sf.info(out / meta["path"])
             assert (info.samplerate, info.channels) == (SAMPLE_RATE, 1) and info.duration == pytest.approx(meta["seconds"], abs=1e-4)
     monkeypatch.setattr(S, "render_clip", lambda job: pytest.fail(f"rendered {job['path']} again"))

@@ -104,10 +104,12 @@ SIZES: dict[str, dict[str, Any]] = {
     # espeak-ng speakers in real rooms; train, dev (own sentences and speakers) and test; about an hour of CPU
     "voices-v3": dict(recipe="voices-v3",
                       train=dict(speech=400, qa=100, voice=2400, voice_qa=650, voice_mix=300),
-                      dev=dict(speech=60, qa=20, voice=200, voice_qa=60),
+                      dev=dict(speech=60, qa=20, voice=200, voice_qa=60, voice_mix=40, events=50, music=30,
+                               quiet=30),
                       test=dict(voice=150, voice_qa=50)),
     "voices-v3-sample": dict(recipe="voices-v3", train=dict(speech=2, qa=1, voice=6, voice_qa=3, voice_mix=1),
-                             dev=dict(speech=2, qa=1, voice=4, voice_qa=2), test=dict(voice=2, voice_qa=1)),
+                             dev=dict(speech=2, qa=1, voice=4, voice_qa=2, voice_mix=1, events=1, music=1, quiet=1),
+                             test=dict(voice=2, voice_qa=1)),
 }
 CHUNK_CLIPS = 40  # clips per resumable unit (one chunks/<split>-<k>.jsonl each)
 _KINDS = ("speech", "qa", "events", "music", "mix", "voice", "voice_qa", "voice_mix", "quiet")
@@ -328,7 +330,7 @@ def synth_voices_v3(out_dir: str | os.PathLike, spec: dict[str, Any], *, seed: i
     from salmonn.data.rooms import check_rooms
     from salmonn.data.voices import check_voices
 
-    check_tools(music=False)
+    check_tools(music=any(counts.get("music") for counts in spec.values()))
     check_voices()
     check_rooms()
     out = Path(out_dir)
@@ -400,9 +402,10 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small", workers: int | No
     --size mini-v2: full + 19,600 clips in neural voices (Kokoro; spoken questions answered by SmolLM2)
     + 600 speech-free clips: many CPU-hours, run it in the background (nohup nice ...) and rerun to resume;
     --size mini-v2-sample: the same kinds at demo size;
-    --size voices-v3: an add-on to mini-v2 (configs/mini/README.md): 4,390 clips in Festival, Piper and unseen
+    --size voices-v3: an add-on to mini-v2 (configs/mini/README.md): 4,540 clips in Festival, Piper and unseen
     Kokoro and espeak-ng voices with real room impulse responses, speed and pitch perturbation, in train, dev and
-    test splits (dev and test: own sentences and speakers); about an hour of CPU;
+    test splits (dev and test: own sentences and speakers; dev also stands in for mini-v2's test); about an hour
+    of CPU;
     --size voices-v3-sample: the same at demo size.
     Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min; the neural
     voices need pip install 'salmonn[voices]'; voices-v3 also apt-get install festival festvox-kallpc16k

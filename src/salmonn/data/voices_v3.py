@@ -20,8 +20,11 @@ by mini-v2's test plan (seed :data:`MINI_V2_SEED`, the rendered corpus): test re
 questions that mini-v2's test does; dev reads the held-out sentences and asks the held-out questions that
 mini-v2's test never does (624 of 1534 sentences; 47 of 117 question items: 26 open, 21 arithmetic).
 
-Every clip goes through the real-room chain (data/rooms.py: speed 0.9/1.0/1.1, pitch, a real room: three
-rooms in train, the other two in dev and test, then noise and level); its ``aug`` metadata says what was done.
+Every clip of train and every clip in a new voice goes through the real-room chain (data/rooms.py: speed
+0.9/1.0/1.1, pitch, a real room: three rooms in train, the other two in dev and test, then noise and level); the
+Kokoro and espeak-ng clips of dev go through mini-v2's own chain, as its test clips do, and dev also holds
+sound events, music and speech-free clips planned as mini-v2 plans them: dev is a stand-in for mini-v2's test
+as well as for this corpus's. Each clip's ``aug`` metadata says what was done.
 Spoken questions in the new and Kokoro voices (``voice_qa``) get SmolLM2's text answer as target, as in
 mini-v2; espeak-ng's (``qa``) the known answer.
 """
@@ -32,8 +35,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from salmonn.data.jobs import (NEURAL_SPEED, PITCH, RATE_WPM, TRAIN_VARIANTS, Cycle, plan_mixes, plan_questions,
-                               _code)
+from salmonn.data.jobs import (NEURAL_SPEED, PITCH, RATE_WPM, TRAIN_VARIANTS, Cycle, _code, plan_mixes,
+                               plan_questions, plan_split)
 from salmonn.data.texts import held_out
 from salmonn.errors import SalmonnError
 
@@ -55,6 +58,8 @@ ESPEAK_VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-us-nyc", "en-gb-scotland", "en-029")
 KINDS = ("speech", "qa", "voice", "voice_qa", "voice_mix")  # speech/qa: espeak-ng; the voice kinds: the rest
+SOUND_KINDS = ("events", "music", "quiet")  # mini-v2's speech-free kinds, planned as mini-v2 plans them
+NEW_ENGINES = ("festival", "piper")
 
 
 def held_out_pools(sentences: Sequence[str], reserved: Sequence[dict]) -> dict[str, Any]:
@@ -78,9 +83,9 @@ def plan_voices_v3(split: str, counts: dict[str, int], seed: int, pools: dict[st
 
     if split not in SPLITS:
         raise SalmonnError(f"voices-v3: split {split!r} is not one of {', '.join(SPLITS)}")
-    unknown = set(counts) - set(KINDS)
+    unknown = set(counts) - set(KINDS) - set(SOUND_KINDS)
     if unknown:
-        raise SalmonnError(f"voices-v3: kinds {sorted(unknown)} are not among {', '.join(KINDS)}")
+        raise SalmonnError(f"voices-v3: kinds {sorted(unknown)} are not among {', '.join(KINDS + SOUND_KINDS)}")
     rng = np.random.default_rng([seed, _code(split), _code(CORPUS)])
     sent = Cycle(pools["sentences"][split], rng)
     jobs: list[dict] = []
@@ -109,8 +114,11 @@ def plan_voices_v3(split: str, counts: dict[str, int], seed: int, pools: dict[st
                 "speed": round(float(rng.uniform(*NEURAL_SPEED)), 3)}
 
     def add(kind: str, i: int, **kw: Any) -> None:
+        # the new voices and all of train: the real rooms; mini-v2's voices in dev and test: mini-v2's own chain
+        rooms = split == "train" or kw.get("engine") in NEW_ENGINES
         jobs.append({"kind": kind, "idx": i, "split": split, "seed": seed, "root": root, "soundfont": soundfont,
-                     "corpus": CORPUS, "chain": "rooms", "path": f"{split}/{kind}/{kind}_{i:05d}.wav", **kw})
+                     "corpus": CORPUS, **({"chain": "rooms"} if rooms else {}),
+                     "path": f"{split}/{kind}/{kind}_{i:05d}.wav", **kw})
 
     keep = pools["questions"][split]
     for i in range(counts.get("speech", 0)):
@@ -120,4 +128,7 @@ def plan_voices_v3(split: str, counts: dict[str, int], seed: int, pools: dict[st
         add("voice", i, text=next(sent), **neural())
     plan_questions("voice_qa", counts.get("voice_qa", 0), split, rng, add, neural, with_open=True, keep=keep)
     plan_mixes("voice_mix", counts.get("voice_mix", 0), rng, sent, add, neural)
+    sounds = {k: counts[k] for k in SOUND_KINDS if counts.get(k)}
+    if sounds:  # no sentences or speakers: the generators' own draws, in a split mini-v2 does not have
+        jobs += [dict(j, corpus=CORPUS) for j in plan_split(split, sounds, seed, [], root, soundfont, no_speech=True)]
     return jobs

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from salmonn.jsonl import read_jsonl
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "reference-tiny"
@@ -92,7 +92,7 @@ def training_step_bf16() -> dict:
         tmp = Path(tmp)
         wav = 0.1 * torch.randn(160000).numpy()
         sf.write(tmp / "a.wav", wav, 16000)
-        (tmp / "train.jsonl").write_text(json.dumps({"path": str(tmp / "a.wav"), "task": "asr", "text": "hello"}) + "\n")
+        write_jsonl(tmp / "train.jsonl", [{"path": str(tmp / "a.wav"), "task": "asr", "text": "hello"}])
         (tmp / "prompts.json").write_text(json.dumps({"asr": ["Transcribe the speech."]}))
         overrides = [f"model.llama_path={model.llama_path}", f"model.whisper_path={model.whisper_path}",
                      f"model.beats_path={model.beats_path}", f"model.prompt_path={tmp / 'prompts.json'}",

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from salmonn.jsonl import read_jsonl
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -266,7 +266,7 @@ def training(bench_dir: Path, steps: int, with_bf16: bool) -> dict:
             sf.write(tmp / f"{i}.wav", wav.astype(np.float32), 16000)
             records.append({"path": str(tmp / f"{i}.wav"), "task": "audiocaption",
                             "text": f"a steady tone at {200 + 40 * i} hertz with a little background noise, clip {i}"})
-        (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        write_jsonl(tmp / "train.jsonl", records)
         (tmp / "prompts.json").write_text(json.dumps({"audiocaption": ["Describe the audio."]}))
         base = [f"model.llama_path={bench_dir / 'llama'}", f"model.whisper_path={bench_dir / 'whisper'}",
                 f"model.beats_path={bench_dir / 'beats.pt'}", f"model.prompt_path={tmp / 'prompts.json'}",

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from salmonn.jsonl import read_jsonl
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "reference-tiny"
@@ -46,7 +46,7 @@ def main() -> None:
             wav = 0.3 * rng.standard_normal(int(16000 * args.clip_seconds)).astype(np.float32)
             sf.write(tmp / f"{i}.wav", wav, 16000)
             records.append({"path": str(tmp / f"{i}.wav"), "text": f"clip number {i}", "task": "audiocaption"})
-        (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        write_jsonl(tmp / "train.jsonl", records)
         (tmp / "prompts.json").write_text(json.dumps({"audiocaption": ["Describe the audio."]}))
         base = [f"model.llama_path={FIXTURE / 'llama'}", f"model.whisper_path={FIXTURE / 'whisper'}",
                 f"model.beats_path={FIXTURE / 'beats.pt'}", "model.qformer_hidden_size=64",

@@ -85,7 +85,7 @@ def test_short_audio_is_one_chunk_and_streaming_gives_the_same_chunks():
     assert len(whole) >= 3
     rng = np.random.default_rng(0)
     splits = np.sort(rng.choice(len(wav), size=9, replace=False))
-    streamed = list(iter_pause_chunks(np.split(wav, splits), RATE, 10.0))  # pieces as a decoder yields them
+    streamed = list(iter_pause_chunks(np.split(wav, splits), RATE, 10.0))  # blocks as a decoder yields them
     assert [len(c) for c in streamed] == [len(c) for c in whole]
     assert all(np.array_equal(a, b) for a, b in zip(streamed, whole))
     with pytest.raises(ValueError, match="positive"):

@@ -12,7 +12,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .config import GenerateConfig
 
-UTF8_MAX_BYTES = 4  # so at most 4 byte-fallback pieces per character
+UTF8_MAX_BYTES = 4  # so at most 4 byte-fallback tokens per character
 
 
 @dataclasses.dataclass
@@ -53,7 +53,7 @@ class StopStrings(StoppingCriteria):
 
     def __init__(self, tokenizer, stop: Sequence[str]):
         self.tokenizer, self.stop = tokenizer, list(stop)
-        self.window = UTF8_MAX_BYTES * max(len(s) for s in self.stop) + 2  # + pieces a match may start in
+        self.window = UTF8_MAX_BYTES * max(len(s) for s in self.stop) + 2  # + tokens a match may start in
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         tails = input_ids[:, -self.window:].tolist()

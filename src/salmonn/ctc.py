@@ -1,4 +1,4 @@
-"""Reading a connector trained to spell (SALMONN-mini's CTC query, `model.ctc_query`): the pieces that training
+"""Reading a connector trained to spell (SALMONN-mini's CTC query, `model.ctc_query`): the parts that training
 (train/ctc.py: the loss) and decoding (salmonn.rescoring) share. A cosine classifier against the LLM's own input
 embedding table turns each audio token of the spelling query into scores over the vocabulary; the blank is one
 token of the tokenizer (`model.ctc_blank`)."""

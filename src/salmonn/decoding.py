@@ -174,7 +174,7 @@ class TokenStreamer:
             self.printed = text
 
     def _settled(self, ids: list[int]) -> int:
-        """How many of `ids` have text that later tokens cannot change: all but a trailing run of byte pieces."""
+        """How many of `ids` have text that later tokens cannot change: all but a trailing run of byte tokens."""
         n = len(ids)
         while n and self._is_byte_piece(ids[n - 1]):
             n -= 1

@@ -8,8 +8,12 @@ count at once.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 # hard-coded audio hyperparameters
 SAMPLE_RATE = 16000  # Hz, what both encoders expect
@@ -34,7 +38,7 @@ def frames_for(num_samples: torch.Tensor | int) -> torch.Tensor:
 
 def segment_samples(num_samples: int, long_audio: str = "segment") -> list[int]:
     """Samples of each segment the encoders see for a clip of `num_samples` (what audio.iter_segments yields):
-    30 s pieces, the last shorter, each padded to 1 s; long_audio="truncate" keeps only the first."""
+    30 s segments, the last shorter, each padded to 1 s; long_audio="truncate" keeps only the first."""
     count = max(1, math.ceil(num_samples / SEGMENT_SAMPLES))
     if long_audio == "truncate":
         count = 1
@@ -42,7 +46,7 @@ def segment_samples(num_samples: int, long_audio: str = "segment") -> list[int]:
     return [max(n, MIN_SAMPLES) for n in lengths]
 
 
-def tokens_for_frames(frames: torch.Tensor, model_config) -> torch.Tensor:
+def tokens_for_frames(frames: torch.Tensor, model_config: ModelConfig) -> torch.Tensor:
     """Audio tokens of segments with these Whisper frame counts [B]: windows (frames - k) // s + 1 (at least one)
     times the queries per window; without the window-level Q-Former, the queries alone."""
     queries = model_config.num_speech_query_token
@@ -52,12 +56,12 @@ def tokens_for_frames(frames: torch.Tensor, model_config) -> torch.Tensor:
     return (torch.div(frames.clamp(min=kernel) - kernel, stride, rounding_mode="floor") + 1) * queries
 
 
-def segment_frames(num_samples: int, model_config) -> int:
+def segment_frames(num_samples: int, model_config: ModelConfig) -> int:
     """Whisper frames the connector sees for one segment: the full window (faithful) or the segment's own."""
     return MAX_FRAMES if model_config.whisper_full_window else int(frames_for(num_samples))
 
 
-def clip_tokens(num_samples: int, model_config) -> int:
+def clip_tokens(num_samples: int, model_config: ModelConfig) -> int:
     """LLM audio tokens of a clip of `num_samples` at 16 kHz, under this model config."""
     frames = [segment_frames(n, model_config) for n in segment_samples(num_samples, model_config.long_audio)]
     return int(tokens_for_frames(torch.tensor(frames), model_config).sum())

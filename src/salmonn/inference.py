@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -28,10 +27,11 @@ import torch
 
 from .audio import audio_name, pad_to_min
 from .config import GenerateConfig
-from .data.manifest import ManifestError
 from .decoding import Answer, decoding_config, generate_answers
 from .errors import ConfigError, PromptError, SalmonnError
 from .frames import SAMPLE_RATE, SEGMENT_SECONDS
+from .jsonl import append_jsonl, read_jsonl, write_jsonl
+from .manifest import ManifestError, iter_records
 from .pauses import iter_pause_chunks
 from .prompting import IGNORE_INDEX, Piece, format_prompt, pair_prompts, prompt_pieces
 
@@ -311,21 +311,9 @@ def progress_bar(total: int, enabled: bool, initial: int = 0, desc: str = "answe
 
 
 # ---------------------------------------------------------------------------------------------------- manifests
-def _done_lines(output: Path) -> tuple[dict[int, dict], dict[int, str]]:
-    """Records already in `output` by manifest line, and their raw lines (a torn last line is dropped)."""
-    done: dict[int, dict] = {}
-    raw_lines: dict[int, str] = {}
-    if not output.exists():
-        return done, raw_lines
-    for raw in output.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError:
-            continue  # a line cut off when a previous run was killed: it will be answered again
-        if isinstance(record, dict) and isinstance(record.get("line"), int):
-            done[record["line"]] = record
-            raw_lines[record["line"]] = raw
-    return done, raw_lines
+def _done_lines(output: Path) -> dict[int, dict]:
+    """Records already in `output` by manifest line (a line a kill cut off is left out: it is answered again)."""
+    return {row["line"]: row for row in read_jsonl(output) if isinstance(row.get("line"), int)}
 
 
 def manifest_settings(model: "SALMONN", gen: GenerateConfig, chunking: tuple[str, float] | None) -> dict:
@@ -360,33 +348,29 @@ def run_manifest(model: "SALMONN", manifest: str | Path, output: str | Path, pro
     long_form_seconds). Returns {"answered", "failed", "skipped", "redone"} for this run ("redone": earlier
     lines answered again because their prompt or settings changed; "failed": the errors now in `output`).
     """
-    from .data.manifest import iter_records
     output = Path(output)
     bad: dict[int, str] = {}
     records = list(iter_records(manifest, bad_lines=bad))  # an unreadable file is one clear error before any work
     gen = decoding_config(model.config.generate, preset, **options)
     chunking = long_form_chunking(long_form_chunks, long_form_seconds) if long_form else None
     settings = manifest_settings(model, gen, chunking)
-    done, raw_lines = _done_lines(output)
+    done = _done_lines(output)
     _check_same_manifest({n: line for n, line in done.items() if n not in bad}, dict(records), output, manifest)
     kept = {n for n, r in records if n in done and _still_good(done[n], r.get("prompt", prompt), settings)}
     stats = {"answered": 0, "failed": len(bad), "skipped": len(kept),
              "redone": sum(1 for n in done if n not in kept and n not in bad and "error" not in done[n])}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _rewrite(output, [raw_lines[n] for n in sorted(kept)]
-             + [json.dumps({"line": n, "audio": None, "error": err}, ensure_ascii=False) for n, err in bad.items()])
+    write_jsonl(output, [done[n] for n in sorted(kept)] + [{"line": n, "audio": None, "error": err}
+                                                          for n, err in bad.items()])
     todo = [(n, r) for n, r in records if n not in kept]
     bar = progress_bar(len(records) + len(bad), progress, initial=len(kept) + len(bad))
-    with open(output, "a", encoding="utf-8") as out:
-        for chunk in batches(todo, batch_size):
-            prompts = [r.get("prompt", prompt) for _, r in chunk]
-            results = _manifest_batch(model, [r.get("path") for _, r in chunk], prompts, gen, chunking, batch_size)
-            for (number, record), result in zip(chunk, results):
-                line = _answer_line(number, record, result, settings)
-                stats["answered" if result.ok else "failed"] += 1
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-            out.flush()
-            bar.update(len(chunk))
+    for chunk in batches(todo, batch_size):
+        prompts = [r.get("prompt", prompt) for _, r in chunk]
+        results = _manifest_batch(model, [r.get("path") for _, r in chunk], prompts, gen, chunking, batch_size)
+        for result in results:
+            stats["answered" if result.ok else "failed"] += 1
+        append_jsonl(output, [_answer_line(number, record, result, settings)
+                              for (number, record), result in zip(chunk, results)])
+        bar.update(len(chunk))
     bar.close()
     _sort_by_line(output)
     return stats
@@ -436,17 +420,9 @@ def _manifest_batch(model: "SALMONN", audio: list, prompts: list, gen: GenerateC
     return results
 
 
-def _rewrite(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _sort_by_line(path: Path) -> None:
     """Keep the output in manifest order after retried lines were appended at the end."""
-    lines = [raw for raw in path.read_text(encoding="utf-8").splitlines() if raw]
-    numbers = [json.loads(raw)["line"] for raw in lines]
+    rows = read_jsonl(path)
+    numbers = [row.get("line") for row in rows]
     if numbers != sorted(numbers):
-        _rewrite(path, [raw for _, raw in sorted(zip(numbers, lines), key=lambda x: x[0])])
-
-
+        write_jsonl(path, sorted(rows, key=lambda row: row["line"]))

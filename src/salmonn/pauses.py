@@ -62,16 +62,16 @@ def pause_cut(wav: np.ndarray, sample_rate: int, max_samples: int) -> int:
     return max(1, min(max_samples, (starts[best] + ends[best]) * frame // 2))
 
 
-def iter_pause_chunks(pieces: Iterable[np.ndarray], sample_rate: int, max_seconds: float) -> Iterator[np.ndarray]:
+def iter_pause_chunks(blocks: Iterable[np.ndarray], sample_rate: int, max_seconds: float) -> Iterator[np.ndarray]:
     """Consecutive float waveforms [n_i] (e.g. decoded segments of a file) -> pause-aligned chunks of at most
-    `max_seconds` each, as soon as each is decided: memory holds at most one maximum chunk plus one piece. The
-    chunks concatenate to the concatenated pieces exactly."""
+    `max_seconds` each, as soon as each is decided: memory holds at most one maximum chunk plus one block. The
+    chunks concatenate to the concatenated blocks exactly."""
     if max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     max_samples = max(1, round(max_seconds * sample_rate))
     buffer = np.zeros(0, np.float32)  # [n] not yet in a chunk
-    for piece in pieces:
-        buffer = np.concatenate([buffer, np.asarray(piece)]) if buffer.shape[0] else np.asarray(piece)
+    for block in blocks:
+        buffer = np.concatenate([buffer, np.asarray(block)]) if buffer.shape[0] else np.asarray(block)
         while buffer.shape[0] > max_samples:
             cut = pause_cut(buffer, sample_rate, max_samples)
             yield buffer[:cut]

@@ -26,6 +26,38 @@ AUDIO_PLACEHOLDER = "<SpeechHere>"
 AUDIO_PREFIX = "<Speech><SpeechHere></Speech> "  # what the reference CLI puts before every instruction
 IGNORE_INDEX = -100  # label of positions that are not learned (prompt, audio, padding)
 
+# Bare test instructions per task: `salmonn eval`'s defaults, and "asr" is what the server's transcription
+# endpoint asks. Where the reference's prompts/test_prompt.json has the task, this is its instruction (without
+# the "<Speech><SpeechHere></Speech> " prefix the model adds); "{}" takes the sample's Q.
+DEFAULT_TEST_PROMPTS: dict[str, str] = {
+    "asr": "Recognize the speech and give me the transcription.",
+    "asr_zh": "请将语音中的内容写下来。",
+    "asr_de": "Hören Sie sich die Rede an und schreiben Sie ihren Inhalt auf.",
+    "speech_separation": "Please write down what you hear each person says.",
+    "phone_recognition": "Provide the phonetic transcription for the speech.",
+    "translation_ec": "Listen to the speech and translate it into Chinese.",
+    "translation_ed": "Listen to the speech and translate it into German.",
+    "translation_ej": "Listen to the speech and translate it into Japanese.",
+    "audiocaption": "Please describe the audio.",
+    "audiocaption_v2": "Please write down what your hear in the audio.",
+    "music_description": "Listen to this music clip and describe the music.",
+    "emotion_recognition": "Describe the emotion of the speaker in one word.",
+    "gender_recognition": "What is the gender of the speaker?",
+    "speaker_verification": "Do you only hear the same person talking? Answer yes or no.",
+    "sound_event": "What sound event do you hear in the audio? Answer in a few words.",
+    "instrument": "Which musical instrument do you hear? Answer in a few words.",
+    "QA": "{}",
+    "inference_QA": "{}",
+    "sqqa": "Please answer the question in detail.",
+    "slot_filling": "According to the speech, what is the {}?",
+    "keyword_extraction": "Give me only three keywords of the text.",
+    "speech_audio_coreasoning": "Use your strong reasoning skills to answer the speaker's question in detail "
+                                "based on the background sound.",
+    "audio_story_telling": "Based on the audio, write a story in detail. Your story should be highly related "
+                           "to the audio.",
+}
+DEFAULT_TEST_PROMPTS["story"] = DEFAULT_TEST_PROMPTS["audio_story_telling"]
+
 Chunk = Union[str, list]  # a rendered conversation: text (may hold <SpeechHere>) or token ids
 
 

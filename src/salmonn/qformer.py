@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-# (ours, reference) name pieces inside `speech_Qformer.`; the reference's LAVIS BertModel layout on the right.
+# (ours, reference) name parts inside `speech_Qformer.`; the reference's LAVIS BertModel layout on the right.
 _RENAMES = [
     ("bert.layernorm.", "bert.embeddings.LayerNorm."),
     (".attention.attention.", ".attention.self."),

@@ -1,7 +1,7 @@
 """CTC rescoring (`generate.ctc_weight`): a connector trained to spell helps choose the transcript.
 
-SALMONN-mini's query 0 of every window is trained by CTC to point at the LLM embeddings of the transcript's word
-pieces (train/ctc.py). Its best path and the LLM's answer err differently (the path drops and splits words, the LLM
+SALMONN-mini's query 0 of every window is trained by CTC to point at the LLM embeddings of the transcript's
+tokens (train/ctc.py). Its best path and the LLM's answer err differently (the path drops and splits words, the LLM
 invents fluent ones), so beam search's answers and the best path are each scored twice, by the LLM (log-probability
 of the answer and the end symbol) and by CTC (log-likelihood of the answer's ids given the spelling query), and the
 highest (1 - w) LLM + w CTC + bonus x tokens wins: n-best rescoring as in hybrid CTC/attention speech recognition.

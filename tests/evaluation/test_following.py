@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from salmonn.evaluation import FOLLOWING_RULES, compute_metrics, distinct_n, following_rate, repeat_rate
-from salmonn.evaluation import following as F
+from salmonn.data import following as F  # the rules
+from salmonn.evaluation import following as E  # the rates
 from salmonn.evaluation import metrics as M
 
 QUESTION = {"transcript": "What is the capital of France?"}
@@ -121,12 +122,12 @@ def test_distinct_n_hand_case():
 
 
 def test_loops_and_repeat_rate():
-    assert F.has_loop("the dog the dog the dog the dog")       # "the dog the dog" at 0, 2, 4
-    assert not F.has_loop("the dog the dog the dog")           # only twice
-    assert F.has_loop("no no no no no no") and not F.has_loop("no no no no no")
+    assert E.has_loop("the dog the dog the dog the dog")       # "the dog the dog" at 0, 2, 4
+    assert not E.has_loop("the dog the dog the dog")           # only twice
+    assert E.has_loop("no no no no no no") and not E.has_loop("no no no no no")
     texts = ["A cat.", "a cat", "a dog barks", "x y z w x y z w x y z w", ""]
     # flags: duplicate, duplicate, -, loop ("x y z w" 3 times), empty (not a duplicate) -> 3/5
-    assert F.repeat_flags(texts) == [True, True, False, True, False]
+    assert E.repeat_flags(texts) == [True, True, False, True, False]
     assert repeat_rate(texts) == pytest.approx(0.6)
 
 

@@ -19,7 +19,7 @@ import sacrebleu
 from salmonn.errors import SalmonnError
 from salmonn.evaluation import compute_metrics, confusion_matrix, plot_confusion
 from salmonn.evaluation import metrics as M
-from salmonn.evaluation.normalize import normalize_chinese, normalize_english, normalize_label, ptb_tokenize
+from salmonn.data.normalize import normalize_chinese, normalize_english, normalize_label, ptb_tokenize
 
 
 def slow_tests_enabled() -> bool:

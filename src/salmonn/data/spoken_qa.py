@@ -40,7 +40,7 @@ def clean_answer(answer: str) -> str:
 
 def drop_reason(question: str, answer: str) -> str | None:
     """Why an answer cannot be a training target ('empty', 'refusal', 'echo'), or None if it can."""
-    from salmonn.evaluation.following import is_echo, is_empty, is_refusal
+    from salmonn.data.following import is_echo, is_empty, is_refusal
 
     if is_empty(answer):
         return "empty"

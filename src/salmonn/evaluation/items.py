@@ -1,7 +1,8 @@
 """What ``salmonn eval`` answers: a manifest's records of one task, each with its instruction and audio.
 
 The instruction is ``--prompt``, else the task's entry in a test prompt file (the reference's
-``prompts/test_prompt.json`` loads unchanged), else the built-in table below; ``{}`` takes the record's ``Q``.
+``prompts/test_prompt.json`` loads unchanged), else the built-in table ``salmonn.prompting.DEFAULT_TEST_PROMPTS``;
+``{}`` takes the record's ``Q``.
 """
 
 from __future__ import annotations
@@ -13,39 +14,10 @@ from pathlib import Path
 
 from salmonn.errors import ConfigError, PromptError, SalmonnError
 from salmonn.frames import SAMPLE_RATE
+from salmonn.manifest import iter_records
+from salmonn.prompting import DEFAULT_TEST_PROMPTS
 
 SILENCE_SAMPLES = 1600  # 0.1 s at 16 kHz between a record's clip and its `expand_wav` clips (reference)
-
-# Bare test instructions per task. Where the reference's prompts/test_prompt.json has the task, this is its
-# instruction (without the "<Speech><SpeechHere></Speech> " prefix the model adds); "{}" takes the sample's Q.
-DEFAULT_TEST_PROMPTS: dict[str, str] = {
-    "asr": "Recognize the speech and give me the transcription.",
-    "asr_zh": "请将语音中的内容写下来。",
-    "asr_de": "Hören Sie sich die Rede an und schreiben Sie ihren Inhalt auf.",
-    "speech_separation": "Please write down what you hear each person says.",
-    "phone_recognition": "Provide the phonetic transcription for the speech.",
-    "translation_ec": "Listen to the speech and translate it into Chinese.",
-    "translation_ed": "Listen to the speech and translate it into German.",
-    "translation_ej": "Listen to the speech and translate it into Japanese.",
-    "audiocaption": "Please describe the audio.",
-    "audiocaption_v2": "Please write down what your hear in the audio.",
-    "music_description": "Listen to this music clip and describe the music.",
-    "emotion_recognition": "Describe the emotion of the speaker in one word.",
-    "gender_recognition": "What is the gender of the speaker?",
-    "speaker_verification": "Do you only hear the same person talking? Answer yes or no.",
-    "sound_event": "What sound event do you hear in the audio? Answer in a few words.",
-    "instrument": "Which musical instrument do you hear? Answer in a few words.",
-    "QA": "{}",
-    "inference_QA": "{}",
-    "sqqa": "Please answer the question in detail.",
-    "slot_filling": "According to the speech, what is the {}?",
-    "keyword_extraction": "Give me only three keywords of the text.",
-    "speech_audio_coreasoning": "Use your strong reasoning skills to answer the speaker's question in detail "
-                                "based on the background sound.",
-    "audio_story_telling": "Based on the audio, write a story in detail. Your story should be highly related "
-                           "to the audio.",
-}
-DEFAULT_TEST_PROMPTS["story"] = DEFAULT_TEST_PROMPTS["audio_story_telling"]
 
 # Our task name -> the reference test_prompt.json key, so that file loads unchanged as model.test_prompt_path.
 REFERENCE_PROMPT_KEYS = {"translation_ed": "translation_en2de", "translation_ej": "translation_en2ja",
@@ -127,8 +99,6 @@ class Item:
 
 def select_records(manifest: str | Path, task: str) -> list[tuple[int, dict]]:
     """(manifest position, record) of the records for ``task``: records naming another task are skipped."""
-    from salmonn.data.manifest import iter_records
-
     picked, others = [], set()
     for position, (number, record) in enumerate(iter_records(manifest)):
         if "path" not in record:

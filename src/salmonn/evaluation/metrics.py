@@ -27,10 +27,10 @@ from typing import Any
 import jiwer
 import numpy as np
 
+from salmonn.data.normalize import (normalize_basic, normalize_chinese, normalize_english, normalize_label,
+                                    ptb_tokenize)
 from salmonn.errors import SalmonnError
 from salmonn.evaluation import following
-from salmonn.evaluation.normalize import (normalize_basic, normalize_chinese, normalize_english,
-                                          normalize_label, ptb_tokenize)
 
 Ref = str | list[str]
 MetricValues = dict[str, Any]  # a task's metrics: name -> value (and "details")

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING
 from salmonn.errors import ConfigError, SalmonnError
 from salmonn.evaluation.distributed import Distributed
 from salmonn.evaluation.files import (done_rows, dumps, part_files, read_summary, samples_path, write_atomic)
-from salmonn.evaluation.items import (DEFAULT_TEST_PROMPTS, Item, audio_input, fill_prompt, instruction_for,
-                                      plan_items, select_records)
+from salmonn.evaluation.items import Item, audio_input, fill_prompt, instruction_for, plan_items, select_records
+from salmonn.jsonl import append_jsonl, write_jsonl
+from salmonn.prompting import DEFAULT_TEST_PROMPTS
 
 if TYPE_CHECKING:
     from salmonn.model import SALMONN
@@ -162,17 +163,17 @@ class TaskRun:
 
         bar = tqdm(total=len(items), desc=f"{self.task} LoRA {scale.label}", unit="clip", file=sys.stderr,
                    disable=not self.progress or self.dist.rank != 0 or not items, dynamic_ncols=True)
-        with bar, part.open("a", encoding="utf-8") as out:
+        with bar:
             for start in range(0, len(items), self.batch_size):
                 batch = items[start:start + self.batch_size]
+                rows = []
                 for it, answer in zip(batch, self._answer_batch(batch), strict=True):
-                    row = {"index": it.index, "task": self.task, "audio": it.audio, "prompt": it.prompt,
-                           "hypothesis": "" if isinstance(answer, str) else answer.text,
-                           "reference": it.reference, "lora_scaling": scale.scaling, "run_key": self.key}
+                    rows.append({"index": it.index, "task": self.task, "audio": it.audio, "prompt": it.prompt,
+                                 "hypothesis": "" if isinstance(answer, str) else answer.text,
+                                 "reference": it.reference, "lora_scaling": scale.scaling, "run_key": self.key})
                     if isinstance(answer, str):
-                        row["error"] = answer
-                    out.write(dumps(row) + "\n")
-                out.flush()
+                        rows[-1]["error"] = answer
+                append_jsonl(part, rows)
                 bar.update(len(batch))
 
     def _answer_batch(self, batch: list[Item]) -> list:
@@ -207,7 +208,7 @@ class TaskRun:
         result = self._metrics(rows)
         for row, per in zip(rows, result["per_sample"], strict=True):
             row["score"] = per
-        write_atomic(path, "".join(dumps(r) + "\n" for r in rows))
+        write_jsonl(path, rows)
         for old in part_files(path):
             old.unlink(missing_ok=True)
         errors = [r["error"] for r in rows if "error" in r]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from salmonn.data.spoken_qa import BATCH_SIZE, MAX_NEW_TOKENS, clean_answer, typed_question
-from salmonn.evaluation import following
+from salmonn.data import following
 from salmonn.jsonl import append_jsonl, read_jsonl
 
 if TYPE_CHECKING:

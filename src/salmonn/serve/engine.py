@@ -15,9 +15,8 @@ import numpy as np
 from .. import audio as A
 from ..decoding import Answer, cut_at_stop
 from ..errors import AudioError, PromptError
-from ..evaluation.items import DEFAULT_TEST_PROMPTS
 from ..frames import clip_tokens
-from ..prompting import AUDIO_PLACEHOLDER, PromptTurn, render_text
+from ..prompting import AUDIO_PLACEHOLDER, DEFAULT_TEST_PROMPTS, PromptTurn, render_text
 
 if TYPE_CHECKING:
     from ..model import SALMONN

@@ -60,7 +60,7 @@ class StreamCancelled(Exception):
 
 class TokenStream:
     """One answer streamed as it is generated. On the worker thread it is generate()'s streamer: a TokenStreamer
-    turns the ids into text pieces that concatenate to exactly the answer's text; the pieces, the job's start and
+    turns the ids into text fragments that concatenate to exactly the answer's text; the fragments, the job's start and
     its end reach the event loop through a queue."""
 
     def __init__(self, tokenizer, stop: list[str]):
@@ -95,7 +95,7 @@ class TokenStream:
     async def events(self, meta: dict, include_usage: bool, deadline: float,
                      conclude: Callable[[concurrent.futures.Future], tuple[str, str, dict]],
                      timed_out: Callable[[], APIError], abandon: Callable[[], None]) -> AsyncIterator[str]:
-        """The SSE chunks: role, text pieces, then (from `conclude(future)`: final text, finish reason, usage) any
+        """The SSE chunks: role, text fragments, then (from `conclude(future)`: final text, finish reason, usage) any
         text not streamed yet, the finish reason, usage and [DONE]. An error after the first chunk is sent as an
         error event, then [DONE]. `abandon` stops the job when the stream ends early (the client left, the deadline
         passed); a generation that outlives its stream (a drain answered it) is stopped at its next token."""

@@ -8,26 +8,31 @@ way -- 12 of them, about captioning clips -- teach the full-scale model to answe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..data.manifest import iter_records
 from ..errors import ConfigError
+from ..frames import SAMPLE_RATE
+from ..jsonl import write_jsonl
+from ..manifest import iter_records
 from . import dist
 from .data import DataError, PromptBook, load_segments, load_samples
 
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
-def write_stories(trainer) -> Path:
+
+def write_stories(trainer: Trainer) -> Path:
     """Generate, judge and store the stories; returns the JSONL manifest to train on (reused on --resume)."""
     act, run, m = trainer.tc.activation, trainer.tc.run, trainer.tc.config.model
     path = Path(act.stories_path or Path(run.output_dir) / "stories.jsonl")
     if trainer.resume and path.is_file():
         trainer.log(f"activation: reusing the stories in {path}")
         return path
-    from ..evaluation.following import FOLLOWING_RULES
+    from ..data.following import FOLLOWING_RULES
     if act.judge not in FOLLOWING_RULES:
         raise ConfigError(f"activation.judge: {act.judge!r} is not a following rule ({sorted(FOLLOWING_RULES)})")
     prompts = PromptBook.load(m.prompt_path, m.prompt_template, {act.story_task: [act.story_prompt]})
@@ -37,24 +42,19 @@ def write_stories(trainer) -> Path:
     trainer.log(f"activation: {sum(r['follows'] for r in results)} of {len(results)} stories written at LoRA scale "
                 f"{act.generation_lora_scale:g} follow the instruction; keeping {len(kept)}")
     if trainer.env.main:
-        with open(path.parent / "stories_all.jsonl", "w", encoding="utf-8") as f:
-            for r in results:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write_jsonl(path.parent / "stories_all.jsonl", results)
     if len(kept) < act.min_stories:
         raise DataError(f"activation: only {len(kept)} of {len(results)} generated stories follow the instruction "
                         f"(need activation.min_stories={act.min_stories}); see {path.parent / 'stories_all.jsonl'}. "
                         f"Try a lower activation.generation_lora_scale or more activation.max_candidates")
     if trainer.env.main:
-        tmp_out = path.parent / f".{path.name}.tmp"
-        lines = [{"path": r["path"], "text": r["story"], "task": act.story_task,
-                  **({"expand_wav": r["expand_wav"]} if r["expand_wav"] else {})} for r in kept]
-        tmp_out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8")
-        tmp_out.replace(path)
+        write_jsonl(path, [{"path": r["path"], "text": r["story"], "task": act.story_task,
+                            **({"expand_wav": r["expand_wav"]} if r["expand_wav"] else {})} for r in kept])
     dist.barrier()
     return path
 
 
-def _candidates(trainer, prompts: PromptBook, path: Path) -> tuple[list, dict[str, str]]:
+def _candidates(trainer: Trainer, prompts: PromptBook, path: Path) -> tuple[list, dict[str, str]]:
     """Up to max_candidates clips of the source tasks (seeded choice), checked like training data; and their
     captions by path."""
     tc, env = trainer.tc, trainer.env
@@ -72,8 +72,7 @@ def _candidates(trainer, prompts: PromptBook, path: Path) -> tuple[list, dict[st
     relabelled = [{**r, "task": act.story_task, "text": r.get("text") or "-"} for r in chosen]
     tmp = path.parent / f".{path.name}.candidates.jsonl"
     if env.main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in relabelled))
+        write_jsonl(tmp, relabelled)
     dist.barrier()
     samples = load_samples([str(tmp)], prompts, trainer.model.tokenizer, m, what="activation source clips")
     dist.barrier()
@@ -82,7 +81,7 @@ def _candidates(trainer, prompts: PromptBook, path: Path) -> tuple[list, dict[st
     return samples, captions
 
 
-def _tell_stories(trainer, prompts: PromptBook, samples: list, captions: dict[str, str], rule) -> list[dict]:
+def _tell_stories(trainer: Trainer, prompts: PromptBook, samples: list, captions: dict[str, str], rule) -> list[dict]:
     """Every candidate's story at the generation LoRA scale and the rule's verdict, in candidate order."""
     env, model = trainer.env, trainer.model
     act, run, m = trainer.tc.activation, trainer.tc.run, trainer.tc.config.model
@@ -99,7 +98,7 @@ def _tell_stories(trainer, prompts: PromptBook, samples: list, captions: dict[st
                 chunk = mine[start:start + batch]
                 instructions = [prompts.sample(act.story_task, None, np.random.default_rng([run.seed, 0x5707, i]))
                                 for i in range(start, start + len(chunk))]
-                audio = [(np.concatenate(load_segments(s, m)), 16000) for s in chunk]
+                audio = [(np.concatenate(load_segments(s, m)), SAMPLE_RATE) for s in chunk]
                 answers = model.generate(audio, instructions, templated=True)
                 for sample, prompt, answer in zip(chunk, instructions, answers):
                     caption = captions.get(sample.path, "")

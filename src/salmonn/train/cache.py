@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from .data import Sample, load_segments
 
 if TYPE_CHECKING:
+    from ..config import ModelConfig
     from ..model import SALMONN
 
 CACHE_FORMAT = 1
@@ -44,7 +45,7 @@ def _stat(path: str | os.PathLike) -> list:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def encoder_identity(model_cfg) -> str:
+def encoder_identity(model_cfg: ModelConfig) -> str:
     """What the cached outputs depend on besides the clip: backbone files and front-end settings."""
     m = model_cfg
     if not m.freeze_whisper or (m.beats_path and not m.freeze_beats):

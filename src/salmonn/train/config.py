@@ -128,7 +128,7 @@ class ActivationConfig:
     story_task: str = "audio_story_telling"  # prompt-file task of the instruction (and of the stories)
     story_prompt: str = ("Based on the audio, write a story in detail. Your story should be highly related to "
                          "the audio.")  # used when the prompt file has no story_task
-    judge: str = "audio_story_telling"  # salmonn.evaluation.following rule that decides what is kept
+    judge: str = "audio_story_telling"  # salmonn.data.following rule that decides what is kept
     min_stories: int = 1  # fewer good stories than this is an error
     stories_path: str = ""  # where the stories go ("" = OUTPUT_DIR/stories.jsonl); reused on --resume
 

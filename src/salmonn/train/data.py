@@ -15,17 +15,20 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .. import audio as A
-from ..data.manifest import ManifestError, iter_records
 from ..errors import ConfigError, SalmonnError
 from ..features import whisper_log_mel
 from ..frames import clip_tokens, segment_samples
+from ..manifest import ManifestError, iter_records
 from ..prompting import AUDIO_PLACEHOLDER, AUDIO_PREFIX
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 EXPAND_GAP_SAMPLES = 1600  # 0.1 s of silence before each expand_wav clip (reference)
 
 
@@ -114,7 +117,7 @@ class Sample:
     def n_segments(self) -> int:
         return len(segment_samples(round(self.seconds * A.SAMPLE_RATE)))
 
-    def length(self, model_config) -> int:
+    def length(self, model_config: ModelConfig) -> int:
         """LLM positions this sample takes (bucketing key): audio tokens + target tokens."""
         return clip_tokens(round(self.seconds * A.SAMPLE_RATE), model_config) + len(self.target_ids)
 
@@ -161,7 +164,8 @@ def probe_audio(path: str) -> tuple[float | None, str | None]:
         return None, f"unreadable audio ({type(err).__name__}: {str(err)[:80]})"
 
 
-def _record_problems(record: dict, prompts: PromptBook, probes: dict | None, model_cfg) -> tuple[list[str], float]:
+def _record_problems(record: dict, prompts: PromptBook, probes: dict | None,
+                     model_cfg: ModelConfig) -> tuple[list[str], float]:
     """What is wrong with one manifest record (nothing: []) and its audio seconds; probes=None skips the files."""
     bad = []
     path, text, task = record.get("path"), record.get("text"), record.get("task")
@@ -196,8 +200,9 @@ def _record_problems(record: dict, prompts: PromptBook, probes: dict | None, mod
     return bad, seconds
 
 
-def load_samples(manifests: Sequence[str], prompts: PromptBook, tokenizer, model_cfg, *, check_files: bool = True,
-                 max_listed: int = 20, what: str = "training data", threads: int = 8) -> list[Sample]:
+def load_samples(manifests: Sequence[str], prompts: PromptBook, tokenizer, model_cfg: ModelConfig, *,
+                 check_files: bool = True, max_listed: int = 20, what: str = "training data",
+                 threads: int = 8) -> list[Sample]:
     """Read and validate every record of the manifests; raise one DataError listing the problems (first N).
 
     Problems: unreadable manifest lines, missing path/text/task fields, empty texts, tasks not in the prompt
@@ -240,7 +245,7 @@ def load_samples(manifests: Sequence[str], prompts: PromptBook, tokenizer, model
     return samples
 
 
-def load_segments(sample: Sample, model_cfg) -> list[np.ndarray]:
+def load_segments(sample: Sample, model_cfg: ModelConfig) -> list[np.ndarray]:
     """The sample's audio (expand_wav clips appended after 0.1 s of silence) as the encoders' <=30 s segments."""
     def read(path):
         return A.load_audio(path, channel=model_cfg.channel, resample=model_cfg.resample)
@@ -334,7 +339,7 @@ class TrainDataset(torch.utils.data.Dataset):
     """Keys (epoch, index, weight) -> one sample ready to collate: prompt, target ids, and either the cached
     frozen-encoder outputs or the encoders' inputs (Whisper log-mel + waveform segments)."""
 
-    def __init__(self, samples: list[Sample], prompts: PromptBook, seed: int, model_cfg, feature_extractor,
+    def __init__(self, samples: list[Sample], prompts: PromptBook, seed: int, model_cfg: ModelConfig, feature_extractor,
                  cache=None):
         self.samples, self.prompts, self.seed = samples, prompts, seed
         self.model_cfg, self.feature_extractor, self.cache = model_cfg, feature_extractor, cache

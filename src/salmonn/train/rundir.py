@@ -18,6 +18,7 @@ import yaml
 
 from ..checkpoint import OURS_CONFIG, TMP_SUFFIX, remove_leftovers, save_ours, save_reference_pth
 from ..errors import ConfigError
+from ..jsonl import append_jsonl, read_jsonl, write_jsonl
 from .config import TrainConfig, train_config_to_dict
 from .state import STATE_FILE, read_json, step_dirs, writing
 
@@ -150,9 +151,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 # ------------------------------------------------------------------ logs
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    with writing(path, "the log"), open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+def append_log(path: Path, record: dict) -> None:
+    """One line at the end of a training log (metrics.jsonl, samples.jsonl); a full disk is one clear error."""
+    with writing(path, "the log"):
+        append_jsonl(path, [record])
 
 
 def keep_logs_up_to(out: Path, step: int) -> None:
@@ -161,17 +163,7 @@ def keep_logs_up_to(out: Path, step: int) -> None:
     for name in LOGS:
         path = out / name
         if path.is_file():
-            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= step]
-            path.write_text("".join(line + "\n" for line in rows), encoding="utf-8")
-
-
-def _step_of(line: str) -> float:
-    """The step a log line belongs to; infinity for a line that is not a complete JSON object (dropped)."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return float("inf")
-    return row.get("step", 0) if isinstance(row, dict) else float("inf")
+            write_jsonl(path, [row for row in read_jsonl(path) if row.get("step", 0) <= step])
 
 
 # ------------------------------------------------------------------ final export

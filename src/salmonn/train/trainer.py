@@ -75,7 +75,7 @@ class Trainer:
 
     def write_jsonl(self, name: str, record: dict) -> None:
         if self.env.main:
-            rundir.append_jsonl(self.out / name, record)
+            rundir.append_log(self.out / name, record)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Trainer":

@@ -6,6 +6,8 @@ its own: near 0 means the connector's tokens carry nothing the LLM uses, which a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from . import dist
@@ -13,8 +15,11 @@ from .data import collate, eval_batches
 from .state import rng_state, set_rng_state
 from .step import to_device
 
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
-def validate(trainer) -> dict | None:
+
+def validate(trainer: Trainer) -> dict | None:
     """Score the validation set (all ranks), log and record the result; None without validation data.
 
     The RNG states are restored afterwards, so validating does not change the training run."""
@@ -40,7 +45,7 @@ def validate(trainer) -> dict | None:
         set_rng_state(saved)
 
 
-def _validation_sums(trainer) -> torch.Tensor:
+def _validation_sums(trainer: Trainer) -> torch.Tensor:
     """This rank's weighted sums: NLL, tokens, correct tokens; then NLL, NLL with another clip's audio and
     tokens of the batches of two or more clips (the listening gap)."""
     run, env, step = trainer.run, trainer.env, trainer.step_module
@@ -60,7 +65,7 @@ def _validation_sums(trainer) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_generations(trainer) -> None:
+def sample_generations(trainer: Trainer) -> None:
     """Greedy answers to the first run.num_sample_generations validation clips: logged and in samples.jsonl."""
     k = min(trainer.run.num_sample_generations, len(trainer.valid_set))
     if k <= 0:

@@ -15,7 +15,8 @@ keyword of llm_runtime._packed_gqa_attention that only this benchmark turns off)
 "fused projections" variant (q/k/v and gate/up as one product each): it measured slower for one clip (1.13x against
 1.18x), and its code was removed from the package (issue 31).
 The first call of each variant and shape (compilation) is not timed; the greedy loop without torch.compile runs once
-for its ids. Writes decode_step.md / .json (RESULTS.md quotes them: `.venv/bin/python benchmarks/report.py`).
+for its ids. Writes decode_step.md / .json (RESULTS.md quotes them: `.venv/bin/python benchmarks/report.py`);
+`--report` writes the .md again from the stored .json without measuring.
 """
 
 from __future__ import annotations
@@ -127,6 +128,11 @@ def long_runs(model, minutes: float) -> dict:
     return out
 
 
+def measured(part: dict) -> dict:
+    """The timed variants of one part (not its "eager ids"), as stored."""
+    return {n: e for n, e in part.items() if isinstance(e, dict)}
+
+
 def report(info: dict, parts: dict) -> str:
     lines = ["# SALMONN-mini one-token decode steps (benchmarks/decode_step.py)", "",
              f"Generated on {info['date']}: {info['machine']}; torch threads {info['threads']}; load average at "
@@ -136,6 +142,10 @@ def report(info: dict, parts: dict) -> str:
              "interleaved runs, compilation apart. `ids = eager step`: the same ids as the greedy loop without "
              "torch.compile (DynamicCache; transformers' sdpa packs a one-token step's GQA itself there), run once.",
              ""]
+    gone = [n for n in measured(next(iter(parts.values()))) if n not in VARIANTS]
+    if gone:
+        lines += ["Measured then, no longer in this script (the package dropped their code): "
+                  + "; ".join(f"`{n}`" for n in gone) + ".", ""]
     before = next(iter(VARIANTS))
     for key, title in (("clip", "10 s clip + 32 tokens, one clip (target <= 1 s)"),
                        ("batch8", "8 clips + 32 tokens in one call")):
@@ -143,7 +153,7 @@ def report(info: dict, parts: dict) -> str:
             continue
         lines += [f"## {title}", "", "| variant | median s | decode s | CPU s | clips/s | x before | CPU x before | "
                   "ids = before | ids = eager step |", "| --- " * 9 + "|"]
-        part = {n: e for n, e in parts[key].items() if n in VARIANTS}
+        part = measured(parts[key])
         for name, e in part.items():
             lines.append(f"| {name} | {e['median_s']:.3f} | {e['decode_s']:.3f} | {e['cpu_s']:.2f} | "
                          f"{e['clips_per_s']:.2f} | {part[before]['median_s'] / e['median_s']:.2f} | "
@@ -154,12 +164,12 @@ def report(info: dict, parts: dict) -> str:
     if "clip" in parts and "batch8" in parts:
         lines += ["## Batch 8 against one clip at a time (target >= 6x the clips/s)", "",
                   "| variant | one clip clips/s | batch 8 clips/s | ratio |", "| --- " * 4 + "|"]
-        for name in VARIANTS:
+        for name in measured(parts["clip"]):
             one, eight = parts["clip"][name]["clips_per_s"], parts["batch8"][name]["clips_per_s"]
             lines.append(f"| {name} | {one:.2f} | {eight:.2f} | {eight / one:.2f}x |")
         lines.append("")
     if "long" in parts:
-        long = {n: e for n, e in parts["long"].items() if n in VARIANTS}
+        long = measured(parts["long"])
         lines += ["## Long form, 8 segments per call (target >= 20x real time)", "",
                   "| variant | audio min | wall s | x real time | x before | CPU s | CPU x before | tokens | "
                   "ids = before | ids = eager step |", "| --- " * 10 + "|"]
@@ -180,7 +190,12 @@ def main() -> None:
     parser.add_argument("--only", default="clip,batch8,long")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "decode_step.md")
+    parser.add_argument("--report", action="store_true", help="write the .md again from the stored .json only")
     args = parser.parse_args()
+    if args.report:
+        stored = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.write_text(report(stored.pop("info"), stored))
+        return
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()

@@ -27,6 +27,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from torch.profiler import ProfilerActivity, profile
     import mini
+    from report import mini_weights_sha256
     from salmonn import load_model
     from salmonn.decoding import decoding_config
     from salmonn.inference import long_form
@@ -46,7 +47,8 @@ def main() -> None:
              f"dtype {args.dtype}, {args.threads} thread(s), merged LoRA + greedy loop + compiled step; wall "
              f"{wall:.1f} s under the profiler ({240 / wall:.1f}x real time), {total:.1f} s of op time, "
              f"{len(answer.token_ids)} answer tokens. Decode-step fast paths: model.packed_gqa "
-             f"{model.config.model.packed_gqa}, model.contiguous_head {model.config.model.contiguous_head}.", "",
+             f"{model.config.model.packed_gqa}, model.contiguous_head {model.config.model.contiguous_head}. "
+             f"SALMONN-mini weights sha256 {mini_weights_sha256()}.", "",
              "| op | self s | share | calls |", "| --- | --- | --- | --- |"]
     lines += [f"| {e.key[:80]} | {e.self_cpu_time_total / 1e6:.3f} | {100 * e.self_cpu_time_total / 1e6 / total:.1f}% "
               f"| {e.count} |" for e in events[:15]]

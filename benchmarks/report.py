@@ -183,7 +183,7 @@ def targets_section(inf: dict | None, hw: dict) -> list[str]:
     chunks = _stored("long_form_chunks.json")
     for r in chunks or []:
         variant = r.get("variant", "defaults")
-        rows.append(_long_row(f"{r['chunks']} <= {r['max_seconds']:.0f} s pieces, "
+        rows.append(_long_row(f"{r['chunks']} <= {r['max_seconds']:.0f} s chunks, "
                               f"{'fp32 defaults' if variant == 'defaults' else variant}", r["audio_s"],
                               r["x_real_time"], f"long_form_chunks.json ({weights('long_form_chunks.json', r)})"))
     hour = _stored("mini_long_fp32.json")

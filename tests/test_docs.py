@@ -282,3 +282,105 @@ def test_serving_page_load_figures_are_the_stored_output():
                   f"stopped the server in {shutdown['exit_seconds']} s ({shutdown['statuses']['200']} answered, "
                   f"{shutdown['statuses']['503']} told 503)"):
         assert claim in page, claim
+
+
+# ------------------------------------------------------------------------------------------------ names
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+# Flags of other programs that the pages show: torchrun's, vLLM's (passed through --vllm-arg), Ray's.
+OTHER_PROGRAMS_FLAGS = {
+    "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint",
+    "--model", "--served-model-name", "--generation-config", "--chat-template-content-format", "--max-model-len",
+    "--max-num-seqs", "--max-num-batched-tokens", "--limit-mm-per-prompt", "--enforce-eager",
+    "--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size", "--distributed-executor-backend",
+    "--head", "--address"}
+SECTION_CLASSES = {"model": ("salmonn.config", "ModelConfig"), "generate": ("salmonn.config", "GenerateConfig"),
+                   "run": ("salmonn.train.config", "RunConfig"), "datasets": ("salmonn.train.config", "DatasetsConfig"),
+                   "activation": ("salmonn.train.config", "ActivationConfig")}
+FILE_SUFFIXES = {"py", "bin", "safetensors", "json", "md", "yaml", "pth", "pt", "png"}
+
+
+def salmonn_flags() -> set[str]:
+    """Every --option of every `salmonn` command (the CLI's own parser)."""
+    import argparse
+
+    from salmonn.cli import build_parser
+
+    def walk(parser) -> set[str]:
+        found = set()
+        for action in parser._actions:
+            found |= {o for o in action.option_strings if o.startswith("--")}
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found |= walk(sub)
+        return found
+    return walk(build_parser())
+
+
+def script_flags() -> set[str]:
+    """The --options of the repository's scripts: argparse in benchmarks/ and scripts/, setup.sh's case arms."""
+    found = set()
+    for path in [*BENCH.glob("*.py"), *(ROOT / "scripts").rglob("*.py")]:
+        found |= set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", path.read_text()))
+    for path in (ROOT / "scripts").glob("*.sh"):
+        found |= set(re.findall(r"^\s*(--[\w-]+)\)", path.read_text(), re.M))
+    return found
+
+
+def config_fields(section: str) -> set[str]:
+    import dataclasses
+    import importlib
+
+    module, name = SECTION_CLASSES[section]
+    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+
+
+def named_flags(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z][\w-]*", text))
+
+
+def named_fields(text: str) -> set[str]:
+    """`section.field` names (model.compile, run.ctc_weight, ...), not file names (model.py) or calls."""
+    found = re.findall(rf"(?<![\w./])((?:{'|'.join(SECTION_CLASSES)})\.[a-z_][a-z0-9_]*)\b(?!\()", text)
+    return {name for name in found if name.split(".")[1] not in FILE_SUFFIXES}
+
+
+def test_every_flag_the_pages_name_exists():
+    known = salmonn_flags() | script_flags() | OTHER_PROGRAMS_FLAGS
+    missing = {f"{page.name}: {flag}" for page in PAGES for flag in named_flags(page.read_text()) - known}
+    assert not missing, f"flags named in the docs that no command or script has: {sorted(missing)}"
+
+
+def test_every_config_field_the_pages_name_exists():
+    from salmonn.model import SALMONN
+
+    missing = set()
+    for page in PAGES:
+        for name in named_fields(page.read_text()):
+            section, field = name.split(".")
+            if field not in config_fields(section) and not (section == "model" and hasattr(SALMONN, field)):
+                missing.add(f"{page.name}: {name}")
+    assert not missing, f"config fields named in the docs that the config dataclasses lack: {sorted(missing)}"
+
+
+def test_the_name_checks_catch_a_stale_name():
+    assert named_flags("salmonn infer --audio a.wav --no-such-flag") == {"--audio", "--no-such-flag"}
+    assert "--no-such-flag" not in salmonn_flags() and "--audio" in salmonn_flags()
+    assert named_fields("`model.packed_gqa=false`, model.py, model.generate(x), generate.top_p") == \
+        {"model.packed_gqa", "generate.top_p"}
+    assert "packed_gqa" in config_fields("model") and "PACKED_GQA_STEPS".lower() not in config_fields("model")
+
+
+def test_decode_step_md_is_rendered_from_its_stored_output():
+    """benchmarks/decode_step.md is what decode_step.py renders from decode_step.json (`--report`)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_decode_step", BENCH / "decode_step.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    stored = _stored(BENCH / "decode_step.json")
+    assert module.report(stored.pop("info"), stored) == (BENCH / "decode_step.md").read_text()

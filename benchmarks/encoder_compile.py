@@ -74,13 +74,16 @@ def main() -> None:
     rows = {}
     for dtype in args.dtypes.split(","):
         rows.update(measure(dtype, args.reps))
-    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps}
-    from report import write_stored_report
+    import models
+    from report import config_weights, write_stored_report
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(), "reps": args.reps,
+            **config_weights(models.build(models.DEFAULT_OUT))}
     table = [[name, f"{r['eager_s']:.3f}", f"{r['compiled_s']:.3f}", f"{r['speedup']:.2f}x", f"{r['compile_s']:.0f}",
               f"{r['max_abs_diff']:.2g} ({r['output_abs_max']:.2f})"] for name, r in rows.items()]
     print(write_stored_report(
         Path(__file__).with_suffix(""), f"Encoders eager vs torch.compile ({info['date']})",
-        f"Machine: {info['machine']}; 2 threads. The speed issue's benchmark model, 10 s clip, medians of {args.reps} "
+        f"Machine: {info['machine']}; 2 threads. The speed issue's benchmark model (weights sha256 "
+        f"{info['weights_sha256'][:12]}), 10 s clip, medians of {args.reps} "
         "interleaved calls (`benchmarks/encoder_compile.py`); a compiling call is short when inductor's disk cache "
         "holds the graph from an earlier run.",
         ["encoder", "eager s", "compiled s", "speed-up", "compiling call s", "max abs diff (output max)"], table,

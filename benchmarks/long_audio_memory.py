@@ -82,8 +82,11 @@ def main() -> None:
                                      capture_output=True, text=True).stdout
                 rows.append({"minutes": minutes, "batch": batch, **json.loads(out.strip().splitlines()[-1])})
                 print(rows[-1], file=sys.stderr)
+    from report import config_weights
+    weights = config_weights(FIXTURE / "config.yaml")["weights_sha256"]
     lines = ["# Peak RSS growth while encoding long audio (`benchmarks/long_audio_memory.py`)", "",
-             f"reference-tiny fixture model, float32, CPU; {platform.processor() or platform.machine()}, "
+             f"reference-tiny fixture model (weights sha256 {weights[:12]}), float32, CPU; "
+             f"{platform.processor() or platform.machine()}, "
              f"{time.strftime('%Y-%m-%d')}", "",
              "| audio | encode_batch_size | audio tokens | peak RSS growth | RSS before | encode time |",
              "|---|---|---|---|---|---|"]

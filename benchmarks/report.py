@@ -30,6 +30,31 @@ def mini_weights_sha256() -> str:
     return hashlib.sha256((MINI_DIR / "trainable.safetensors").read_bytes()).hexdigest()
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def config_weights(config: str | Path) -> dict:
+    """The weights a config's model section loads, for a stored output: {"weights_files": sha256 of each weights
+    file it names (ckpt, beats_path, the weight files inside llama_path and whisper_path), "weights_sha256": one
+    sha256 over those (name and hash per line, sorted)}. For the fixture and the random benchmark model; the
+    SALMONN-mini benchmarks store mini_weights_sha256()."""
+    import hashlib
+
+    from salmonn.backbones import file_sha256
+    from salmonn.config import load_config
+    m = load_config(config).model
+    files = {}
+    for field in ("ckpt", "beats_path", "llama_path", "whisper_path"):
+        root = Path(getattr(m, field) or "")
+        if getattr(m, field) and root.is_file():
+            files[field] = file_sha256(root)
+        elif getattr(m, field) and root.is_dir():
+            files.update({f"{field}/{f.relative_to(root)}": file_sha256(f) for f in sorted(root.rglob("*"))
+                          if f.suffix in WEIGHT_SUFFIXES})
+    combined = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+    return {"weights_sha256": combined, "weights_files": files}
+
+
 def plot(inf: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")

@@ -355,11 +355,11 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     import models
-    from report import plot, report
+    from report import config_weights, plot, report
     from salmonn.hardware import native_bf16, physical_cores
     torch.set_num_threads(args.threads or physical_cores())
     config = models.build(models.DEFAULT_OUT)
-    info = machine()
+    info = {**machine(), **config_weights(config)}  # the random model's files: their sha256 beside the numbers
     log(f"machine: {info['cpu']}, load {info['load_average_start']}")
     hw = memory_and_gemm()
     log(f"memory/GEMM: {hw}")

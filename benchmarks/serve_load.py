@@ -260,7 +260,8 @@ def write_report(out: Path, result: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     normal, rss = result["normal"], result["rss"]
     lines = [f"# salmonn serve under load and abuse ({result['date']})", "",
-             f"Machine: {result['machine']}. Model: `{result['config']}`. {result['clients']} clients x "
+             f"Machine: {result['machine']}. Model: `{result['config']}` (weights sha256 "
+             f"{result.get('weights_sha256', 'not recorded')[:12]}). {result['clients']} clients x "
              f"{result['requests_per_client']} requests, --max-queue {result['max_queue']}, while the hostile set "
              "runs.", "",
              f"- normal requests: {normal['requests']}: {normal['2xx']} 2xx, {normal['4xx']} 4xx, {normal['5xx']} 5xx, "
@@ -310,8 +311,10 @@ def main() -> None:
         bursts.append({"burst": burst, "normal": normal, "rss": rss_mib(process.pid)})
         print(f"burst {burst}: {normal}, RSS {bursts[-1]['rss']}", file=sys.stderr, flush=True)
     health = json.loads(client.call("GET", "/health")[1])
+    from report import config_weights
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": machine(), "config": os.path.relpath(args.config, ROOT), "serve_args": args.serve_arg,
+              "machine": machine(), "config": os.path.relpath(args.config, ROOT), **config_weights(args.config),
+              "serve_args": args.serve_arg,
               "clients": args.clients,
               "requests_per_client": args.requests, "max_queue": args.max_queue, "normal": bursts[0]["normal"],
               "rss": {"before": before, "after": bursts[0]["rss"]}, "bursts": bursts, "hostile": hostile,

@@ -31,6 +31,11 @@ def v3_plans() -> dict[str, list[dict]]:
     return S.size_plans("voices-v3")
 
 
+@pytest.fixture(scope="module")
+def mini_plans() -> dict[str, list[dict]]:
+    return S.size_plans("mini-v2")
+
+
 def _speaker(job: dict) -> str | None:
     return job.get("speaker") or job.get("variant")
 
@@ -40,15 +45,14 @@ def _first_form(question: str) -> str:
     return forms.get(question, question)
 
 
-def test_mini_v2_plan_is_unchanged():
-    plans = S.size_plans("mini-v2")
-    assert S.plan_digest([j for p in plans.values() for j in p]) == MINI_V2_PLAN_SHA1
-    assert sum(len(p) for p in plans.values()) == 25600
+def test_mini_v2_plan_is_unchanged(mini_plans):
+    assert S.plan_digest([j for p in mini_plans.values() for j in p]) == MINI_V2_PLAN_SHA1
+    assert sum(len(p) for p in mini_plans.values()) == 25600
 
 
-def test_voices_v3_splits_own_their_sentences_questions_and_speakers(v3_plans):
+def test_voices_v3_splits_own_their_sentences_questions_and_speakers(v3_plans, mini_plans):
     assert {s: len(p) for s, p in v3_plans.items()} == {"train": 3850, "dev": 490, "test": 200}
-    mini_test = S.size_plans("mini-v2")["test"]
+    mini_test = mini_plans["test"]
     owned = {s: {"text": {j["text"] for j in p if "text" in j},
                  "question": {_first_form(j["question"]) for j in p if "question" in j},
                  "speaker": {_speaker(j) for j in p} - {None}} for s, p in v3_plans.items()}
@@ -59,6 +63,10 @@ def test_voices_v3_splits_own_their_sentences_questions_and_speakers(v3_plans):
     assert not dev["text"] & {j["text"] for j in mini_test if "text" in j}
     assert not dev["question"] & {_first_form(j["question"]) for j in mini_test if "question" in j}
     assert not dev["speaker"] & {_speaker(j) for j in mini_test}
+    mini_train = {_speaker(j) for j in mini_plans["train"]}
+    assert not (dev["speaker"] | test["speaker"]) & mini_train
+    new_in_train = {_speaker(j) for j in v3_plans["train"] if j.get("engine") or j["gender"] == "male"}
+    assert len(new_in_train) == 2 + 12 + 13 and not new_in_train & mini_train  # all but espeak-ng's female variants
     assert all(T.held_out(t) for t in dev["text"] | test["text"]) and not any(map(T.held_out, owned["train"]["text"]))
     assert "piper:joe" in owned["train"]["speaker"] and test["speaker"] == {"festival:cmu_us_slt_arctic_hts"}
     for p in v3_plans.values():

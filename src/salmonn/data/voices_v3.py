@@ -78,7 +78,7 @@ def held_out_pools(sentences: Sequence[str], reserved: Sequence[dict]) -> dict[s
 
 def plan_voices_v3(split: str, counts: dict[str, int], seed: int, pools: dict[str, Any], root: str,
                    soundfont: str) -> list[dict]:
-    """The jobs of one split (``counts``: kind -> clips, kinds of :data:`KINDS`)."""
+    """The jobs of one split (``counts``: kind -> clips, kinds of :data:`KINDS` and :data:`SOUND_KINDS`)."""
     from salmonn.data.voices import addon_speakers
 
     if split not in SPLITS:

@@ -25,6 +25,7 @@ from salmonn.config import load_config
 from salmonn.decoding import PRESETS, TokenStreamer, decoding_config, hf_generate_kwargs
 from salmonn.errors import AudioError, ConfigError, PromptError, SalmonnError
 from salmonn.inference import answer_all, long_form, run_manifest
+from salmonn.jsonl import read_jsonl, write_jsonl
 from salmonn.prompting import format_prompt
 
 from .conftest import AUDIO, FIXTURE
@@ -458,7 +459,7 @@ def _manifest(tmp: Path) -> Path:
         {"audio": "clips/excitement.wav", "prompt": PROMPT, "id": "e"},
     ]
     path = tmp / "in.jsonl"
-    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    write_jsonl(path, lines)
     return path
 
 
@@ -486,7 +487,7 @@ def test_manifest_order_errors_resume_and_retry(tiny_model, cached_encoder, tmp_
     out = tmp_path / "out" / "answers.jsonl"
     stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", batch_size=2, progress=False, **GREEDY)
     assert stats == {"answered": 4, "failed": 1, "skipped": 0, "redone": 0}
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = read_jsonl(out, strict=True)
     assert [line["line"] for line in lines] == [1, 2, 3, 4, 5]
     assert [line["id"] for line in lines] == ["a", "b", "c", "d", "e"]
     assert "missing.wav: file not found" in lines[1]["error"] and "text" not in lines[1]
@@ -505,11 +506,11 @@ def test_manifest_order_errors_resume_and_retry(tiny_model, cached_encoder, tmp_
     (tmp_path / "clips" / "missing.wav").write_bytes((AUDIO / "mountain.wav").read_bytes())
     stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", batch_size=2, progress=False, **GREEDY)
     assert stats == {"answered": 1, "failed": 0, "skipped": 4, "redone": 0}
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = read_jsonl(out, strict=True)
     assert [line["line"] for line in lines] == [1, 2, 3, 4, 5]
     assert lines[1]["token_ids"] == lines[0]["token_ids"]  # same clip, same prompt
     other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps({"audio": "clips/excitement.wav", "prompt": PROMPT}) + "\n")
+    write_jsonl(other, [{"audio": "clips/excitement.wav", "prompt": PROMPT}])
     with pytest.raises(SalmonnError, match="not an answer to line 1 of .*other.jsonl"):
         run_manifest(tiny_model, other, out, progress=False, **GREEDY)  # never mixes two manifests' answers
 
@@ -523,7 +524,7 @@ def test_manifest_reruns_redo_what_changed_and_a_bad_line_fails_alone(tiny_model
     out = tmp_path / "answers.jsonl"
     stats = run_manifest(tiny_model, manifest, out, prompt="What is this?", progress=False, **GREEDY)
     assert stats == {"answered": 2, "failed": 1, "skipped": 0, "redone": 0}
-    first = [json.loads(line) for line in out.read_text().splitlines()]
+    first = read_jsonl(out, strict=True)
     assert [line["line"] for line in first] == [1, 2, 3]
     assert first[1]["error"].startswith(f"{manifest}:2: not valid JSON") and first[1]["audio"] is None
     assert first[0]["settings"]["max_new_tokens"] == 12 and first[0]["settings"]["num_beams"] == 1
@@ -531,16 +532,16 @@ def test_manifest_reruns_redo_what_changed_and_a_bad_line_fails_alone(tiny_model
 
     same = run_manifest(tiny_model, manifest, out, prompt="What is this?", progress=False, **GREEDY)
     assert same == {"answered": 0, "failed": 1, "skipped": 2, "redone": 0}
-    assert [json.loads(line) for line in out.read_text().splitlines()] == first
+    assert read_jsonl(out, strict=True) == first
 
     other_prompt = run_manifest(tiny_model, manifest, out, prompt="What do you hear?", progress=False, **GREEDY)
     assert other_prompt == {"answered": 1, "failed": 1, "skipped": 1, "redone": 1}  # line 3 takes --prompt
-    assert json.loads(out.read_text().splitlines()[2])["prompt"] == "What do you hear?"
+    assert read_jsonl(out, strict=True)[2]["prompt"] == "What do you hear?"
 
     shorter = run_manifest(tiny_model, manifest, out, prompt="What do you hear?", progress=False, num_beams=1,
                            max_new_tokens=3)
     assert shorter == {"answered": 2, "failed": 1, "skipped": 0, "redone": 2}
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = read_jsonl(out, strict=True)
     alone = tiny_model.generate(str(tmp_path / "clips" / "mountain.wav"), PROMPT, num_beams=1, max_new_tokens=3)[0]
     assert lines[0]["token_ids"] == alone.token_ids and lines[0]["settings"]["max_new_tokens"] == 3
 
@@ -562,7 +563,7 @@ def test_cli_manifest_with_progress_and_exit_status(tmp_path, capsys):
     args[4], args[6] = str(tmp_path / "bad.jsonl"), str(tmp_path / "o2.jsonl")
     assert main(args) == 1  # the bad line fails alone (was: the whole run refused)
     assert "1 answered, 1 failed" in capsys.readouterr().err
-    lines = [json.loads(line) for line in (tmp_path / "o2.jsonl").read_text().splitlines()]
+    lines = read_jsonl(tmp_path / "o2.jsonl", strict=True)
     assert "text" in lines[0] and "bad.jsonl:2: not valid JSON" in lines[1]["error"]
 
 
@@ -715,7 +716,7 @@ def test_long_form_pause_chunks_answer_each_chunk_cut_in_the_silences(tiny_model
                  "--max-new-tokens", "12"]) == 0
     assert capsys.readouterr().out.splitlines() == [a.text for a in alone]  # each chunk's answer as it comes
     manifest = tmp_path / "in.jsonl"
-    manifest.write_text(json.dumps({"audio": str(path), "prompt": PROMPT}) + "\n")
+    write_jsonl(manifest, [{"audio": str(path), "prompt": PROMPT}])
     run_manifest(tiny_model, manifest, tmp_path / "out.jsonl", long_form=True, long_form_chunks="pause",
                  long_form_seconds=12.0, progress=False, **GREEDY)
     assert json.loads((tmp_path / "out.jsonl").read_text())["token_ids"] == answer.token_ids

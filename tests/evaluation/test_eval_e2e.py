@@ -12,6 +12,7 @@ import pytest
 
 from salmonn.evaluation import compute_metrics, following_rate
 from salmonn.evaluation import run as R
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 from ..conftest import AUDIO, FIXTURE
 
@@ -27,7 +28,7 @@ RECORDS = [
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path, strict=True)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def suite(tmp_path_factory, tiny_model):
     """asr through the installed command (LoRA 4 and 2); audiocaption and sqqa in-process, same output folder."""
     base = tmp_path_factory.mktemp("eval")
     manifest = base / "test.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    write_jsonl(manifest, RECORDS)
     out = base / "out"
     cli = subprocess.run([str(Path(sys.executable).parent / "salmonn"), "eval", "--config", str(FIXTURE / "config.yaml"),
                           "--manifest", str(manifest), "--task", "asr", "--output", str(out), "--lora-scale", "4,2",

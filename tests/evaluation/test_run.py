@@ -15,6 +15,7 @@ from salmonn.errors import AudioError, ConfigError, PromptError, SalmonnError
 from salmonn.evaluation import compute_metrics
 from salmonn.evaluation import run as R
 from salmonn.evaluation.report import PUBLISHED, markdown_report, plot_lora_sweep
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 from ..conftest import AUDIO, ROOT
 from .fakes import FakeModel
@@ -23,12 +24,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def write_manifest(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_jsonl(path, records)
     return path
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def written(path: Path) -> list[dict]:
+    """The rows a run wrote (every line whole)."""
+    return read_jsonl(path, strict=True)
 
 
 QA_RECORDS = [{"path": f"/clips/q{i}.wav", "task": "QA", "Q": f"question {i}?", "text": f"answer {i}"}
@@ -117,7 +119,7 @@ def test_evaluate_files_and_lora_sweep(tmp_path: Path):
     model, out = FakeModel(), tmp_path / "out"
     summary = R.evaluate(model, manifest, "QA", out, batch_size=2, lora_scales="4,0.5x", progress=False)
     assert model.lora_scale == 1.0  # restored after the sweep
-    rows4, rows2 = read_jsonl(out / "QA.scaling-4.jsonl"), read_jsonl(out / "QA.scaling-2.jsonl")
+    rows4, rows2 = written(out / "QA.scaling-4.jsonl"), written(out / "QA.scaling-2.jsonl")
     assert [r["index"] for r in rows4] == [0, 1, 2, 3, 4]
     assert rows4[1]["prompt"] == "question 1?" and rows4[1]["audio"] == "/clips/q1.wav"
     assert rows4[1]["hypothesis"] == "q1 heard: question 1? at 1" and rows2[1]["hypothesis"].endswith("at 0.5")
@@ -149,7 +151,7 @@ def test_following_rate_reads_sample_fields(tmp_path: Path):
                          tmp_path / "out", lora_scales="4", progress=False)
     assert summary["prompt"] == "Please answer the question in detail."
     assert summary["runs"][0]["metrics"]["following_rate"] == 0.5
-    rows = read_jsonl(tmp_path / "out" / "sqqa.scaling-4.jsonl")
+    rows = written(tmp_path / "out" / "sqqa.scaling-4.jsonl")
     assert [r["score"]["follows"] for r in rows] == [False, True]
 
 
@@ -162,7 +164,7 @@ def test_scores_equal_compute_metrics_and_classification_png(tmp_path: Path):
                           ["male", "male", "female"])
     run = summary["runs"][0]
     assert run["metrics"] == lib["metrics"] == {"accuracy": pytest.approx(1 / 3)}
-    assert [r["score"] for r in read_jsonl(tmp_path / "out" / run["samples_file"])] == lib["per_sample"]
+    assert [r["score"] for r in written(tmp_path / "out" / run["samples_file"])] == lib["per_sample"]
     assert (tmp_path / "out" / run["confusion_png"]).read_bytes()[:8] == PNG
     assert summary["published"] == []
 
@@ -192,7 +194,7 @@ def test_resume_skips_answered_samples(tmp_path: Path):
     changed = FakeModel()
     R.evaluate(changed, manifest, "QA", out, lora_scales="4", prompt="Answer: {}", progress=False)
     assert len(changed.generated) == 5
-    assert read_jsonl(path)[0]["prompt"] == "Answer: question 0?"
+    assert written(path)[0]["prompt"] == "Answer: question 0?"
     decoding = FakeModel()
     R.evaluate(decoding, manifest, "QA", out, lora_scales="4", prompt="Answer: {}", decoding={"num_beams": 2},
                progress=False)
@@ -230,7 +232,7 @@ def test_test_prompt_path_from_config(tmp_path: Path):
     manifest = write_manifest(tmp_path / "m.jsonl", [{"path": "/c/a.wav", "text": "a"}])
     summary = R.evaluate(model, manifest, "asr", tmp_path / "out", progress=False)
     assert summary["prompt"] == "Transcribe exactly."
-    assert read_jsonl(tmp_path / "out" / "asr.scaling-4.jsonl")[0]["prompt"] == "Transcribe exactly."
+    assert written(tmp_path / "out" / "asr.scaling-4.jsonl")[0]["prompt"] == "Transcribe exactly."
 
 
 # ------------------------------------------------------------------ reports
@@ -348,7 +350,7 @@ def test_a_bad_clip_fails_alone_and_scores_as_wrong(tmp_path: Path):
     manifest = write_manifest(tmp_path / "m.jsonl", records)
     model = _FailsOnBadClips(answer=lambda name, prompt: "hello")
     summary = R.evaluate(model, manifest, "asr", tmp_path / "out", batch_size=3, progress=False)
-    rows = read_jsonl(tmp_path / "out" / f"asr.scaling-{summary['runs'][0]['lora_scaling']:g}.jsonl")
+    rows = written(tmp_path / "out" / f"asr.scaling-{summary['runs'][0]['lora_scaling']:g}.jsonl")
     assert [r["hypothesis"] for r in rows] == ["hello", "", "hello"]
     assert "error" not in rows[0] and rows[1]["error"] == "/clips/bad1.wav: not an audio file; check the path"
     assert summary["runs"][0]["metrics"]["wer"] == pytest.approx(100 / 3)
@@ -364,7 +366,7 @@ def test_rerun_after_the_references_changed_writes_the_new_references(tmp_path: 
     records[1]["text"] = "goodbye"
     write_manifest(manifest, records)
     summary = R.evaluate(model, manifest, "asr", tmp_path / "out", progress=False)
-    rows = read_jsonl(tmp_path / "out" / summary["runs"][0]["samples_file"])
+    rows = written(tmp_path / "out" / summary["runs"][0]["samples_file"])
     assert [r["reference"] for r in rows] == ["hello there", "goodbye"]
     lib = compute_metrics("asr", [r["hypothesis"] for r in rows], [r["reference"] for r in rows])
     assert summary["runs"][0]["metrics"] == lib["metrics"] and [r["score"] for r in rows] == lib["per_sample"]

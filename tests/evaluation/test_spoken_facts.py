@@ -10,6 +10,7 @@ import pytest
 from salmonn.evaluation import compute_metrics
 from salmonn.evaluation import run as R
 from salmonn.evaluation import spoken_facts as S
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 from ..conftest import AUDIO
 from .fakes import FakeModel
@@ -118,14 +119,14 @@ def test_text_answers_are_cached_and_not_asked_again(tmp_path: Path):
     assert S.text_answers(fresh, [HARD["question"], "what is the opposite of wet"], cache)[HARD["question"]] \
         == TEXT_ANSWERS[HARD["question"]]
     assert fresh.calls == [["what is the opposite of wet"]]
-    lines = [json.loads(line) for line in cache.read_text().splitlines()[-1:]]
+    lines = [json.loads(line) for line in cache.read_text().splitlines()[-1:]]  # the cut line stays, ended
     assert lines == [{"llm": "counting-llm", "question": "what is the opposite of wet", "answer": "I do not know."}]
 
 
 def test_salmonn_eval_scores_spoken_qa_beside_its_targets_and_reuses_text_answers(tmp_path: Path):
     records = [HARD, UP, WIN, dict(HARD, path="/clips/hard2.wav")]
     manifest = tmp_path / "sqa_test.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_jsonl(manifest, records)
     replies = {"hard": "The opposite of hard is soft.", "up": "tell me the opposite of up", "win": "lose",
                "hard2": "male"}
     llm, out = CountingAnswerer(), tmp_path / "out"
@@ -137,7 +138,7 @@ def test_salmonn_eval_scores_spoken_qa_beside_its_targets_and_reuses_text_answer
     assert run["metrics"]["echo_rate"] == 0.25
     assert run["details"]["spoken_qa"] == {"questions": 4, "with_known_answer": 4, "kept": 3, "same": 1,
                                            "echoes": 1}
-    rows = [json.loads(line) for line in (out / "QA.scaling-4.jsonl").read_text().splitlines()]
+    rows = read_jsonl(out / "QA.scaling-4.jsonl", strict=True)
     assert [r["score"].get("same") for r in rows] == [True, False, None, False]
     report = (out / "report.md").read_text()
     assert "## Spoken factual QA" in report
@@ -182,10 +183,10 @@ def test_backbone_answerer_is_the_llm_alone_greedy_and_cached(tiny_model, tmp_pa
 def test_salmonn_eval_asks_the_models_own_llm(tiny_model, tmp_path: Path):
     clip = str(AUDIO / "mountain.wav")
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps(dict(HARD, path=clip)) + "\n")
+    write_jsonl(manifest, [dict(HARD, path=clip)])
     summary = R.evaluate(tiny_model, manifest, "QA", tmp_path / "out", lora_scales="4", prompt=PROMPT,
                          decoding={"num_beams": 1, "max_new_tokens": 4}, progress=False)
-    cached = [json.loads(line) for line in (tmp_path / "out" / S.CACHE_NAME).read_text().splitlines()]
+    cached = read_jsonl(tmp_path / "out" / S.CACHE_NAME, strict=True)
     assert [c["question"] for c in cached] == [HARD["question"]]
     assert cached[0]["llm"] == S.BackboneAnswerer(tiny_model).key
     assert summary["runs"][0]["details"]["spoken_qa"]["questions"] == 1

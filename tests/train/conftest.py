@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from salmonn import jsonl
+from salmonn.frames import SAMPLE_RATE
+
 from ..conftest import FIXTURE, ROOT
 
 CONFIGS = ROOT / "configs" / "train"
-SR = 16000
+SR = SAMPLE_RATE
 # Four 10 s clips whose captions depend on the audio (the tiny random encoders tell them apart only faintly).
 CLIPS = {"tone": "a steady tone", "noise": "loud noise", "quiet": "near silence", "clicks": "fast clicks"}
 
@@ -32,7 +35,7 @@ def make_clip(kind: str, seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    jsonl.write_jsonl(path, records)
     return path
 
 
@@ -71,7 +74,7 @@ def tiny(corpus: Path, out: Path, *extra: str) -> list[str]:
 
 
 def metrics(out: Path, kind: str = "train") -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = jsonl.read_jsonl(out / "metrics.jsonl", strict=True)
     return [r for r in rows if r["type"] == kind]
 
 

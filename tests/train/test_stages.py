@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import types
 
 import pytest
@@ -12,6 +11,7 @@ from safetensors.torch import load_file
 from salmonn import load_model
 from salmonn.train.activation import write_stories
 from salmonn.train.config import load_train_config
+from salmonn.jsonl import read_jsonl
 from salmonn.train.data import DataError
 
 from ..conftest import FIXTURE
@@ -48,7 +48,7 @@ def test_stage1_loss_falls_and_the_run_leaves_everything_it_promises(stage1):
     assert [r["step"] for r in valid] == [8, 16] and valid[1]["loss"] < valid[0]["loss"]
     assert all(isinstance(r["listening_gap"], float) for r in valid)  # validation batches hold >= 2 clips
     assert all(r["lr"] > 0 and r["samples_per_s"] > 0 for r in train)
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    samples = read_jsonl(out / "samples.jsonl", strict=True)
     assert [s["step"] for s in samples] == [8, 16] and "answer" in samples[0]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000008", "step_00000016"]
@@ -87,9 +87,9 @@ def test_stage3_writes_stories_at_half_lora_scale_and_tunes_only_lora(corpus, st
                       f"activation.source_ann_path={corpus / 'train.jsonl'}", "activation.num_stories=3",
                       "activation.max_candidates=4", "activation.judge=QA", "generate.min_new_tokens=3",
                       "run.batch_size_train=1", "run.batch_size_eval=4")
-    stories = [json.loads(line) for line in (tmp_path / "stories.jsonl").read_text().splitlines()]
+    stories = read_jsonl(tmp_path / "stories.jsonl", strict=True)
     assert len(stories) == 3 and {s["task"] for s in stories} == {"audio_story_telling"}
-    assert len([json.loads(line) for line in (tmp_path / "stories_all.jsonl").read_text().splitlines()]) == 4
+    assert len(read_jsonl(tmp_path / "stories_all.jsonl", strict=True)) == 4
     assert len(metrics(tmp_path)) == 12
     before, after = load_file(stage2_final / "trainable.safetensors"), load_file(final / "trainable.safetensors")
     assert set(before) == set(after)
@@ -133,7 +133,7 @@ def test_only_stories_that_follow_the_instruction_are_kept(corpus, tmp_path):
     trainer = types.SimpleNamespace(tc=tc, env=types.SimpleNamespace(rank=0, world=1, main=True), model=model,
                                     resume=False, fsdp=False, log=lambda message: None)
     path = write_stories(trainer)
-    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = read_jsonl(path, strict=True)
     assert [k["text"] for k in kept] == [STORY, STORY.replace("fisherman", "baker")]
     assert model.scales == [0.5] * 4 and model.lora_scale == 1.0  # written at half scale, restored after
     model.answers = ["no", "", "a steady tone", "short."]

@@ -56,7 +56,7 @@ from salmonn.data.music import DEFAULT_SOUNDFONT
 from salmonn.data.texts import DEFAULT_FORTUNES_DIR, SQA_FAMILY, load_sentences, mini_prompts
 from salmonn.errors import SalmonnError
 from salmonn.frames import SAMPLE_RATE
-from salmonn.jsonl import read_jsonl
+from salmonn.jsonl import read_jsonl, write_jsonl
 
 
 APT_PACKAGES = ("espeak-ng", "fluidsynth", "fluid-soundfont-gm", "fortunes", "fortunes-min")
@@ -123,10 +123,7 @@ def _chunk_name(split: str, k: int) -> str:
 def _render_chunk(task: tuple[list[dict], str]) -> int:
     """Render a chunk of clips and write its results atomically (the marker that it is done)."""
     jobs, path = task
-    lines = [json.dumps(render_clip(j), sort_keys=True) for j in jobs]
-    tmp = Path(path + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_jsonl(path, [render_clip(j) for j in jobs])
     return len(jobs)
 
 
@@ -201,7 +198,7 @@ def _entries(result: dict, answers: dict[str, dict]) -> list[dict]:
     ``llm_correct`` says whether that answer contains the known answer (None for open questions): the
     questions SmolLM2 answers correctly as text are the ones spoken factual QA is scored on.
     """
-    from salmonn.evaluation.following import contains_answer
+    from salmonn.data.following import contains_answer
 
     entries = []
     for e in result["entries"]:
@@ -356,9 +353,7 @@ def _write_corpus(out: Path, plans: dict[str, list[dict]], results: dict[str, li
         p = out / f"{s}.json"
         p.write_text(json.dumps({"annotation": ann}, indent=1, ensure_ascii=True) + "\n")
         paths[s] = p
-        with open(out / "meta" / f"{s}.jsonl", "w") as f:
-            for r in res:
-                f.write(json.dumps({kk: v for kk, v in r.items() if kk != "entries"}, sort_keys=True) + "\n")
+        write_jsonl(out / "meta" / f"{s}.jsonl", [{kk: v for kk, v in r.items() if kk != "entries"} for r in res])
         tasks: dict[str, int] = {}
         for e in ann:
             tasks[e["task"]] = tasks.get(e["task"], 0) + 1

@@ -1,6 +1,7 @@
 """`salmonn data ...`: the commands that build corpora and test sets (name -> function; docstrings are the help)."""
 
 from .asterisk import asterisk
+from .real_sounds import real_sounds
 from .synth import synth
 
-COMMANDS = {"synth": synth, "asterisk": asterisk}
+COMMANDS = {"synth": synth, "asterisk": asterisk, "real-sounds": real_sounds}

@@ -191,7 +191,7 @@ def test_layer_examples():
     assert layer("salmonn.serve.commands") == (3, "command line") and layer("salmonn.flags") == (3, "command line")
     assert allowed("salmonn.train.activation", "salmonn.data.following")
     assert not allowed("salmonn.train.activation", "salmonn.evaluation.following")  # islands
-    assert not allowed("salmonn.inference", "salmonn.data.manifest")  # upward
+    assert not allowed("salmonn.inference", "salmonn.data.synth")  # upward
     assert allowed("salmonn.serve.commands", "salmonn.vllm.serving")  # the command line picks the engine
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from salmonn.data.asterisk import is_asterisk_audio
 from salmonn.data.jobs import NO_SPEECH_TEXT
-from salmonn.data.manifest import read_manifest
+from salmonn.manifest import read_manifest
 
 STAGE_TASKS = {
     "stage0": ("asr",),

@@ -23,7 +23,7 @@ from salmonn.features import whisper_log_mel
 from salmonn.frames import frames_for
 from salmonn.backbones import ensure_backbones
 from salmonn.beats import BEATs, BEATsConfig
-from salmonn.data.manifest import read_manifest
+from salmonn.manifest import read_manifest
 from salmonn.builder import load_whisper_encoder
 
 # Released BEATs layout at a CPU-friendly width (random weights: nothing pretrained is reachable here).

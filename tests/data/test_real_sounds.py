@@ -16,7 +16,7 @@ import soundfile as sf
 
 from salmonn.data import real_sounds as R
 from salmonn.data.commands import COMMANDS
-from salmonn.data.manifest import read_manifest
+from salmonn.manifest import read_manifest
 from salmonn.data.sounds import EVENT_NAMES
 from salmonn.errors import SalmonnError
 from salmonn.frames import SAMPLE_RATE

@@ -10,17 +10,27 @@ The mini-v2 corpus (neural voices, issue 15) adds `--spoken-qa`: stage 2 also tr
 is SmolLM2's own text answer (the held-out `opposites` family, sqa_test.json, stays untrained). Records of a clip
 with a gender label carry it ("gender", for run.gender_weight). Transcripts of
 audio without speech ("there is no speech in this audio") are capped at --no-speech-share of each stage's ASR.
+
+mini-v8 (issue 33) adds corpora to every stage and validates on a dev split, never on test clips:
+
+    .venv/bin/python scripts/mini/make_manifests.py ~/.cache/salmonn/data/mini-v2 --spoken-qa \
+        --add ~/.cache/salmonn/data/voices-v3 ~/.cache/salmonn/data/real-sounds:4 \
+        --dev ~/.cache/salmonn/data/voices-v3/dev.json --stage2-per-task 800
+
+`--add DIR[:N]`: DIR/train.json joins the pool of every stage (its tasks permitting), N times over (a small set
+of real recordings would be crowded out by the synthetic ones). Any clip that a corpus's test.json (or the --dev
+file) also holds refuses to be trained on, as do the Asterisk recordings.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
 from salmonn.data.asterisk import is_asterisk_audio
 from salmonn.data.jobs import NO_SPEECH_TEXT
+from salmonn.jsonl import write_jsonl
 from salmonn.manifest import read_manifest
 
 STAGE_TASKS = {
@@ -32,8 +42,20 @@ EXTRA_STAGES = ("stage0", "stage1")  # --extra speech aligns the connector; stag
 VALID_PER_TASK = 16
 
 
-def write_jsonl(records: list[dict], path: Path) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+def added_corpus(spec: str) -> tuple[Path, int]:
+    """'DIR' or 'DIR:N' -> (DIR resolved, N repeats)."""
+    head, _, tail = spec.rpartition(":")
+    if head and tail.isdigit() and int(tail) > 0:
+        return Path(head).expanduser().resolve(), int(tail)
+    return Path(spec).expanduser().resolve(), 1
+
+
+def refuse_held_out(train: list[dict], held: set[str]) -> None:
+    """Stop when a training record's clip is a test or dev clip, or an Asterisk recording (a real-speech test set)."""
+    for r in train:
+        if is_asterisk_audio(r["path"]) or r["path"] in held:
+            raise SystemExit(f"{r['path']}: a held-out clip (test, dev or Asterisk) in a training pool; "
+                             f"remove it from that corpus's train split")
 
 
 def cap_no_speech(records: list[dict], share: float) -> list[dict]:
@@ -83,6 +105,11 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--extra", type=Path, nargs="*", default=[],
                         help="more corpora (another --seed) whose train split joins the stage 0 and 1 manifests")
+    parser.add_argument("--add", nargs="*", default=[], metavar="DIR[:N]",
+                        help="more corpora whose train split joins every stage, N times over (default 1)")
+    parser.add_argument("--dev", type=Path,
+                        help="annotation file of a dev split: the validation samples (default: the first corpus's "
+                             "test split, as mini-v6 and before were validated)")
     parser.add_argument("--spoken-qa", action="store_true",
                         help="stage 2 also trains spoken questions (QA) answered by the LLM's own text answers")
     parser.add_argument("--no-speech-share", type=float, default=0.1,
@@ -95,11 +122,15 @@ def main() -> None:
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
+    dev = read_manifest(args.dev) if args.dev else test
     more = [r for extra in args.extra for r in with_gender(read_manifest(extra.resolve() / "train.json"))]
-    leaked = [r["path"] for r in train + more if is_asterisk_audio(r["path"])]
-    if leaked:  # the real-speech test set (salmonn data asterisk) must never be trained on
-        raise SystemExit(f"{leaked[0]}: an Asterisk test recording in a training split; remove it from the corpus")
-    train = with_gender(first_clips(train, args.first))
+    added = [(folder, repeats) for folder, repeats in map(added_corpus, args.add)]
+    everywhere = [r for folder, repeats in added for r in with_gender(read_manifest(folder / "train.json")) * repeats]
+    held = {r["path"] for r in test + dev}
+    held |= {r["path"] for folder, _ in added if (folder / "test.json").is_file()
+             for r in read_manifest(folder / "test.json")}
+    refuse_held_out(train + more + everywhere, held)
+    train = with_gender(first_clips(train, args.first)) + everywhere
     random.Random(0).shuffle(train)
     for stage, tasks in STAGE_TASKS.items():
         pool = train
@@ -111,13 +142,13 @@ def main() -> None:
         records = cap_no_speech([r for r in pool if r["task"] in tasks], args.no_speech_share)
         if stage == "stage2" and args.stage2_per_task:
             records = cap_per_task(records, args.stage2_per_task)
-        write_jsonl(records, args.corpus / f"{stage}_train.jsonl")
-        valid = [r for task in tasks for r in [x for x in test if x["task"] == task][:VALID_PER_TASK]]
-        write_jsonl(valid, args.corpus / f"{stage}_valid.jsonl")
+        write_jsonl(args.corpus / f"{stage}_train.jsonl", records)
+        valid = [r for task in tasks for r in [x for x in dev if x["task"] == task][:VALID_PER_TASK]]
+        write_jsonl(args.corpus / f"{stage}_valid.jsonl", valid)
     captions = [r for r in train if r["task"] == "audiocaption"]
-    write_jsonl(captions[:64], args.corpus / "stage3_story_sources.jsonl")
+    write_jsonl(args.corpus / "stage3_story_sources.jsonl", captions[:64])
     for task in sorted({r["task"] for r in test}):
-        write_jsonl([r for r in test if r["task"] == task], args.corpus / f"test_{task}.jsonl")
+        write_jsonl(args.corpus / f"test_{task}.jsonl", [r for r in test if r["task"] == task])
     print("wrote stage manifests under", args.corpus)
 
 

@@ -16,7 +16,9 @@
    --work/text_answers.jsonl.
 3. The bundled speech clips one by one: WER of the answer against its own transcript, against the other clip's
    (swapped) and of answers that ignore the audio (a fixed sentence, an empty answer): tests/test_mini.py's bounds.
-Writes the numbers, the clip counts actually scored and the weights' sha256 to --out.
+Writes the numbers, the clip counts actually scored and the weights' sha256 to --out, and for every accuracy a
+binomial 95 % interval (`intervals`: Wilson's score interval on the clips scored). `--intervals-only` recomputes
+those intervals from --out's stored counts without scoring anything (no model, no corpus).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -43,6 +46,28 @@ QA_SCALES = "1x,0.5x"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "audio"
 ASR_PROMPT = DEFAULT_TEST_PROMPTS["asr"]
 FIXED_SENTENCE = "the little boat drifted slowly toward the quiet harbor before dawn"  # ignores the audio
+Z95 = 1.959964  # the standard normal's 97.5th percentile: two-sided 95 % intervals
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> list[float]:
+    """Wilson's score interval for a binomial proportion of `correct` of `n` (stays inside [0, 1], sensible at
+    0 and n, unlike p +- z * standard error)."""
+    p, z2 = correct / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return [round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3)]
+
+
+def accuracy_intervals(tasks: dict) -> dict:
+    """task -> {accuracy, correct, clips, wilson95} for every scored task whose first run has an accuracy."""
+    out = {}
+    for task, scored in tasks.items():
+        accuracy = scored["runs"][0]["metrics"].get("accuracy")
+        if accuracy is not None and scored["clips"]:
+            correct = round(accuracy * scored["clips"])
+            out[task] = {"accuracy": accuracy, "correct": correct, "clips": scored["clips"],
+                         "wilson95": wilson_interval(correct, scored["clips"])}
+    return out
 
 
 def held_out_corpus(corpus: Path) -> None:
@@ -153,7 +178,15 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join((*TASKS, "QA")),
                         help="tasks to score ('' for none: only the corpus check and the bundled clips); the numbers "
                              "of tasks not scored in this run stay as --out has them")
+    parser.add_argument("--intervals-only", action="store_true",
+                        help="recompute the accuracy intervals of --out's stored numbers; score nothing")
     args = parser.parse_args()
+    if args.intervals_only:
+        stored = json.loads(args.out.read_text())
+        stored["intervals"] = accuracy_intervals(stored["tasks"])
+        args.out.write_text(json.dumps(stored, indent=1) + "\n")
+        print(json.dumps(stored["intervals"], indent=1))
+        return
     import torch
 
     from salmonn import load_model
@@ -176,6 +209,7 @@ def main() -> None:
 
     def save(scored: dict) -> None:
         result["tasks"] = {**before.get("tasks", {}), **scored}
+        result["intervals"] = accuracy_intervals(result["tasks"])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -34,7 +34,7 @@ from salmonn.defaults import MINI_DIR
 from salmonn.evaluation.metrics import compute_metrics
 from salmonn.evaluation.run import evaluate
 from salmonn.frames import SAMPLE_RATE
-from salmonn.jsonl import read_jsonl
+from salmonn.jsonl import jsonl_line, read_jsonl, write_jsonl
 
 sys.path.insert(0, str(Path(__file__).parent))
 from card_numbers import wilson_interval  # noqa: E402
@@ -48,10 +48,8 @@ def split_manifest(data: Path, split: str, work: Path) -> tuple[Path, list[dict]
     records = [dict(r, path=str((data / r["path"]).resolve()))
                for r in json.loads((data / f"{split}.json").read_text())["annotation"] if r["task"] == TASK]
     path = work / "manifests" / f"{split}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    if not path.is_file() or path.read_text() != text:  # an unchanged file keeps evaluate()'s resume
-        path.write_text(text)
+    if not path.is_file() or path.read_text() != "".join(map(jsonl_line, records)):  # unchanged: evaluate() resumes
+        write_jsonl(path, records)
     return path, records
 
 

@@ -1,6 +1,6 @@
 """Long-form speed of SALMONN-mini by chunking mode, in one process: fixed 30 s segments against pause-aligned
 chunks of at most 8 s (the default since issue 15: 71.2 % vs 93.4 % WER on the Asterisk prompts,
-scripts/mini/results/long_form_v1.json) on the same espeak-ng speech as benchmarks/mini.py.
+scripts/mini/results/history/long_form_v1.json) on the same espeak-ng speech as benchmarks/mini.py.
 
     .venv/bin/python benchmarks/long_form_chunks.py [--minutes 5] [--threads 2] [--out benchmarks/long_form_chunks.md]
         [--variants batch16,compile,bf16]

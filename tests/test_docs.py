@@ -193,7 +193,7 @@ def test_benchmarks_readme_figures_are_the_stored_outputs():
 def test_speed_page_figures_are_the_stored_outputs():
     page = _text(DOCS / "speed.md")
     assert [claim for claim in _speed_claims() if claim not in page] == []
-    bf16, fp32 = (_stored(MINI_RESULTS / f"long_form_first40{kind}_v2c.json")["modes"][0]["wer"]
+    bf16, fp32 = (_stored(MINI_RESULTS / "history" / f"long_form_first40{kind}_v2c.json")["modes"][0]["wer"]
                   for kind in ("_bf16", ""))
     assert f"{100 * bf16:.1f} % of the words wrong in bf16 compiled against {100 * fp32:.1f} % in fp32" in page
 
@@ -216,7 +216,7 @@ def test_inference_page_figures_are_the_stored_outputs():
     assert (f"pause chunks of at most 8 s ran at {chunks['pause', 8.0, 'defaults']:.1f}x real time and fixed 30 s "
             f"segments at {chunks['fixed', 30.0, 'defaults']:.1f}x") in page
     assert f"in bf16 compiled, {chunks['pause', 8.0, 'bf16+compile']:.1f}x" in page
-    v1 = _stored(MINI_RESULTS / "long_form_v1.json")
+    v1 = _stored(MINI_RESULTS / "history" / "long_form_v1.json")
     wers = {(m["chunks"], m["max_seconds"]): 100 * m["wer"] for m in v1["modes"]}
     assert (f"{wers['fixed', 30.0]:.1f} % with fixed 30 s segments, {wers['pause', 30.0]:.1f} % with pause chunks "
             f"of at most 30 s, {wers['pause', 15.0]:.1f} % at most 15 s and {wers['pause', 8.0]:.1f} % at most 8 s, "

@@ -182,18 +182,19 @@ def test_a_wrong_number_in_the_card_is_caught():
 def test_history_table_is_the_stored_outputs():
     """Each shipped version's row: its ASR and gender numbers from that version's card_numbers file."""
     rows = {row[0].split(" (")[0].strip("*"): row for row in table_cells(HISTORY.read_text(), "## Shipped versions")}
-    files = {"v1": "_v1", "v2c": "_v2c", "v4": "_v4", "v5": "_v5", "v6": ""}
+    files = {"v1": "history/card_numbers_v1", "v2c": "history/card_numbers_v2c", "v4": "history/card_numbers_v4",
+             "v5": "history/card_numbers_v5", "v6": "card_numbers"}
     assert rows.keys() == files.keys()
-    for version, suffix in files.items():
-        t = _stored(f"card_numbers{suffix}.json")["tasks"]
+    for version, stem in files.items():
+        t = _stored(f"{stem}.json")["tasks"]
         assert rows[version][2] == f"{_metric(t, 'asr', 'wer'):.1f} % / {_metric(t, 'asr@voice', 'wer'):.1f} %", version
         assert rows[version][4] == (f"{_metric(t, 'gender_recognition', 'accuracy'):.2f} / "
                                     f"{_metric(t, 'gender_recognition@voice', 'accuracy'):.2f}"), version
-        assert f"weights sha256 `{_stored(f'card_numbers{suffix}.json')['weights_sha256'][:12]}…`" in rows[version][7]
+        assert f"weights sha256 `{_stored(f'{stem}.json')['weights_sha256'][:12]}…`" in rows[version][7]
         assert rows[version][5] == f"{_metric(t, 'instrument', 'accuracy'):.2f}", version
         assert rows[version][6] == f"{_metric(t, 'audiocaption', 'cider_d'):.0f}", version
-        if suffix != "_v1":
-            long = _stored(f"long_form_all{suffix}.json")
+        if version != "v1":
+            long = _stored(stem.replace("card_numbers", "long_form_all") + ".json")
             clip = long.get("clip_level_wer_64", long["clip_level_wer"])  # 64 new tokens per clip, as before issue 33
             assert rows[version][3] == f"{pct(clip)} / {pct(long['modes'][0]['wer'])}", version
 

@@ -2,7 +2,7 @@
 (`salmonn infer --long-form`) in each long-form mode, against the same prompts answered one clip at a time.
 
     .venv/bin/python scripts/mini/long_form.py [--config CFG] [--out scripts/mini/results/long_form.json]
-        [--modes fixed:30,pause:30,pause:15,pause:8] [--clip-level-from scripts/mini/results/long_form_v1.json]
+        [--modes fixed:30,pause:30,pause:15,pause:8] [--clip-level-from scripts/mini/results/history/long_form_v1.json]
         [--num-beams 1] [model.dtype=bfloat16 ...]   (config overrides)
 
 The issue-15 target: the long-form WER within 5 points of the clip-level WER (both after salmonn eval's English

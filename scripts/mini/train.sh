@@ -15,13 +15,13 @@
 #   mini-v4 (shipped 2026-12-01, 5th session): mini-v5 with stage 1 1600 steps:
 #     R=runs/mini-v4 FIRST=voice=5000,voice_qa=1080,voice_mix=720 EXTRA0=run.iters_per_epoch=900 \
 #     EXTRA1=run.iters_per_epoch=800 bash scripts/mini/train.sh
-#   mini-v3 (candidate, 4th session, not shipped: scripts/mini/results/candidate_v3/): mini-v5 with stage 1 800 steps:
+#   mini-v3 (candidate, 4th session, not shipped: scripts/mini/results/history/candidate_v3/): mini-v5 with stage 1 800 steps:
 #     R=runs/mini-v3 FIRST=voice=5000,voice_qa=1080,voice_mix=720 EXTRA0=run.iters_per_epoch=900 \
 #     EXTRA1=run.iters_per_epoch=400 bash scripts/mini/train.sh
 #   mini-v2c (shipped 2026-11-30 to 12-01): 9,200 clips (8.1 h), no gender loss, CTC scale 16, stages 1500 / 800 / 1200:
 #     R=runs/mini-v2c FIRST=voice=3080,voice_qa=680,voice_mix=440 EXTRA="run.ctc_scale=16 run.gender_weight=0" \
 #     EXTRA0=run.iters_per_epoch=750 EXTRA1=run.iters_per_epoch=400 bash scripts/mini/train.sh
-#   mini-v7 (candidate, 8th session, not shipped: scripts/mini/results/candidate_v7/): mini-v6 with a hidden-512
+#   mini-v7 (candidate, 8th session, not shipped: scripts/mini/results/history/candidate_v7/): mini-v6 with a hidden-512
 #     Q-Former and stage 0 at lr 2e-3 over 2 x 1350 steps:
 #     R=runs/mini-v7 EXTRA="model.qformer_hidden_size=512 model.qformer_num_attention_heads=8 \
 #     model.qformer_intermediate_size=2048" EXTRA0="run.iters_per_epoch=1350 run.optims.init_lr=2e-3" \

@@ -1,7 +1,7 @@
 """Auxiliary speaker-gender loss on the audio tokens (`run.gender_weight`, SALMONN-mini).
 
 Why: a linear probe reads the speaker's gender from Whisper's frames (0.94) but hardly from mini-v2c's audio tokens
-(0.71, scripts/mini/results/gender_probe_v2c.json): trained by CTC to spell words, the Q-Former drops the voice, and
+(0.71, scripts/mini/results/history/gender_probe_v2c.json): trained by CTC to spell words, the Q-Former drops the voice, and
 800 stage-2 gender samples under the LM loss did not bring it back. This loss asks the clip mean of one query per
 window (`run.gender_query`) to point at the embedding of its gender word ("male" / "female"), with the same
 cosine classifier as the CTC loss (train/ctc.py) restricted to the label words: no parameter is added, and what

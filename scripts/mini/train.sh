@@ -6,7 +6,13 @@
 # samples per task; STAGES the stages to run (default "0 1 2"; a later stage starts from $R/stage<N-1>/final);
 # EXTRA overrides for every stage, EXTRA0 / EXTRA1 / EXTRA2 for one stage; RESUME=1 continues each stage from its
 # latest checkpoint (a stage with none starts from the beginning); ENC the frozen-Whisper output cache (default
-# ~/.cache/salmonn/encoders/mini-v2, outside the work tree like the corpus: a later session resumes with both).
+# ~/.cache/salmonn/encoders/mini-v2, outside the work tree like the corpus: a later session resumes with both);
+# MANIFESTS more make_manifests.py arguments (--add, --dev).
+#   mini-v8 (issue 33, planned, not yet run: configs/mini/README.md): every rendered clip of mini-v2, voices-v3's
+#     train split and the real recordings' train split 4 times over, validated on voices-v3's dev split:
+#     R=runs/mini-v8 FIRST= MANIFESTS="--add $HOME/.cache/salmonn/data/voices-v3 \
+#     $HOME/.cache/salmonn/data/real-sounds:4 --dev $HOME/.cache/salmonn/data/voices-v3/dev.json" \
+#     bash scripts/mini/train.sh
 #   mini-v6 (shipped, 2026-12-01, 7th session): the defaults below -- all 13,960 rendered clips (11.7 h), CTC scale
 #     32, the gender loss on query 1 in every stage, stage 0 5400 steps, stage 1 3200, stage 2 1200.
 #   mini-v5 (shipped 2026-12-01, 6th session): 11,800 clips (10.1 h), stage 0 1800 steps (mini-v3's stage 0):
@@ -30,10 +36,11 @@
 set -euo pipefail
 C=${1:-$HOME/.cache/salmonn/data/mini-v2}
 R=${R:-runs/mini-v6}
-FIRST=${FIRST:-voice=6480,voice_qa=1400,voice_mix=960}
+FIRST=${FIRST-voice=6480,voice_qa=1400,voice_mix=960}
 CAP=${CAP:-800}
 ENC=${ENC:-$HOME/.cache/salmonn/encoders/mini-v2}
-.venv/bin/python scripts/mini/make_manifests.py "$C" --spoken-qa --first "$FIRST" --stage2-per-task "$CAP"
+.venv/bin/python scripts/mini/make_manifests.py "$C" --spoken-qa --first "$FIRST" --stage2-per-task "$CAP" \
+  ${MANIFESTS:-}
 data() {
   echo "datasets.train_ann_path=$C/$1_train.jsonl datasets.valid_ann_path=$C/$1_valid.jsonl" \
     "datasets.cache_dir=$ENC"

@@ -9,9 +9,10 @@
 # ~/.cache/salmonn/encoders/mini-v2, outside the work tree like the corpus: a later session resumes with both);
 # MANIFESTS more make_manifests.py arguments (--add, --dev).
 #   mini-v8 (issue 33, planned, not yet run: configs/mini/README.md): every rendered clip of mini-v2, voices-v3's
-#     train split and the real recordings' train split 4 times over, validated on voices-v3's dev split:
+#     train split and the real recordings' train split with its 4 augmented copies (`salmonn data real-sounds DIR
+#     --copies 4`), validated on voices-v3's dev split:
 #     R=runs/mini-v8 FIRST= MANIFESTS="--add $HOME/.cache/salmonn/data/voices-v3 \
-#     $HOME/.cache/salmonn/data/real-sounds:4 --dev $HOME/.cache/salmonn/data/voices-v3/dev.json" \
+#     $HOME/.cache/salmonn/data/real-sounds --dev $HOME/.cache/salmonn/data/voices-v3/dev.json" \
 #     bash scripts/mini/train.sh
 #   mini-v6 (shipped, 2026-12-01, 7th session): the defaults below -- all 13,960 rendered clips (11.7 h), CTC scale
 #     32, the gender loss on query 1 in every stage, stage 0 5400 steps, stage 1 3200, stage 2 1200.

@@ -230,3 +230,27 @@ def test_the_reviewed_table():
 def test_the_command_is_registered():
     assert COMMANDS["real-sounds"] is R.real_sounds
     assert "OUT_DIR/train.json and test.json" in R.real_sounds.__doc__
+
+
+def test_augmented_copies_are_train_only_seeded_and_labelled(fake, built, tmp_path):
+    cache, table = fake
+    out, _, _ = built
+    R.build_real_sounds(tmp_path / "aug", cache, sources=table, packages=FAKE, copies=2)
+    aug = tmp_path / "aug"
+    assert (aug / "test.json").read_text() == (out / "test.json").read_text()  # test is never augmented
+    train = [r for r in read_manifest(aug / "train.json") if r["task"] == "sound_event"]
+    originals = [r for r in train if "copy_of" not in r]
+    copies = [r for r in train if "copy_of" in r]
+    assert len(copies) == 2 * len(originals) > 0
+    for r in copies:
+        source = aug / r["copy_of"]
+        assert r["text"] == r["label"] == next(o["label"] for o in originals if o["path"] == str(source))
+        x, rate = sf.read(r["path"])
+        y, _ = sf.read(source)
+        assert rate == SAMPLE_RATE and len(x) <= R.MAX_SECONDS * SAMPLE_RATE and "speed" in r["aug"]
+        assert len(x) != len(y) or not np.allclose(x, y, atol=1e-3)  # the chain changed the audio
+    R.build_real_sounds(tmp_path / "again", cache, sources=table, packages=FAKE, copies=2)
+    first = sorted(p.name for p in (aug / "train" / "real_aug").iterdir())
+    assert first == sorted(p.name for p in (tmp_path / "again" / "train" / "real_aug").iterdir())
+    assert all((aug / "train" / "real_aug" / n).read_bytes() ==
+               (tmp_path / "again" / "train" / "real_aug" / n).read_bytes() for n in first)  # seeded

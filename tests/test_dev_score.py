@@ -1,0 +1,63 @@
+"""scripts/mini/dev_score.py: which records each task is scored on and how a summary becomes the dev numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+MINI_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "mini"
+
+
+@pytest.fixture(scope="module")
+def dev_score():
+    sys.path.insert(0, str(MINI_SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location("dev_score", MINI_SCRIPTS / "dev_score.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(MINI_SCRIPTS))
+
+
+def test_a_task_is_scored_on_its_first_records_of_the_chosen_split(dev_score, tmp_path):
+    records = [{"path": f"dev/speech/s{i}.wav", "task": "asr", "text": f"t{i}"} for i in range(5)]
+    records += [{"path": "dev/speech/s0.wav", "task": "gender_recognition", "text": "male"}]
+    (tmp_path / "dev.json").write_text(json.dumps({"annotation": records}))
+    (tmp_path / "test.json").write_text(json.dumps({"annotation": records[:1]}))
+    path = dev_score.task_manifest(tmp_path, "dev", "asr", 3, tmp_path / "work")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["t0", "t1", "t2"]
+    assert rows[0]["path"] == str((tmp_path / "dev/speech/s0.wav").resolve())
+    test_path = dev_score.task_manifest(tmp_path, "test", "asr", 3, tmp_path / "work")
+    assert test_path != path and len(test_path.read_text().splitlines()) == 1
+    assert dev_score.task_manifest(tmp_path, "dev", "QA", 3, tmp_path / "work") is None
+    voices = [{"path": f"dev/{kind}/{kind}_{i}.wav", "task": "asr", "text": f"{kind}{i}"}
+              for i in range(3) for kind in ("speech", "voice")]
+    (tmp_path / "dev.json").write_text(json.dumps({"annotation": voices}))
+    one_kind = dev_score.task_manifest(tmp_path, "dev", "asr@voice", 2, tmp_path / "work")
+    assert [json.loads(line)["text"] for line in one_kind.read_text().splitlines()] == ["voice0", "voice1"]
+
+
+def test_the_headline_of_each_task(dev_score):
+    def summary(metrics, n, details=None):
+        return {"n_samples": n, "runs": [{"metrics": metrics, "failed": {"count": 0},
+                                          "details": details or {}}]}
+
+    asr = dev_score.headline("asr@voice", summary({"wer": 41.5}, 96))
+    assert asr == {"wer": 41.5, "clips": 96, "failed": 0}
+    events = dev_score.headline("sound_event", summary({"accuracy": 0.5}, 32))
+    assert events["accuracy"] == 0.5 and events["wilson95"][0] < 0.5 < events["wilson95"][1]
+    qa = dev_score.headline("QA@voice_qa", summary({"same_answer_rate": 0.25, "echo_rate": 0.0}, 96,
+                                          {"spoken_qa": {"questions": 96, "kept": 40, "same": 10}}))
+    assert qa["same_answer_rate"] == 0.25 and qa["kept"] == 40 and qa["same"] == 10
+
+
+def test_weights_are_a_folder_or_a_file(dev_score, tmp_path):
+    assert dev_score.weights_file(tmp_path) == tmp_path / "trainable.safetensors"
+    assert dev_score.weights_file(tmp_path / "w.safetensors") == tmp_path / "w.safetensors"
+    assert dev_score.weights_file(None).name == "trainable.safetensors"

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 MINI_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "mini"
 
 
 @pytest.fixture(scope="module")
 def dev_score():
-    sys.path.insert(0, str(MINI_SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location("dev_score", MINI_SCRIPTS / "dev_score.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(MINI_SCRIPTS))
+    return load_script(MINI_SCRIPTS / "dev_score.py", "dev_score")
 
 
 def test_a_task_is_scored_on_its_first_records_of_the_chosen_split(dev_score, tmp_path):

@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "salmonn"
 DOCS = ROOT / "docs"
@@ -247,11 +249,7 @@ def test_package_data_ships_what_exists():
 def test_results_md_is_rendered_from_the_stored_outputs():
     """benchmarks/RESULTS.md is what report.py renders from results.json and the other stored outputs, so no
     figure in it can drift from them (re-render with `python benchmarks/report.py`)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script(BENCH / "report.py", "bench_report")
     stored = _stored(BENCH / "results.json")
     rendered = report.report(stored["machine"], stored["hardware"], stored["inference"], stored["profiles"],
                              stored["training"], stored["fast_mode_answers"])
@@ -372,15 +370,6 @@ def test_the_name_checks_catch_a_stale_name():
 
 def test_decode_step_md_is_rendered_from_its_stored_output():
     """benchmarks/decode_step.md is what decode_step.py renders from decode_step.json (`--report`)."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_decode_step", BENCH / "decode_step.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
+    module = load_script(BENCH / "decode_step.py", "bench_decode_step")
     stored = _stored(BENCH / "decode_step.json")
     assert module.report(stored.pop("info"), stored) == (BENCH / "decode_step.md").read_text()

@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/mini/average_weights.py OUT_DIR CKPT CKPT [...] [--weights 0.5,0.5]
 
-Each CKPT is a run's checkpoint folder or its trainable.safetensors; all must hold the same tensor names and shapes
+Each CKPT is what `salmonn.checkpoint.read_state_dict` reads (a run's checkpoint folder, its .safetensors or a
+reference .pth); all must hold the same tensor names and shapes
 (strictly checked). The result is OUT_DIR/trainable.safetensors, loadable by `run.init_from`, `model.ckpt` and
 scripts/mini/export.py. mini-v8's candidates averaged stage 1 (best dev ASR) with stage 2 (the instructed tasks).
 """
@@ -13,13 +14,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from salmonn.checkpoint import OURS_WEIGHTS
-
-
-def weights_file(path: Path) -> Path:
-    return path / OURS_WEIGHTS if path.is_dir() else path
+from salmonn.checkpoint import OURS_WEIGHTS, read_state_dict
 
 
 def average(states: list[dict[str, torch.Tensor]], shares: list[float]) -> dict[str, torch.Tensor]:
@@ -47,7 +44,7 @@ def main() -> None:
     shares = [float(x) for x in args.weights.split(",")] if args.weights else [1 / n] * n
     if len(shares) != n or abs(sum(shares) - 1) > 1e-6:
         raise SystemExit(f"--weights: {n} shares summing to 1 expected, got {shares}")
-    states = [load_file(weights_file(p)) for p in args.checkpoints]
+    states = [read_state_dict(p) for p in args.checkpoints]
     averaged = average(states, shares)
     args.out.mkdir(parents=True, exist_ok=True)
     save_file(averaged, str(args.out / OURS_WEIGHTS), metadata={"format": "salmonn"})

@@ -45,6 +45,8 @@ def test_the_headline_of_each_task(dev_score):
     assert asr == {"wer": 41.5, "clips": 96, "failed": 0}
     events = dev_score.headline("sound_event", summary({"accuracy": 0.5}, 32))
     assert events["accuracy"] == 0.5 and events["wilson95"][0] < 0.5 < events["wilson95"][1]
+    music = dev_score.headline("music_description", summary({"cider_d": 250.0}, 30))
+    assert music == {"cider_d": 250.0, "clips": 30, "failed": 0}
     qa = dev_score.headline("QA@voice_qa", summary({"same_answer_rate": 0.25, "echo_rate": 0.0}, 96,
                                           {"spoken_qa": {"questions": 96, "kept": 40, "same": 10}}))
     assert qa["same_answer_rate"] == 0.25 and qa["kept"] == 40 and qa["same"] == 10

@@ -64,3 +64,18 @@ def test_a_test_clip_in_an_added_train_split_is_refused(tmp_path):
     assert done.returncode != 0
     assert "real_00000.wav: a held-out clip" in done.stderr
     assert not (main / "stage0_train.jsonl").exists()
+
+
+def test_balance_splits_a_tasks_stage2_cap_evenly_over_its_answers(tmp_path):
+    genders = ["male"] * 6 + ["female"] * 2
+    main = corpus(tmp_path, "main", {
+        "train": [(f"train/voice/voice_{i:05d}.wav", "gender_recognition", g) for i, g in enumerate(genders)]
+                 + [(f"train/events/events_{i:05d}.wav", "sound_event", "siren") for i in range(6)],
+        "test": [("test/voice/voice_00000.wav", "asr", "held out")]})
+    assert run(main, "--stage2-per-task", 4, "--balance", "gender_recognition").returncode == 0
+    stage2 = rows(main / "stage2_train.jsonl")
+    assert sorted(r["text"] for r in stage2 if r["task"] == "gender_recognition") == ["female"] * 2 + ["male"] * 2
+    assert sum(r["task"] == "sound_event" for r in stage2) == 4  # an unbalanced task keeps the whole cap
+    assert run(main, "--stage2-per-task", 4).returncode == 0
+    assert sum(r["text"] == "male" for r in rows(main / "stage2_train.jsonl")) > 2  # without it, the pool's skew
+    assert run(main, "--balance", "gender_recognition").returncode != 0  # nothing to split

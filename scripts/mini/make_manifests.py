@@ -89,13 +89,18 @@ def with_gender(records: list[dict]) -> list[dict]:
     return [{**r, "gender": gender[r["path"]]} if r["path"] in gender else r for r in records]
 
 
-def cap_per_task(records: list[dict], cap: int) -> list[dict]:
-    """The records with at most `cap` of each task (the first ones kept, order unchanged)."""
-    seen: dict[str, int] = {}
+def cap_per_task(records: list[dict], cap: int, balanced: tuple[str, ...] = ()) -> list[dict]:
+    """The records with at most `cap` of each task (the first ones kept, order unchanged); a task in `balanced`
+    has its cap split evenly over its answers (gender: cap/2 male, cap/2 female, whatever the pool's skew)."""
+    labels: dict[str, set[str]] = {}
+    for r in records:
+        labels.setdefault(r["task"], set()).add(r["text"])
+    seen: dict[tuple[str, str], int] = {}
     kept = []
     for r in records:
-        seen[r["task"]] = seen.get(r["task"], 0) + 1
-        if seen[r["task"]] <= cap:
+        key = (r["task"], r["text"] if r["task"] in balanced else "")
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= (cap // len(labels[r["task"]]) if r["task"] in balanced else cap):
             kept.append(r)
     return kept
 
@@ -119,7 +124,12 @@ def main() -> None:
                              "a partly rendered corpus held); the manifests equal those of that partial corpus")
     parser.add_argument("--stage2-per-task", type=int, default=0,
                         help="at most N stage-2 samples per task (0: no cap): keeps a partial corpus's task balance")
+    parser.add_argument("--balance", nargs="*", default=[], metavar="TASK",
+                        help="these tasks' stage-2 cap is split evenly over their answers (gender_recognition: "
+                             "voices-v3's new engines are all male)")
     args = parser.parse_args()
+    if args.balance and not args.stage2_per_task:
+        parser.error("--balance splits the --stage2-per-task cap: give that cap too")
     args.corpus = args.corpus.resolve()  # records carry absolute paths: the manifests work from any folder
     train, test = read_manifest(args.corpus / "train.json"), read_manifest(args.corpus / "test.json")
     dev = read_manifest(args.dev) if args.dev else test
@@ -141,7 +151,7 @@ def main() -> None:
             tasks = tasks + ("QA",)
         records = cap_no_speech([r for r in pool if r["task"] in tasks], args.no_speech_share)
         if stage == "stage2" and args.stage2_per_task:
-            records = cap_per_task(records, args.stage2_per_task)
+            records = cap_per_task(records, args.stage2_per_task, tuple(args.balance))
         write_jsonl(args.corpus / f"{stage}_train.jsonl", records)
         valid = [r for task in tasks for r in [x for x in dev if x["task"] == task][:VALID_PER_TASK]]
         write_jsonl(args.corpus / f"{stage}_valid.jsonl", valid)

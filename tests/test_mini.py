@@ -33,9 +33,9 @@ SWAP_GAP = 30.0  # WER points an answer must lose when scored against the other 
 FIXED_SENTENCE = "the little boat drifted slowly toward the quiet harbor before dawn"
 SHORT_ANSWERS = ("", "a", "the", "and", "yes", FIXED_SENTENCE)  # answers that ignore the audio
 FEMALE_FAILS = pytest.mark.xfail(strict=True, reason=(
-    "the shipped mini barely transcribes the female clip (WER 90 %: 'a person's wish is a teacher's resource', "
-    "as bad as the answer 'a'), so it fails the clip's bound and scores only 10 points worse against the male "
-    "clip's transcript (issues 15, 33); strict: fails once it does"))
+    "the shipped mini barely transcribes the female clip (WER 90 %: 'a person's preference is a teacher's "
+    "curriculum', as bad as the answer 'a'), so it fails the clip's bound and scores only 10 points worse against the "
+    "male clip's transcript (issues 15, 33); strict: fails once it does"))
 SWAP_CHECKED = [pytest.param("speech_female.flac", marks=FEMALE_FAILS), "speech_male.flac"]
 
 
@@ -110,7 +110,7 @@ def test_each_speech_clip_stays_within_its_bound(name, speech_answers):
 @pytest.mark.parametrize("name", BOUNDED_SPEECH)
 def test_ctc_rescoring_transcribes_each_clip_within_its_bound(mini, name):
     """The card's CTC rescoring (scripts/mini/results/ctc_rescore.json) on the shipped weights' spelling query: the
-    clip within the bound greedy answers are held to (it reads 30.8 % / 90 % here, greedy 38.5 % / 90 %)."""
+    clip within the bound greedy answers are held to (mini-v8b reads 15.4 % / 90 % here, greedy 38.5 % / 90 %)."""
     (answer,) = mini.generate([str(EXAMPLES / name)], ASR_PROMPT, num_beams=4, ctc_weight=0.4, ctc_length_bonus=2.0)
     assert _wer(answer.text, CLIPS[name]["asr"]) <= WER_BOUND[name], (name, answer.text)
 

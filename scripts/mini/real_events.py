@@ -5,7 +5,7 @@
 
 The set is `salmonn data real-sounds` (salmonn.data.real_sounds: labeled recordings from PyPI and Debian packages,
 split into train and test by source file and series; built into --data when missing). Each split is scored on its
-own (the train split is labelled so: mini-v6 never saw it, but a later model trained on it would) with what
+own (the train split is labelled so: mini-v8b trained on it, mini-v6 never saw it; the test split no model trains on) with what
 card_numbers.py uses for the synthetic sound events: `salmonn eval`'s evaluate() on task sound_event with the
 model's test prompt and greedy decoding; an answer is right when it names the clip's label and no other label of
 the split (salmonn.evaluation.metrics.classification). Beside the accuracy: Wilson 95 % intervals, per-label
@@ -116,7 +116,8 @@ def main() -> None:
     train_labels = set(set_summary["splits"]["train"]["labels"])
     result = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "prompt": prompt,
               "set": set_summary, "silence_answer": silence.text,
-              "note": "real recordings; the train split is not in mini-v6's training data either, scored apart"}
+              "note": "real recordings, each split scored apart: the test split is in no model's training data, the "
+                      "train split in mini-v8b's (not in mini-v6's)"}
     for split in ("test", "train"):
         result[split] = score_split(model, args.data, split, args.work, silence.text, train_labels)
         print(split, json.dumps({k: v for k, v in result[split].items() if k != "per_label"}), flush=True)

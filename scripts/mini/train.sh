@@ -7,20 +7,26 @@
 # EXTRA overrides for every stage, EXTRA0 / EXTRA1 / EXTRA2 for one stage; RESUME=1 continues each stage from its
 # latest checkpoint (a stage with none starts from the beginning); ENC the frozen-Whisper output cache (default
 # ~/.cache/salmonn/encoders/mini-v2, outside the work tree like the corpus: a later session resumes with both);
-# MANIFESTS more make_manifests.py arguments (--add, --dev); INIT a checkpoint the first stage of STAGES starts from
-# (mini-v8: the shipped mini-v6, src/salmonn/assets/mini).
-#   mini-v8 candidates (issue 33, 2026-12-05, not shipped: scripts/mini/results/history/candidate_v8/): mini-v6
-#     trained on, every rendered clip of mini-v2 (7,080 of 25,600), voices-v3's train split and the real recordings'
-#     train split with 4 augmented copies (`salmonn data real-sounds DIR --copies 4`), validated on voices-v3's dev;
-#     v8 = stage 1 1200 steps + stage 2 600 steps; v8b (chosen on dev) = v8's stage 1 + stage 2 300 steps at lr 1.5e-4:
+# MANIFESTS more make_manifests.py arguments (--add, --dev, --balance); INIT a checkpoint the first stage of STAGES
+# starts from (mini-v8: mini-v6's, as the defaults train it or from git: `git show 8a64c50:src/salmonn/assets/mini/
+# trainable.safetensors`).
+#   mini-v8b (shipped 2026-12-05, 15th session; chosen on dev over v8 and v8c-e: scripts/mini/results/history/
+#     candidate_v8/): mini-v6 trained on, every rendered clip of mini-v2 (7,080 of 25,600), voices-v3's train split
+#     and the real recordings' train split with 4 augmented copies (`salmonn data real-sounds DIR --copies 4`),
+#     validated on voices-v3's dev; v8 = stage 1 1200 steps + stage 2 600 steps; v8b = v8's stage 1 + stage 2 300
+#     steps at lr 1.5e-4:
 #     M="--add $HOME/.cache/salmonn/data/voices-v3 $HOME/.cache/salmonn/data/real-sounds \
 #     --dev $HOME/.cache/salmonn/data/voices-v3/dev.json"
-#     R=runs/mini-v8 FIRST= STAGES="1 2" INIT=src/salmonn/assets/mini MANIFESTS="$M" EXTRA1=run.iters_per_epoch=600 \
+#     R=runs/mini-v8 FIRST= STAGES="1 2" INIT=runs/mini-v6/stage2/final MANIFESTS="$M" EXTRA1=run.iters_per_epoch=600 \
 #     EXTRA2=run.iters_per_epoch=300 bash scripts/mini/train.sh
 #     R=runs/mini-v8b FIRST= STAGES=2 INIT=runs/mini-v8/stage1/final MANIFESTS="$M" \
 #     EXTRA2="run.iters_per_epoch=150 run.optims.init_lr=1.5e-4 run.optims.min_lr=1.5e-5" bash scripts/mini/train.sh
-#   mini-v6 (shipped, 2026-12-01, 7th session): the defaults below -- all 13,960 rendered clips (11.7 h), CTC scale
-#     32, the gender loss on query 1 in every stage, stage 0 5400 steps, stage 1 3200, stage 2 1200.
+#   v8c / v8d (candidates): v8b's stage 2 run on from v8b (INIT=runs/mini-v8b/stage2/final) for 450 steps,
+#     EXTRA2="run.iters_per_epoch=225 run.optims.init_lr=1.5e-4 run.optims.min_lr=1.5e-5"; v8d with
+#     MANIFESTS="$M --balance gender_recognition" (400 male / 400 female gender samples instead of 519 / 281);
+#     v8e: v8b's command with the balanced manifest.
+#   mini-v6 (shipped 2026-12-01 to 12-05, 7th session): the defaults below -- all 13,960 rendered clips (11.7 h), CTC
+#     scale 32, the gender loss on query 1 in every stage, stage 0 5400 steps, stage 1 3200, stage 2 1200.
 #   mini-v5 (shipped 2026-12-01, 6th session): 11,800 clips (10.1 h), stage 0 1800 steps (mini-v3's stage 0):
 #     R=runs/mini-v5 FIRST=voice=5000,voice_qa=1080,voice_mix=720 EXTRA0=run.iters_per_epoch=900 \
 #     bash scripts/mini/train.sh

@@ -111,6 +111,13 @@ def main() -> None:
     parser.add_argument("--setting", help="W,B: score the sets at this ctc_weight,ctc_length_bonus (the documented "
                                           "one) instead of the grid's pick, which is stored beside as grid_pick")
     args = parser.parse_args()
+    setting = None
+    if args.setting:
+        try:
+            weight, bonus = map(float, args.setting.split(","))
+        except ValueError:
+            parser.error(f"--setting {args.setting!r}: give ctc_weight,ctc_length_bonus as two numbers, e.g. 0.4,2")
+        setting = (weight, bonus)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     neural = neural_records(args.neural)
@@ -124,7 +131,7 @@ def main() -> None:
     tune = clips["tune_neural_65_128"]
     grid = {(w, b): rescored_wer(tune, w, b) for w in WEIGHTS for b in BONUSES}
     pick = min(grid, key=grid.get)
-    weight, bonus = tuple(map(float, args.setting.split(","))) if args.setting else pick
+    weight, bonus = setting or pick
     result = {"beams": args.beams, "ctc_weight": weight, "ctc_length_bonus": bonus, "weights_sha256": sha,
               "grid_pick": {"ctc_weight": pick[0], "ctc_length_bonus": pick[1]},
               "manifests": {"neural": str(args.neural), "espeak": str(args.espeak_corpus / "test_asr.jsonl")},

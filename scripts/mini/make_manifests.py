@@ -53,9 +53,10 @@ def added_corpus(spec: str) -> tuple[Path, int]:
 def refuse_held_out(train: list[dict], held: set[str]) -> None:
     """Stop when a training record's clip is a test or dev clip, or an Asterisk recording (a real-speech test set)."""
     for r in train:
-        if is_asterisk_audio(r["path"]) or r["path"] in held:
-            raise SystemExit(f"{r['path']}: a held-out clip (test, dev or Asterisk) in a training pool; "
-                             f"remove it from that corpus's train split")
+        for path in [r["path"], *r.get("expand_wav", [])]:
+            if is_asterisk_audio(path) or path in held:
+                raise SystemExit(f"{path}: a held-out clip (test, dev or Asterisk) in a training pool; "
+                                 f"remove it from that corpus's train split")
 
 
 def cap_no_speech(records: list[dict], share: float) -> list[dict]:

@@ -83,6 +83,20 @@ def test_voices_v3_splits_own_their_sentences_questions_and_speakers(v3_plans, m
     assert {j["kind"] for j in v3_plans["dev"]} == set(V3.KINDS) | set(V3.SOUND_KINDS)
 
 
+def test_words_v3_reads_short_phrases_of_each_splits_own_sentences(v3_plans):
+    words = S.size_plans("words-v3")
+    assert {s: len(p) for s, p in words.items()} == {"train": 1200, "dev": 120}
+    counts = {n: sum(len(j["text"].split()) == n for j in words["train"]) for n in (1, 2, 3)}
+    assert all(n > 300 for n in counts.values()) and sum(counts.values()) == 1200
+    assert sum(len(j["text"]) < 4 for j in words["train"] if " " not in j["text"]) <= 2  # lone "a" or "the": rare
+    for split, plan in words.items():
+        sentences = {j["text"] for j in v3_plans[split] if "text" in j} | set(T.load_sentences())
+        own = [s for s in sentences if T.held_out(s) == (split == "dev")]
+        assert all(j["corpus"] == "words-v3" for j in plan)
+        assert all(any(f" {j['text']} " in f" {s} " for s in own) for j in plan[:60])  # a phrase of its split's
+        assert {_speaker(j) for j in plan} <= {_speaker(j) for j in v3_plans[split]}  # the split's own voices
+
+
 @pytest.mark.parametrize("name", list(E.VOICES))
 def test_each_engine_voice_reads_a_sentence(name):
     if E.missing(name):

@@ -1,7 +1,9 @@
 """`salmonn data ...`: the commands that build corpora and test sets (name -> function; docstrings are the help)."""
 
 from .asterisk import asterisk
+from .joined import joined
+from .phone import phone
 from .real_sounds import real_sounds
 from .synth import synth
 
-COMMANDS = {"synth": synth, "asterisk": asterisk, "real-sounds": real_sounds}
+COMMANDS = {"synth": synth, "asterisk": asterisk, "real-sounds": real_sounds, "phone": phone, "joined": joined}

@@ -107,6 +107,9 @@ SIZES: dict[str, dict[str, Any]] = {
                       dev=dict(speech=60, qa=20, voice=200, voice_qa=60, voice_mix=40, events=50, music=30,
                                quiet=30),
                       test=dict(voice=150, voice_qa=50)),
+    # words-v3 (issue 33): voices-v3's voices, rooms and splits reading 1-3 words of each split's sentences
+    "words-v3": dict(recipe="voices-v3", corpus="words-v3", train=dict(speech=300, voice=900),
+                     dev=dict(speech=40, voice=80)),
     "voices-v3-sample": dict(recipe="voices-v3", train=dict(speech=2, qa=1, voice=6, voice_qa=3, voice_mix=1),
                              dev=dict(speech=2, qa=1, voice=4, voice_qa=2, voice_mix=1, events=1, music=1, quiet=1),
                              test=dict(voice=2, voice_qa=1)),
@@ -309,14 +312,18 @@ def _render_corpus(out: Path, plans: dict[str, list[dict]], counts: dict[str, An
 def _voices_v3_plans(spec: dict[str, Any], seed: int, sentences: Sequence[str], root: str,
                      soundfont: str) -> dict[str, list[dict]]:
     """The voices-v3 corpus's splits (data/voices_v3.py), kept apart from the rendered mini-v2's test split."""
-    from salmonn.data.voices_v3 import MINI_V2_SEED, SPLITS, held_out_pools, plan_voices_v3
+    from salmonn.data.voices_v3 import MINI_V2_SEED, SPLITS, held_out_pools, plan_voices_v3, short_phrases
 
     mini = SIZES["mini-v2"]
     counts = {k: mini.get(f"n_{k}", 0) for k in _KINDS}
     reserved = plan_split("test", {k: math.ceil(v * mini["test_fraction"]) for k, v in counts.items()},
                           MINI_V2_SEED, sentences, root, soundfont, mini["no_speech"])
     pools = held_out_pools(sentences, reserved)
-    return {s: plan_voices_v3(s, spec[s], seed, pools, root, soundfont) for s in SPLITS if spec.get(s)}
+    corpus = spec.get("corpus")
+    if corpus:  # words-v3: the same voices and splits reading short phrases of each split's own sentences
+        pools["sentences"] = {split: short_phrases(pool) for split, pool in pools["sentences"].items()}
+    plans = {s: plan_voices_v3(s, spec[s], seed, pools, root, soundfont) for s in SPLITS if spec.get(s)}
+    return {s: [dict(j, corpus=corpus) if corpus else j for j in plan] for s, plan in plans.items()}
 
 
 def synth_voices_v3(out_dir: str | os.PathLike, spec: dict[str, Any], *, seed: int = 0, workers: int | None = None,
@@ -327,7 +334,7 @@ def synth_voices_v3(out_dir: str | os.PathLike, spec: dict[str, Any], *, seed: i
     from salmonn.data.rooms import check_rooms
     from salmonn.data.voices import check_voices
 
-    check_tools(music=any(counts.get("music") for counts in spec.values()))
+    check_tools(music=any(c.get("music") for c in spec.values() if isinstance(c, dict)))
     check_voices()
     check_rooms()
     out = Path(out_dir)
@@ -401,6 +408,8 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small", workers: int | No
     Kokoro and espeak-ng voices with real room impulse responses, speed and pitch perturbation, in train, dev and
     test splits (dev and test: own sentences and speakers; dev also stands in for mini-v2's test); about an hour
     of CPU;
+    --size words-v3: 1,320 clips of voices-v3's voices and rooms reading 1-3 words of its sentences (train and
+    dev; every other corpus's transcripts have 4 or more words);
     --size voices-v3-sample: the same at demo size.
     Needs: apt-get install espeak-ng fluidsynth fluid-soundfont-gm fortunes fortunes-min; the neural
     voices need pip install 'salmonn[voices]'; voices-v3 also apt-get install festival festvox-kallpc16k
@@ -409,7 +418,7 @@ def synth(out_dir: str, /, seed: int = 0, size: str = "small", workers: int | No
 
     Options:
       seed: the corpus seed (the held-out sentences, voices and questions do not depend on it)
-      size: small, full, speech, mini-v2, mini-v2-sample, voices-v3 or voices-v3-sample
+      size: small, full, speech, mini-v2, mini-v2-sample, voices-v3, words-v3 or voices-v3-sample
       workers: processes (default: CPU count); the output does not depend on it
       partial: write the annotations of the clips finished so far and render nothing
     """

@@ -31,6 +31,7 @@ mini-v2; espeak-ng's (``qa``) the known answer.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -60,6 +61,7 @@ ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-us-nyc", "en-gb-scotland",
 KINDS = ("speech", "qa", "voice", "voice_qa", "voice_mix")  # speech/qa: espeak-ng; the voice kinds: the rest
 SOUND_KINDS = ("events", "music", "quiet")  # mini-v2's speech-free kinds, planned as mini-v2 plans them
 NEW_ENGINES = ("festival", "piper")
+PHRASE_WORDS = 3  # the words-v3 corpus: transcripts of 1-3 words (isolated words, a number, a short command)
 
 
 def held_out_pools(sentences: Sequence[str], reserved: Sequence[dict]) -> dict[str, Any]:
@@ -74,6 +76,22 @@ def held_out_pools(sentences: Sequence[str], reserved: Sequence[dict]) -> dict[s
                       "dev": lambda forms: held_out(forms[0]) and not asked.intersection(forms),
                       "test": lambda forms: held_out(forms[0]) and bool(asked.intersection(forms))},
     }
+
+
+def short_phrases(sentences: Sequence[str]) -> list[str]:
+    """1 to :data:`PHRASE_WORDS` consecutive words of each sentence (first and last of 3 letters or more, a lone
+    word of 4, where the sentence has such), drawn from a stream seeded by the sentence: the words-v3 corpus's
+    transcripts (every transcript of mini-v2 and voices-v3 has 4 or more words)."""
+    phrases = []
+    for sentence in sentences:
+        words = sentence.split()
+        rng = np.random.default_rng(zlib.crc32(sentence.encode()))
+        n = int(rng.integers(1, PHRASE_WORDS + 1))
+        shortest = 4 if n == 1 else 3
+        starts = [i for i in range(len(words) - n + 1) if min(len(words[i]), len(words[i + n - 1])) >= shortest]
+        start = int(rng.choice(starts)) if starts else int(rng.integers(0, len(words) - n + 1))  # no lone "a"
+        phrases.append(" ".join(words[start:start + n]))
+    return phrases
 
 
 def plan_voices_v3(split: str, counts: dict[str, int], seed: int, pools: dict[str, Any], root: str,

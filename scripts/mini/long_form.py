@@ -24,12 +24,14 @@ measured too (the long clips answered again with the floor), and the comparison 
 most 8 s only (the longest clips training had), joined and cut in each mode as the whole set is.
 
 Output keys: clip_level_* (clip_level_wer with the fair budget; clip_level_wer_64 with the floor for every clip, what
-outputs before issue 33 called clip_level_wer); clip_budget (R, T, how derived, budgets, fit and use); `modes` (one
-entry per mode: chunks, max_seconds, pieces, wer, gap_points against the fair clip level, seconds, x_real_time,
-max_new_tokens_per_piece, answer_tokens, load_average_1min at its end, text_head); `default` (the mode `salmonn infer
---long-form` uses) with its gap in default_gap_points; `short_clips` (the clips of at most 8 s: their count, clip-level
-WER and each mode's long-form WER and gap); `clip_answers` (per clip: id, seconds, budget, answer tokens, text); and,
-as before, long_form_wer / gap_points / long_form_seconds / long_form_x_real_time for fixed 30 s segments.
+outputs before issue 33 called clip_level_wer); clip_budget (R, T, how derived, budgets, fit and use);
+`clip_level_by_length` (clips, words and clip-level WER of the clips of 0-1.5, 1.5-3, 3-8, 8-15, 15-30 and 30+ s);
+`modes` (one entry per mode: chunks, max_seconds, pieces, wer, gap_points against the fair clip level, seconds,
+x_real_time, max_new_tokens_per_piece, answer_tokens, load_average_1min at its end, text_head); `default` (the mode
+`salmonn infer --long-form` uses) with its gap in default_gap_points; `short_clips` (the clips of at most 8 s: their
+count, clip-level WER and each mode's long-form WER and gap); `clip_answers` (per clip: id, seconds, budget, answer
+tokens, text); and, as before, long_form_wer / gap_points / long_form_seconds / long_form_x_real_time for fixed 30 s
+segments.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from salmonn.inference import answer_all, long_form, long_form_chunking
 INSTRUCTION = DEFAULT_TEST_PROMPTS["asr"]
 PAUSE_SECONDS = 0.4  # silence between two joined prompts
 SAMPLE_RATE = 16000
+LENGTH_BANDS = ((0, 1.5), (1.5, 3), (3, 8), (8, 15), (15, 30), (30, 600))  # s: clip-level WER per band
 SHORT_CLIP_SECONDS = 8.0  # the longest clips training had (configs/mini/README.md): the comparison without longer ones
 RATE_FROM_SECONDS = 2.0  # the words-per-second bound is taken over clips at least this long
 TOKENS_FROM_WORDS = 10  # the tokens-per-word bound over transcripts at least this long
@@ -183,6 +186,18 @@ def earlier_clip_level(path: Path, records: list[dict], args, digest: str | None
             "source": earlier.get("clip_level_source", f"{path} (an earlier run, same weights)")}
 
 
+def clip_level_by_length(records: list[dict], texts: list[str]) -> list[dict]:
+    """The clip-level WER of the clips in each LENGTH_BANDS band: clips, reference words, WER."""
+    bands = []
+    for low, high in LENGTH_BANDS:
+        keep = [i for i, r in enumerate(records) if low < r["seconds"] <= high]
+        if keep:
+            bands.append({"seconds": [low, high], "clips": len(keep),
+                          "words": sum(len(english_words()(records[i]["text"])) for i in keep),
+                          "wer": round(wer([texts[i] for i in keep], [records[i]["text"] for i in keep]), 4)})
+    return bands
+
+
 def short_clip_comparison(model, records: list[dict], clip: dict, modes, args) -> dict:
     """The same comparison on the clips of at most SHORT_CLIP_SECONDS only."""
     keep = [i for i, r in enumerate(records) if r["seconds"] <= SHORT_CLIP_SECONDS]
@@ -231,7 +246,8 @@ def main() -> None:
                                                             len(records) * PAUSE_SECONDS / 60, 2),
               "clip_level_wer": round(clip["wer"], 4), "clip_level_wer_64": round(clip["wer_64"], 4),
               "clip_level_seconds": round(clip["seconds"], 1), "clip_level_source": clip["source"],
-              "clip_budget": clip["budget"], "target_gap_points": 5.0,
+              "clip_budget": clip["budget"], "clip_level_by_length": clip_level_by_length(records, clip["texts"]),
+              "target_gap_points": 5.0,
               "default": f"{default[0]} {default[1]:g} s",
               "default_gap_points": chosen["gap_points"] if chosen else None, "modes": results,
               "short_clips": short_clip_comparison(model, records, clip, modes, args)}

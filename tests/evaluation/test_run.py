@@ -214,6 +214,16 @@ def test_run_key_depends_on_effective_decoding_and_files():
     assert R.run_key(a, {"num_beams": 1}) != R.run_key(b, {})
 
 
+def test_new_weights_written_over_old_ones_are_a_new_run(tmp_path: Path):
+    model = FakeModel()
+    model.config.model.ckpt = str(tmp_path / "trainable.safetensors")
+    Path(model.config.model.ckpt).write_bytes(b"old weights")
+    before = R.run_key(model, {})
+    assert R.run_key(model, {}) == before  # unchanged files: the same run, answers resume
+    Path(model.config.model.ckpt).write_bytes(b"new weights, longer")
+    assert R.run_key(model, {}) != before
+
+
 def test_missing_reference_fails_before_generating(tmp_path: Path):
     manifest = write_manifest(tmp_path / "m.jsonl", [{"path": "/c/a.wav", "text": "a"}, {"path": "/c/b.wav"}])
     model = FakeModel()

@@ -14,9 +14,10 @@ Output folder layout (one folder can hold a whole task suite of one model):
 - ``text_answers.jsonl``        spoken QA: the backbone LLM's own answers to the typed questions (keyed by the LLM;
   a rerun reuses them), against which ``same_answer_rate`` is scored (``spoken_facts``)
 
-Re-running resumes: samples already answered (same index, audio, prompt and run_key) are not generated again;
-failed clips are tried again. Under ``torchrun --nproc_per_node N`` every rank answers every N-th pending sample
-into ``<file>.part-<rank>``; rank 0 merges the parts in manifest order, scores and writes the reports.
+Re-running resumes: samples already answered (same index, audio, prompt and run_key: the model files' paths, sizes
+and times, template and decoding) are not generated again; failed clips are tried again. Under ``torchrun
+--nproc_per_node N`` every rank answers every N-th pending sample into ``<file>.part-<rank>``; rank 0 merges the
+parts in manifest order, scores and writes the reports.
 
 Modules: items (records, instructions, audio), files (per-sample files, summaries), distributed (torchrun),
 metrics, spoken_facts (spoken factual QA), report, commands (the ``salmonn eval`` command).
@@ -106,10 +107,25 @@ def parse_lora_scales(text: str | None, trained_scaling: float, current_scale: f
 # ------------------------------------------------------------------ one task
 
 
+def file_identity(path: str | None) -> list:
+    """A model file as the run key sees it: its path, size and modification time (a folder: those of the files in
+    it), so that new weights written over old ones are a new run, not answers to resume."""
+    if not path:
+        return [path]
+    p = Path(path)
+    if p.is_file():
+        return [path, p.stat().st_size, p.stat().st_mtime_ns]
+    if p.is_dir():
+        return [path, sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in p.iterdir() if f.is_file())]
+    return [path]
+
+
 def run_key(model: "SALMONN", decoding: dict) -> str:
-    """Fingerprint of what decides the answers besides the LoRA scale: model files, template, decoding."""
+    """Fingerprint of what decides the answers besides the LoRA scale: model files (path, size, time), template,
+    decoding."""
     m = model.config.model
-    identity = {"files": [m.llama_path, m.whisper_path, m.beats_path, m.ckpt], "template": m.prompt_template,
+    identity = {"files": [file_identity(f) for f in (m.llama_path, m.whisper_path, m.beats_path, m.ckpt)],
+                "template": m.prompt_template,
                 "long_audio": m.long_audio, "channel": m.channel,
                 "decoding": {**asdict(model.config.generate), **decoding}}
     return hashlib.sha1(dumps(identity, sort_keys=True).encode()).hexdigest()[:12]

@@ -186,10 +186,10 @@ def earlier_clip_level(path: Path, records: list[dict], args, digest: str | None
             "source": earlier.get("clip_level_source", f"{path} (an earlier run, same weights)")}
 
 
-def clip_level_by_length(records: list[dict], texts: list[str]) -> list[dict]:
-    """The clip-level WER of the clips in each LENGTH_BANDS band: clips, reference words, WER."""
+def clip_level_by_length(records: list[dict], texts: list[str], bands_s=LENGTH_BANDS) -> list[dict]:
+    """The clip-level WER of the clips in each band (seconds, low exclusive): clips, reference words, WER."""
     bands = []
-    for low, high in LENGTH_BANDS:
+    for low, high in bands_s:
         keep = [i for i, r in enumerate(records) if low < r["seconds"] <= high]
         if keep:
             bands.append({"seconds": [low, high], "clips": len(keep),

@@ -2,8 +2,8 @@
 
 The Asterisk prompts (the real-speech test set) are wideband recordings stored at 8 kHz: nothing above 4 kHz,
 the low band intact (measured on 200 prompts: 100-300 Hz within 10 dB of the peak band). mini-v2 and voices-v3
-band-limit about 1 clip in 15 (data/sounds.py's resampling round trip), and on voices-v3's dev split an 8 kHz
-round trip costs v8b 7 WER points in the neural voices and 19 in espeak-ng. A phone corpus holds every speech
+band-limit about 1 clip in 15 (data/sounds.py's resampling round trip), and on voices-v3's dev split this corpus's
+copies cost mini-v8b 6 WER points in the neural voices and 18 in espeak-ng. A phone corpus holds every speech
 clip of a split once more, band-limited to 8 kHz and, with probability :data:`P_MULAW`, through G.711 mu-law
 (8-bit companding, what a phone line or a voicemail stores); the records (transcript, gender, question) are the
 source's. Nothing else changes: the rooms, voices and levels are the source corpus's.

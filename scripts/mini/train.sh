@@ -10,6 +10,15 @@
 # MANIFESTS more make_manifests.py arguments (--add, --dev, --balance); INIT a checkpoint the first stage of STAGES
 # starts from (mini-v8: mini-v6's, as the defaults train it or from git: `git show 8a64c50:src/salmonn/assets/mini/
 # trainable.safetensors`).
+#   mini-v9 (16th session; chosen on dev over v8b and v8p: scripts/mini/results/history/candidate_v9/): v8's stage 1
+#     run on for 600 steps and a v8b stage 2, both with three more corpora (configs/mini/README.md): phone-band copies
+#     of voices-v3 (`salmonn data phone`), its clips joined into 8-25 s transcripts 3 times over (`salmonn data
+#     joined`) and 1-3 word phrases twice over (`salmonn data synth --size words-v3`):
+#     D=$HOME/.cache/salmonn/data; M="--add $D/voices-v3 $D/phone-v3 $D/joined-v3:3 $D/words-v3:2 $D/real-sounds \
+#     --dev $D/voices-v3/dev.json"
+#     R=runs/mini-v9 FIRST= STAGES="1 2" INIT=runs/mini-v8/stage1/final MANIFESTS="$M" EXTRA1=run.iters_per_epoch=300 \
+#     EXTRA2="run.iters_per_epoch=150 run.optims.init_lr=1.5e-4 run.optims.min_lr=1.5e-5" bash scripts/mini/train.sh
+#   v8p (candidate): v8b's stage 2 command with phone-v3 added (--add $D/voices-v3 $D/phone-v3 $D/real-sounds).
 #   mini-v8b (shipped 2026-12-05, 15th session; chosen on dev over v8 and v8c-e: scripts/mini/results/history/
 #     candidate_v8/): mini-v6 trained on, every rendered clip of mini-v2 (7,080 of 25,600), voices-v3's train split
 #     and the real recordings' train split with 4 augmented copies (`salmonn data real-sounds DIR --copies 4`),

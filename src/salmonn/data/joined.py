@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 from salmonn.errors import SalmonnError
+from salmonn.jsonl import read_jsonl
 
 KINDS = ("speech", "voice")  # one speaker per clip: espeak-ng and the neural / Festival voices (not mixes, questions)
 MIN_SECONDS, MAX_SECONDS = 8.0, 25.0  # longer than any source clip; short of a 30 s window
@@ -29,7 +30,7 @@ def speech_clips(src: Path, split: str) -> dict[str, list[dict]]:
     """Speaker -> the split's single-speaker ASR clips (path relative to src, text, seconds), in path order."""
     meta_path = src / "meta" / f"{split}.jsonl"
     try:
-        meta = [json.loads(line) for line in meta_path.read_text().splitlines() if line.strip()]
+        meta = read_jsonl(meta_path, strict=True)
     except (OSError, ValueError) as e:
         raise SalmonnError(f"{meta_path}: cannot read the clips' metadata ({e}); give a folder that "
                            f"`salmonn data synth` wrote") from e

@@ -58,6 +58,9 @@ def phone_split(src: Path, out: Path, split: str) -> list[dict]:
     except (OSError, ValueError, KeyError) as e:
         raise SalmonnError(f"{annotation}: not a corpus annotation ({e}); give a folder that `salmonn data synth` "
                            f"wrote") from e
+    by_path: dict[str, list[dict]] = {}
+    for r in records:
+        by_path.setdefault(r["path"], []).append(r)
     speech = {r["path"] for r in records if r["task"] in SPEECH_TASKS}
     copied: list[dict] = []
     for rel in sorted(speech):
@@ -71,8 +74,7 @@ def phone_split(src: Path, out: Path, split: str) -> list[dict]:
         y, info = telephone(x, np.random.default_rng(zlib.crc32(rel.encode())))
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(out / rel, y, SAMPLE_RATE, subtype="PCM_16")
-        copied += [{**r, "aug": {**r.get("aug", {}), **info}, "copy_of": str(src / rel)}
-                   for r in records if r["path"] == rel]
+        copied += [{**r, "aug": {**r.get("aug", {}), **info}, "copy_of": str(src / rel)} for r in by_path[rel]]
     return copied
 
 

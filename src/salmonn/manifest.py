@@ -68,3 +68,8 @@ def iter_records(path: str | Path, bad_lines: dict[int, str] | None = None) -> I
 def read_manifest(path: str | Path) -> list[dict]:
     """All records of a manifest, paths resolved."""
     return [record for _, record in iter_records(path)]
+
+
+def write_annotation(path: str | Path, records: list[dict]) -> None:
+    """Write records in the reference annotation layout (`{"annotation": [...]}`), as the corpora store them."""
+    Path(path).write_text(json.dumps({"annotation": records}, indent=1) + "\n")

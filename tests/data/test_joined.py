@@ -55,3 +55,29 @@ def test_joined_refuses_test_splits_and_missing_metadata(tmp_path):
         J.joined(str(tmp_path), str(tmp_path / "out"), splits="test")
     with pytest.raises(SalmonnError, match=r"meta/dev\.jsonl: cannot read"):
         J.joined(str(tmp_path), str(tmp_path / "out"), splits="dev")
+
+
+def test_joined_copies_lengths_and_copied_audio(tmp_path):
+    src, copy, out = tmp_path / "src", tmp_path / "phone", tmp_path / "out"
+    write_meta(src)
+    for s in range(3):
+        for i in range(0, 20, 2):  # the copy holds every other clip
+            (copy / "train" / "voice").mkdir(parents=True, exist_ok=True)
+            (copy / "train" / "voice" / f"v{s}_{i}.wav").write_bytes(b"")
+    COMMANDS["joined"](str(src), str(out), splits="train", seconds="10,29", copies=2, audio=str(copy))
+    records = read_manifest(out / "train.json")
+    clips = [c for r in records for c in [r["path"], *r["expand_wav"]]]
+    assert records and all(10 <= r["seconds"] <= 29 for r in records)
+    assert all(c.startswith(str(copy)) and int(c[:-4].split("_")[-1]) % 2 == 0 for c in clips)
+    assert max(clips.count(c) for c in clips) == 2  # each clip once per copy, in a new order each time
+    first = [r["text"] for r in J.joined_split(src, "train", 0)]
+    COMMANDS["joined"](str(src), str(out), splits="train")  # the defaults join as before the options came
+    assert [r["text"] for r in read_manifest(out / "train.json")] == first
+
+
+@pytest.mark.parametrize("options, error", [({"seconds": "8"}, "give LOW,HIGH"), ({"seconds": "8,31"}, "<= 30"),
+                                            ({"copies": 0}, "give 1 or more"), ({"audio": "/no/such"}, "no such folder")])
+def test_joined_refuses_bad_options(tmp_path, options, error):
+    write_meta(tmp_path)
+    with pytest.raises(SalmonnError, match=error):
+        J.joined(str(tmp_path), str(tmp_path / "out"), splits="train", **options)

@@ -12,7 +12,6 @@ it). ``salmonn data asterisk OUT.json`` writes an ASR manifest for ``salmonn eva
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import soundfile as sf
 
 from salmonn.errors import SalmonnError
+from salmonn.manifest import write_annotation
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = (Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"),
@@ -106,7 +106,7 @@ def write_asterisk_manifest(out: str | os.PathLike, sounds_dir: str | os.PathLik
     if out.suffix != ".json":
         raise SalmonnError(f"{out}: the manifest is written as JSON; give a path ending in .json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"annotation": records}, indent=1) + "\n")
+    write_annotation(out, records)
     return {"clips": len(records), "minutes": round(sum(r["seconds"] for r in records) / 60, 2),
             "words": sum(len(r["text"].split()) for r in records), **{f"skipped_{k}": v for k, v in skipped.items()}}
 

@@ -21,15 +21,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from salmonn.data.derived import SPLITS, derived_splits, finish_derived
 from salmonn.data.sounds import fit
 from salmonn.errors import SalmonnError
 from salmonn.frames import SAMPLE_RATE
+from salmonn.manifest import write_annotation
 
 PHONE_RATE = 8000  # the Asterisk prompts' and a phone line's sample rate
 P_MULAW = 0.5  # chance of G.711 mu-law companding after the band limit
 MU = 255  # G.711's mu
 SPEECH_TASKS = ("asr", "QA")  # a clip with one of these holds speech and gets a phone copy
-SPLITS = ("train", "dev")  # test splits are never copied: they stay the source's
 
 
 def mulaw(x: np.ndarray) -> np.ndarray:
@@ -89,21 +90,16 @@ def phone(src_dir: str, out_dir: str, /, splits: str = ",".join(SPLITS)) -> None
       splits: comma-separated splits to copy (test splits are refused: they stay as the source holds them)
     """
     src, out = Path(src_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
-    names = [s for s in splits.split(",") if s]
-    if not names or "test" in names:
-        raise SalmonnError(f"--splits {splits!r}: give train and/or dev; test splits are never copied")
+    names = derived_splits(splits, "copied")
     if src == out:
         raise SalmonnError(f"{out}: the output folder is the source; give a new folder")
     out.mkdir(parents=True, exist_ok=True)
     summary = {"source": str(src), "phone_rate": PHONE_RATE, "p_mulaw": P_MULAW, "splits": {}}
     for split in names:
         records = phone_split(src, out, split)
-        (out / f"{split}.json").write_text(json.dumps({"annotation": records}, indent=1) + "\n")
+        write_annotation(out / f"{split}.json", records)
         clips = len({r["path"] for r in records})
         summary["splits"][split] = {"clips": clips, "records": len(records)}
         print(f"{out / split}.json: {clips} phone clips, {len(records)} records")
-    for name in ("prompts.json",):
-        if (src / name).is_file():
-            (out / name).write_text((src / name).read_text())
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    finish_derived(src, out, summary)
 

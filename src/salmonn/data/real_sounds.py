@@ -52,6 +52,7 @@ from salmonn.audio import load_audio
 from salmonn.data.sounds import EVENT_CLASSES
 from salmonn.errors import AudioError, SalmonnError
 from salmonn.frames import SAMPLE_RATE
+from salmonn.manifest import write_annotation
 
 DEFAULT_CACHE = Path.home() / ".cache" / "salmonn" / "real-sounds"
 MIN_SECONDS, MAX_SECONDS = 1.0, 8.0  # clip length (the corpus's 1-8 s)
@@ -495,7 +496,7 @@ def build_real_sounds(out_dir: str | os.PathLike, cache: str | os.PathLike = DEF
         records = _write_clips(out, name, rows)
         if name == "train" and copies:
             records += _write_copies(out, records, copies)
-        (out / f"{name}.json").write_text(json.dumps({"annotation": records}, indent=1) + "\n")
+        write_annotation(out / f"{name}.json", records)
         summary["splits"][name] = split_summary(records, [k for k in keys if split[k] == name])
     table = [{**asdict(s), "version": versions[s.package], "split": split[source_key(s)],
               "group": group[source_key(s)]} for s in sources]

@@ -16,7 +16,8 @@ RESULTS = ROOT / "scripts" / "mini" / "results"
 CITED = re.compile(r"`([^`\s/~][^`\s]*(?:\.json|\.py|\.sh|/))`")  # a backticked repo file or folder, not a command
 SEARCHED = ("scripts/mini", "src/salmonn", "docs", "tests")  # where a bare name may live
 SHIPPED_OUTPUTS = ("card_numbers.json", "long_form_all.json", "long_form_first40.json",
-                   "long_form_all_ctc_rescore.json", "ctc_rescore.json")
+                   "long_form_all_ctc_rescore.json", "ctc_rescore.json", "clip_long_form.json",
+                   "real_events_probe.json")
 
 
 def resolves(name: str) -> bool:
@@ -118,6 +119,7 @@ def results_rows() -> dict[str, str]:
     t = _stored("card_numbers.json")["tasks"]
     every = _stored("long_form_all.json")
     rescored = _stored("ctc_rescore.json")["sets"]
+    chunked = _stored("clip_long_form.json")
     long_rescored = _stored("long_form_all_ctc_rescore.json")
     mini = json.loads((ROOT / "benchmarks" / "mini.json").read_text())
     measured = mini["info"].get("clip_weights_sha256") or mini["info"].get("weights_sha256")
@@ -130,6 +132,8 @@ def results_rows() -> dict[str, str]:
         "real speech, Asterisk prompts, clip by clip": f"**{pct(every['clip_level_wer'])}** / "
                                                        f"**{pct(short['clip_level_wer'])}** (64 new tokens for "
                                                        f"every clip: {pct(every['clip_level_wer_64'])})",
+        "same, each clip answered as `salmonn infer --long-form`": f"**{pct(chunked['wer'])}** (whole clips: "
+                                                                  f"{pct(chunked['whole_clip_wer'])})",
         "same three with **CTC rescoring**": "**" + " / ".join(f"{one_place(rescored[k]['rescored'])} %" for k in
                                                               ("espeak", "neural", "asterisk")) + "**",
         "long form: all 542 joined": f"**{pct(every['modes'][0]['wer'])}** ({than(every['default_gap_points'])} clip "
@@ -284,3 +288,22 @@ def test_readme_mini_claims_are_what_was_measured():
     real = _stored("real_events.json")
     assert real["weights_sha256"] == shipped_sha256()
     assert f"recorded real sounds it mostly misnames ({real['test']['correct']} of {real['test']['clips']} test clips" in readme
+
+
+# ------------------------------------------------------------------------------------------------ --long-form per clip
+def test_long_form_per_clip_changes_only_the_long_clips_and_helps():
+    """clip_long_form.py answers each Asterisk prompt as `salmonn infer --long-form` does: a clip of at most 8 s is
+    one chunk, so its answer is long_form.py's whole-clip answer; the card says chunking the longer ones helps."""
+    chunked, whole = _stored("clip_long_form.json"), _stored("long_form_all.json")
+    assert chunked["whole_clip_wer"] == whole["clip_level_wer"]
+    short = [(a["text"], b["text"]) for a, b in zip(chunked["answers"], whole["clip_answers"]) if a["seconds"] <= 8]
+    assert len(short) == whole["short_clips"]["clips"] and all(a == b for a, b in short)
+    assert chunked["wer"] < chunked["whole_clip_wer"]
+
+
+def test_real_events_probe_numbers_are_the_stored_ones():
+    probe = _stored("real_events_probe.json")
+    card = " ".join(CARD.read_text().split())
+    assert probe["test_clips"] == _stored("real_events.json")["test"]["labels_in_real_train"]["clips"]
+    assert (f"names {probe['probes']['whisper']['correct']} of those {probe['test_clips']} from Whisper's frames and "
+            f"{probe['probes']['tokens']['correct']} from mini's audio tokens") in card

@@ -19,7 +19,9 @@ $py scripts/mini/spoken_qa_heard.py "$W-base/manifests/QA.jsonl" "$W/manifests/Q
   --out "$OUT/spoken_qa_heard.json"
 $py scripts/mini/long_form.py --limit 40 --modes pause:8 --out "$OUT/long_form_first40.json"
 $py scripts/mini/long_form.py --modes pause:8 --out "$OUT/long_form_all.json"
+$py scripts/mini/clip_long_form.py --whole-clips "$OUT/long_form_all.json" --out "$OUT/clip_long_form.json"
 $py scripts/mini/real_events.py --work "$W-real" --out "$OUT/real_events.json"
+$py scripts/mini/real_events_probe.py --out "$OUT/real_events_probe.json"
 $py scripts/mini/real_voice_gender.py --out "$OUT/real_voice_gender.json"
 $py scripts/mini/ctc_rescore.py --setting 0.4,2 --out "$OUT/ctc_rescore.json"
 $py scripts/mini/long_form.py --modes pause:8 --num-beams 4 --out "$OUT/long_form_all_ctc_rescore.json" \

@@ -56,3 +56,8 @@ def test_weights_are_a_folder_or_a_file(dev_score, tmp_path):
     assert dev_score.weights_file(tmp_path) == tmp_path / "trainable.safetensors"
     assert dev_score.weights_file(tmp_path / "w.safetensors") == tmp_path / "w.safetensors"
     assert dev_score.weights_file(None).name == "trainable.safetensors"
+
+
+def test_an_answer_budget_of_its_own_is_answered_apart(dev_score):
+    assert dev_score.answer_budget(None) == ([], "")
+    assert dev_score.answer_budget(160) == (["generate.max_new_tokens=160"], "-tok160")

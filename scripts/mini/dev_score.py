@@ -6,7 +6,7 @@
 The dev split (`salmonn data synth DIR --size voices-v3`) has its own sentences and speakers, in voices and rooms
 that neither mini-v6's training corpus nor any test set holds: choosing on it leaves the test sets to be reported
 once. Each task is answered as the card answers its test clips (`salmonn eval`'s evaluate(): the model's test
-prompts, greedy, 64 new tokens) on its first --limit records, of one kind of clip where TASKS names it (task@kind, as
+prompts, greedy, 64 new tokens unless --max-new-tokens) on its first --limit records, of one kind of clip where TASKS names it (task@kind, as
 card_numbers.py): ASR of the neural and Festival voices and of espeak-ng (WER), speaker gender in both, sound
 events, instruments (accuracy, with Wilson 95 % intervals), music descriptions and captions (CIDEr-D) and spoken
 questions in the neural voices (the share answered as SmolLM2 answers the typed question). --weights (a run's
@@ -59,6 +59,14 @@ def task_manifest(data: Path, split: str, key: str, limit: int, work: Path) -> P
     return path
 
 
+def answer_budget(max_new_tokens: int | None) -> tuple[list[str], str]:
+    """The model overrides and the answers folder's suffix for --max-new-tokens (None: the model's own budget): the
+    answers to a budget of its own are kept beside the default budget's instead of replacing them."""
+    if not max_new_tokens:
+        return [], ""
+    return [f"generate.max_new_tokens={max_new_tokens}"], f"-tok{max_new_tokens}"
+
+
 def headline(key: str, summary: dict) -> dict:
     """The task's main number, its clip count and, for accuracies, the Wilson interval."""
     task, run = key.partition("@")[0], summary["runs"][0]
@@ -79,6 +87,9 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test"), default="dev")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--work", type=Path, help="answers, resumable (default: ~/.cache/salmonn/eval/dev-<sha>)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="answer budget (default: the model's 64); the joined 8-30 s splits' transcripts need up "
+                             "to 140 tokens, and 64 would score the cap, not the listening")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import torch
@@ -86,10 +97,11 @@ def main() -> None:
     torch.set_num_threads(2)
     weights = weights_file(args.weights)
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    work = args.work or Path.home() / ".cache" / "salmonn" / "eval" / f"dev-{sha[:12]}"
-    model = load_model(None, [f"model.ckpt={weights.resolve()}"])
+    budget, tag = answer_budget(args.max_new_tokens)
+    work = args.work or Path.home() / ".cache" / "salmonn" / "eval" / f"dev-{sha[:12]}{tag}"
+    model = load_model(None, [f"model.ckpt={weights.resolve()}", *budget])
     result = {"weights": str(weights), "weights_sha256": sha, "split": str(args.data / f"{args.split}.json"),
-              "limit": args.limit, "tasks": {}}
+              "limit": args.limit, "max_new_tokens": model.config.generate.max_new_tokens, "tasks": {}}
     for key in TASKS:
         manifest = task_manifest(args.data, args.split, key, args.limit, work)
         if manifest is None:

@@ -10,6 +10,14 @@
 # MANIFESTS more make_manifests.py arguments (--add, --dev, --balance); INIT a checkpoint the first stage of STAGES
 # starts from (mini-v8: mini-v6's, as the defaults train it or from git: `git show 8a64c50:src/salmonn/assets/mini/
 # trainable.safetensors`).
+#   v10 (candidate, 17th session, not shipped: scripts/mini/results/history/candidate_v10/): v9's stage 1 run on 240
+#     steps and a v9 stage 2 with joined 8-29.5 s transcripts (wideband and phone band) and balanced gender samples:
+#     salmonn data joined $D/voices-v3 $D/joined-long-v3 --seconds 8,29.5 --copies 3 --seed 1
+#     salmonn data joined $D/voices-v3 $D/joined-phone-v3 --seconds 8,29.5 --copies 2 --seed 2 --audio $D/phone-v3
+#     M="--add $D/voices-v3 $D/phone-v3 $D/joined-long-v3 $D/joined-phone-v3 $D/words-v3:2 $D/real-sounds \
+#     --dev $D/voices-v3/dev.json --balance gender_recognition"
+#     R=runs/mini-v10 FIRST= STAGES="1 2" INIT=runs/mini-v9/stage1/final MANIFESTS="$M" EXTRA1=run.iters_per_epoch=120 \
+#     EXTRA2="run.iters_per_epoch=150 run.optims.init_lr=1.5e-4 run.optims.min_lr=1.5e-5" bash scripts/mini/train.sh
 #   mini-v9 (16th session; chosen on dev over v8b and v8p: scripts/mini/results/history/candidate_v9/): v8's stage 1
 #     run on for 600 steps and a v8b stage 2, both with three more corpora (configs/mini/README.md): phone-band copies
 #     of voices-v3 (`salmonn data phone`), its clips joined into 8-25 s transcripts 3 times over (`salmonn data

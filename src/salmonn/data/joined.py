@@ -1,4 +1,4 @@
-"""Long speech from a corpus's short clips (issue 33): one speaker's clips joined into 8-25 s transcripts.
+"""Long speech from a corpus's short clips (issue 33): one speaker's clips joined into long transcripts.
 
 mini's corpora hold clips of at most 8 s, and on the Asterisk prompts mini-v8b transcribes the 23 prompts of 8-73 s
 (a third of the words) at 80-95 % WER against 31-42 % for those of 1.5-8 s: it never heard a long clip. A joined
@@ -104,7 +104,7 @@ def joined(src_dir: str, out_dir: str, /, splits: str = ",".join(SPLITS), seed: 
     """Write OUT_DIR/<split>.json: long ASR records, each 2 or more clips of one speaker of SRC_DIR joined.
 
     The records join the source's own files with expand_wav (0.1 s of silence between clips, as the reference
-    reads it) and their transcripts with spaces; each clip is used once, no audio is written. Train with
+    reads it) and their transcripts with spaces; each clip once per copy, no audio written. Train with
     `make_manifests.py --add OUT_DIR`; choose with `dev_score.py --data OUT_DIR` (its dev split).
 
     Options:

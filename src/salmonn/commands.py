@@ -32,8 +32,9 @@ def infer(audio: list[str] | None = None, prompt: list[str] | None = None, manif
       output: the manifest's answers (JSONL, in manifest order; a rerun skips lines already there)
       batch_size: clips per generate call (answers equal single-clip answers)
       long_form: answer each chunk of the audio with the instruction and join the answers in order (lectures,
-        meetings: audio whose tokens would not fit the LLM's context), printed as they come; by default the
-        chunks are cut at pauses, at most 8 s each (--long-form-chunks, --long-form-seconds)
+        meetings: audio whose tokens would not fit the LLM's context; with SALMONN-mini, a transcript of anything
+        longer than the 8 s it was trained on, which it reads far better in chunks: its model card), printed as
+        they come; by default the chunks are cut at pauses, at most 8 s each (--long-form-chunks, --long-form-seconds)
       long_form_chunks: how --long-form cuts the audio: "pause" (default: at the longest pause, so that no chunk
         is longer than --long-form-seconds) or "fixed" (consecutive 30 s segments, the earlier behaviour)
       long_form_seconds: the longest pause-aligned chunk, 1 to 30 s (default 8, what SALMONN-mini was trained

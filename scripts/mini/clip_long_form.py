@@ -44,13 +44,11 @@ def main() -> None:
     found = answer_all(model, [r["path"] for r in records], INSTRUCTION, batch_size=8, long_form=True,
                        progress=True)
     texts = [f.answer.text for f in found]
-    references = [r["text"] for r in records]
-    whole_texts = [a["text"] for a in whole["clip_answers"]]
     result = {"weights_sha256": digest, "clips": len(records), "chunks": f"{chunks} {seconds:g} s",
               "max_new_tokens_per_chunk": model.config.generate.max_new_tokens,
-              "wer": round(wer(texts, references), 4), "by_length": clip_level_by_length(records, texts),
-              "whole_clip_wer": round(wer(whole_texts, references), 4),
-              "whole_clip_by_length": clip_level_by_length(records, whole_texts),
+              "wer": round(wer(texts, [r["text"] for r in records]), 4),
+              "by_length": clip_level_by_length(records, texts),
+              "whole_clip_wer": whole["clip_level_wer"], "whole_clip_by_length": whole["clip_level_by_length"],
               "answers": [{"id": r["id"], "seconds": r["seconds"], "text": t} for r, t in zip(records, texts)]}
     print(json.dumps({k: v for k, v in result.items() if k != "answers"}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

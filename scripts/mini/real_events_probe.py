@@ -14,7 +14,6 @@ near it caps what more training of the LLM and the connector alone can reach.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -22,13 +21,12 @@ from pathlib import Path
 import torch
 
 from salmonn.builder import load_model
-from salmonn.checkpoint import OURS_WEIGHTS
-from salmonn.defaults import MINI_DIR
 from salmonn.manifest import read_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from card_numbers import wilson_interval  # noqa: E402
 from gender_probe import features  # noqa: E402
+from long_form import weights_digest  # noqa: E402
 from probe_beats import probe  # noqa: E402
 
 TASK = "sound_event"
@@ -47,7 +45,7 @@ def main() -> None:
     splits = {"train": train, "test": test}
     feats = {name: features(model, [r["path"] for r in records]) for name, records in splits.items()}
     ys = {name: torch.tensor([labels.index(r["text"]) for r in records]) for name, records in splits.items()}
-    result = {"weights_sha256": hashlib.sha256((MINI_DIR / OURS_WEIGHTS).read_bytes()).hexdigest(),
+    result = {"weights_sha256": weights_digest(model),
               "train_clips": len(train), "test_clips": len(test), "labels": len(labels),
               "majority_share": round(max(ys["test"].bincount().tolist()) / len(test), 4), "probes": {}}
     for name in feats["train"]:

@@ -18,6 +18,9 @@
 #     --dev $D/voices-v3/dev.json --balance gender_recognition"
 #     R=runs/mini-v10 FIRST= STAGES="1 2" INIT=runs/mini-v9/stage1/final MANIFESTS="$M" EXTRA1=run.iters_per_epoch=120 \
 #     EXTRA2="run.iters_per_epoch=150 run.optims.init_lr=1.5e-4 run.optims.min_lr=1.5e-5" bash scripts/mini/train.sh
+#   v11 (candidate, 17th session, not shipped: scripts/mini/results/history/candidate_v11/): v9's stage 2 again from
+#     v9's stage 1 with phone-band copies of words-v3 (salmonn data phone $D/words-v3 $D/phone-words-v3) added as
+#     $D/phone-words-v3:2 to v9's M; R=runs/mini-v11 STAGES=2 INIT=runs/mini-v9/stage1/final and v9's EXTRA2.
 #   mini-v9 (16th session; chosen on dev over v8b and v8p: scripts/mini/results/history/candidate_v9/): v8's stage 1
 #     run on for 600 steps and a v8b stage 2, both with three more corpora (configs/mini/README.md): phone-band copies
 #     of voices-v3 (`salmonn data phone`), its clips joined into 8-25 s transcripts 3 times over (`salmonn data

@@ -61,3 +61,13 @@ def test_weights_are_a_folder_or_a_file(dev_score, tmp_path):
 def test_an_answer_budget_of_its_own_is_answered_apart(dev_score):
     assert dev_score.answer_budget(None) == ([], "")
     assert dev_score.answer_budget(160) == (["generate.max_new_tokens=160"], "-tok160")
+
+
+def test_real_recorded_speech_is_scored_as_its_own_kind(dev_score, tmp_path):
+    records = [{"path": "dev/real/speech_00000.wav", "task": "asr", "text": "enemy base detected"},
+               {"path": "dev/real/real_00000.wav", "task": "sound_event", "text": "dog barking"},
+               {"path": "dev/voice/voice_00000.wav", "task": "asr", "text": "a synthetic voice"}]
+    (tmp_path / "dev.json").write_text(json.dumps({"annotation": records}))
+    assert "asr@real" in dev_score.TASKS
+    path = dev_score.task_manifest(tmp_path, "dev", "asr@real", 10, tmp_path / "work")
+    assert [json.loads(line)["text"] for line in path.read_text().splitlines()] == ["enemy base detected"]

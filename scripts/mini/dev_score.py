@@ -7,7 +7,8 @@ The dev split (`salmonn data synth DIR --size voices-v3`) has its own sentences 
 that neither mini-v6's training corpus nor any test set holds: choosing on it leaves the test sets to be reported
 once. Each task is answered as the card answers its test clips (`salmonn eval`'s evaluate(): the model's test
 prompts, greedy, 64 new tokens unless --max-new-tokens) on its first --limit records, of one kind of clip where
-TASKS names it (task@kind, as card_numbers.py): ASR of the neural and Festival voices and of espeak-ng (WER),
+TASKS names it (task@kind, as card_numbers.py): ASR of the neural and Festival voices, of espeak-ng and of real
+recorded voices (`salmonn data real-speech`; WER),
 speaker gender in both, sound events, instruments (accuracy, with Wilson 95 % intervals), music descriptions and
 captions (CIDEr-D) and spoken questions in the neural voices (the share answered as SmolLM2 answers the typed
 question). --weights (a run's checkpoint folder or .safetensors) replaces the shipped weights; default: the shipped
@@ -32,7 +33,7 @@ from salmonn.jsonl import jsonl_line, write_jsonl
 sys.path.insert(0, str(Path(__file__).parent))
 from card_numbers import wilson_interval  # noqa: E402
 
-TASKS = ("asr@voice", "asr@speech", "gender_recognition@voice", "gender_recognition@speech", "sound_event",
+TASKS = ("asr@voice", "asr@speech", "asr@real", "gender_recognition@voice", "gender_recognition@speech", "sound_event",
          "instrument", "music_description", "audiocaption", "QA@voice_qa")
 HEADLINE = {"asr": "wer", "QA": "same_answer_rate", "music_description": "cider_d", "audiocaption": "cider_d"}
 # the rest: accuracy

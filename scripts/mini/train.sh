@@ -21,6 +21,9 @@
 #   v11 (candidate, 17th session, not shipped: scripts/mini/results/history/candidate_v11/): v9's stage 2 again from
 #     v9's stage 1 with phone-band copies of words-v3 (salmonn data phone $D/words-v3 $D/phone-words-v3) added as
 #     $D/phone-words-v3:2 to v9's M; R=runs/mini-v11 STAGES=2 INIT=runs/mini-v9/stage1/final and v9's EXTRA2.
+#   v12b (candidate, 18th session, not shipped: scripts/mini/results/history/candidate_v12/): v11's recipe with real
+#     recorded speech instead (salmonn data real-speech $D/real-speech --copies 2; salmonn data phone $D/real-speech
+#     $D/real-speech-phone) added as $D/real-speech:2 $D/real-speech-phone:2 to v9's M; R=runs/mini-v12b.
 #   mini-v9 (16th session; chosen on dev over v8b and v8p: scripts/mini/results/history/candidate_v9/): v8's stage 1
 #     run on for 600 steps and a v8b stage 2, both with three more corpora (configs/mini/README.md): phone-band copies
 #     of voices-v3 (`salmonn data phone`), its clips joined into 8-25 s transcripts 3 times over (`salmonn data

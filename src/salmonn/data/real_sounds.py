@@ -451,7 +451,7 @@ def _write_clips(out: Path, split: str, items: list[tuple[Source, str, float, np
 def _write_copies(out: Path, records: list[dict], copies: int) -> list[dict]:
     """`copies` variants of each train clip through the real-room chain (data/rooms.py: speed, a training room,
     noise, level; seeded by the clip's path) as train/real_aug/real_aug_<n>.wav; their records."""
-    from salmonn.data.rooms import augment_rooms
+    from salmonn.data.rooms import room_copy
 
     folder = out / "train" / "real_aug"
     folder.mkdir(parents=True, exist_ok=True)
@@ -459,9 +459,7 @@ def _write_copies(out: Path, records: list[dict], copies: int) -> list[dict]:
     for r in [r for r in records if r["task"] == "sound_event"]:
         clip, _ = sf.read(out / r["path"], dtype="float64")
         for copy in range(copies):
-            rng = np.random.default_rng([zlib.crc32(r["path"].encode()), copy])
-            x, aug = augment_rooms(clip, rng, gender=None, held_out=False, max_seconds=MAX_SECONDS)
-            x = x[: int(MAX_SECONDS * SAMPLE_RATE)]  # a room's tail may not lengthen it past the corpus's 8 s
+            x, aug = room_copy(clip, r["path"], copy, MAX_SECONDS)
             rel = f"train/real_aug/real_aug_{n:05d}.wav"
             sf.write(out / rel, x, SAMPLE_RATE, subtype="PCM_16")
             meta = {k: v for k, v in r.items() if k not in ("path", "text", "task")}

@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,7 +128,8 @@ def _words(text: str) -> list[str]:
     return normalize_english(text).split()
 
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+         "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -249,7 +249,7 @@ def labelled_clips(recordings: list[Recording], read: Callable[[str, np.ndarray]
 
 def _write_split(out: Path, split: str, rows: list[dict], versions: dict[str, str], copies: int) -> list[dict]:
     """Write a split's clips (and, for train, `copies` room variants of each) and return their asr records."""
-    from salmonn.data.rooms import augment_rooms
+    from salmonn.data.rooms import room_copy
 
     (out / split / "real").mkdir(parents=True, exist_ok=True)
     records = []
@@ -262,12 +262,10 @@ def _write_split(out: Path, split: str, rows: list[dict], versions: dict[str, st
                 "logprob": row["logprob"], "seconds": row["seconds"]}
         records.append({"path": rel, "text": row["text"], "task": "asr", **meta})
         for copy in range(copies if split == "train" else 0):
-            rng = np.random.default_rng([zlib.crc32(rel.encode()), copy])
-            x, aug = augment_rooms(row["wav"].astype(np.float64), rng, gender=None, held_out=False,
-                                   max_seconds=MAX_SECONDS)
+            x, aug = room_copy(row["wav"], rel, copy, MAX_SECONDS)
             aug_rel = f"{split}/real_aug/speech_{n:05d}_{copy}.wav"
             (out / aug_rel).parent.mkdir(parents=True, exist_ok=True)
-            sf.write(out / aug_rel, x[: int(MAX_SECONDS * SAMPLE_RATE)], SAMPLE_RATE, subtype="PCM_16")
+            sf.write(out / aug_rel, x, SAMPLE_RATE, subtype="PCM_16")
             records.append({"path": aug_rel, "text": row["text"], "task": "asr", **meta, "copy_of": rel, "aug": aug})
     return records
 

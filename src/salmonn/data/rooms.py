@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,12 @@ def augment_rooms(x: np.ndarray, rng: np.random.Generator, *, gender: str | None
         x = reverberate(x, load_rir(str(rir_dir() / f"{room}.wav"), channel))
         info.update(rir=room, rir_channel=channel)
     return degrade(x, rng, info)
+
+
+def room_copy(clip: np.ndarray, key: str, copy: int, max_seconds: float) -> tuple[np.ndarray, dict]:
+    """Copy number `copy` of a real recording through the training rooms' chain (no pitch shift: its speaker's
+    range is unknown), seeded by the clip's `key` so a rebuild writes the same file, at most `max_seconds` long
+    (a room's tail may not lengthen it past its corpus's clips)."""
+    rng = np.random.default_rng([zlib.crc32(key.encode()), copy])
+    x, aug = augment_rooms(np.asarray(clip, np.float64), rng, gender=None, held_out=False, max_seconds=max_seconds)
+    return x[: int(max_seconds * SAMPLE_RATE)], aug

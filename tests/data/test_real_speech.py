@@ -107,6 +107,14 @@ def test_corpus_splits_by_voice_and_keeps_trusted_clips(tmp_path):
     assert summary["recordings"] == 6
 
 
+def test_a_package_without_the_expected_voice_lines_is_a_clear_error(tmp_path):
+    _package(tmp_path, "klettres-data", {"usr/share/klettres/fr/alpha/A.ogg": _tone(1.0, 300)})
+    packages = {"klettres-data": PACKAGES["klettres-data"]}
+    with pytest.raises(SalmonnError, match="klettres-data 1.0-test holds no English voice lines"):
+        build_real_speech(tmp_path / "out", tmp_path, packages=packages, read=lambda key, wav: ("", 0.0))
+    assert not (tmp_path / "out").exists()
+
+
 def test_negative_copies_are_refused(tmp_path):
     with pytest.raises(SalmonnError, match="--copies -1"):
         real_speech(str(tmp_path / "out"), copies=-1)

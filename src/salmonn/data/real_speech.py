@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,9 +80,9 @@ def _hedgewars(root: Path) -> Iterator[Recording]:
 
 
 def _warzone(root: Path) -> Iterator[Recording]:
-    import zipfile
-
     path = root / "usr/share/games/warzone2100/base.wz"
+    if not path.is_file():
+        return
     with zipfile.ZipFile(path) as z:
         for name in sorted(z.namelist()):
             if name.startswith("audio/memressp/") and name.endswith(".ogg"):
@@ -280,7 +281,13 @@ def build_real_speech(out_dir: str | os.PathLike, cache: str | os.PathLike = DEF
 
     out, cache, packages = Path(out_dir), Path(cache), packages or PACKAGES
     roots = {name: fetch(p, cache) for name, p in packages.items()}
-    recordings = [r for name, (root, _) in roots.items() for r in READERS[name](root)]
+    recordings = []
+    for name, (root, version) in roots.items():
+        found = list(READERS[name](root))
+        if not found:
+            raise SalmonnError(f"{root}: {name} {version} holds no English voice lines where "
+                               "salmonn.data.real_speech.READERS looks; the package changed: review its reader")
+        recordings += found
     reader = read or WhisperReader(cache / "real-speech-readings.json")
     try:
         rows, dropped = labelled_clips(recordings, reader)

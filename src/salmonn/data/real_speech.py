@@ -3,7 +3,7 @@
 Every voice mini trains on is synthetic; real recordings are read much worse (the Asterisk prompts, the real-speech
 test set that is never trained on). These packages hold short English lines that people recorded:
 
-* Debian ``hedgewars-data``: the game's English voice packs (a voice actor each; GFDL-1.3, debian/copyright).
+* Debian ``hedgewars-data``: the game's ten English voice packs, each a recorded voice (GFDL-1.3, debian/copyright).
 * Debian ``warzone2100-data``: the commander's and the units' radio messages in ``base.wz`` (GPL-2+).
 * Debian ``klettres-data``: letters and short words read in American and British English (GPL-2+).
 * Debian ``tuxpaint-stamps-default``: English descriptions of stamps (``<stamp>_desc.ogg``) and British English

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from salmonn import load_model
+from salmonn.ctc import blank_id
 from salmonn.decoding import decoding_config
 from salmonn.errors import ConfigError
 from salmonn.inference import full_prompt, generate, prepare
 from salmonn.rescoring import candidates, ctc_log_likelihood, spelling_log_probs
-from salmonn.ctc import blank_id
 
 from .conftest import FIXTURE
 
@@ -38,6 +38,22 @@ def test_candidates_are_the_beams_and_the_ctc_best_path_once_each(scored):
         sources = [s for c in found for s in c.source.split("+")]
         assert sorted(sources) == ["beam0", "beam1", "beam2", "ctc"]
         assert len({tuple(c.token_ids) for c in found}) == len(found)
+
+
+def test_with_one_beam_the_candidates_are_greedys_answer_from_our_loop_and_the_best_path(spelling_model, fixture_clips,
+                                                                                          monkeypatch):
+    one = dict(num_beams=1, max_new_tokens=6)
+    greedy_ids = [a.token_ids for a in generate(spelling_model, fixture_clips, PROMPT, **one)]
+    gen = decoding_config(spelling_model.config.generate, **one)
+    rows = prepare(spelling_model, fixture_clips, [PROMPT] * len(fixture_clips), gen, fail_fast=True)
+
+    def no_generate(*args, **kwargs):
+        raise AssertionError("one beam goes through salmonn.greedy's loop, not HF generate()")
+
+    monkeypatch.setattr(spelling_model.llama_model, "generate", no_generate)
+    for found, ids in zip(candidates(spelling_model, rows, gen), greedy_ids):
+        assert sorted(s for c in found for s in c.source.split("+")) == ["beam0", "ctc"]
+        assert next(c for c in found if "beam0" in c.source.split("+")).token_ids == ids
 
 
 def test_llm_scores_are_the_answers_log_probabilities_after_the_prompt(spelling_model, fixture_clips, scored):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from . import greedy
 from .answers import Answer, clean_answer, hf_generate_kwargs
 from .config import GenerateConfig
 from .ctc import best_path, blank_id, ctc_logits, query_tokens
@@ -84,13 +85,24 @@ def llm_log_probs(model: "SALMONN", row: list[Piece], answers: list[list[int]]) 
     return [float(part.sum()) for part in chosen.split(counts.tolist())]
 
 
+def first_pass(model: "SALMONN", rows: list[list[Piece]], gen: GenerateConfig) -> torch.Tensor:
+    """Beam search's num_beams answers per row, row after row [B * num_beams, T]; with one beam greedy's answer,
+    through our own greedy loop where the config has it (as plain greedy decoding answers, at its speed)."""
+    m = model.config.model
+    embeds, mask, _, _ = assemble(rows, side="left", reference_batching=m.reference_batching)
+    if m.greedy_loop and greedy.handles(gen, return_scores=False):
+        return greedy.greedy_decode(model.causal_lm, embeds, mask, gen, model.tokenizer.eos_token_id,
+                                    model.tokenizer.pad_token_id, compile=m.compile)
+    return model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, num_return_sequences=gen.num_beams,
+                                      **hf_generate_kwargs(gen, model.tokenizer))
+
+
 @torch.no_grad()
 def candidates(model: "SALMONN", rows: list[list[Piece]], gen: GenerateConfig) -> list[list[Candidate]]:
-    """Per row: beam search's num_beams answers and the CTC best path (duplicates once), each with both scores."""
+    """Per row: beam search's num_beams answers (greedy's one with one beam) and the CTC best path (duplicates
+    once), each with both scores."""
     check_rescorable(model)
-    embeds, mask, _, _ = assemble(rows, side="left", reference_batching=model.config.model.reference_batching)
-    out = model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, num_return_sequences=gen.num_beams,
-                                     **hf_generate_kwargs(gen, model.tokenizer))  # [B * num_beams, T]
+    out = first_pass(model, rows, gen)  # [B * num_beams, T]
     blank = blank_id(model.tokenizer, model.config.model.ctc_blank)
     result = []
     for r, row in enumerate(rows):

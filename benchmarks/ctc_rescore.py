@@ -1,6 +1,7 @@
 """What CTC rescoring (generate.ctc_weight, salmonn.rescoring) costs SALMONN-mini in speed: transcribing the two
-bundled speech clips one at a time, greedy (the shipped config) against 4-beam search and 4-beam search rescored,
-interleaved call by call in one process (whole answers, so the variants may answer with different lengths).
+bundled speech clips one at a time, greedy (the shipped config) against greedy rescored (`--preset transcribe`),
+4-beam search and 4-beam search rescored, interleaved call by call in one process (whole answers, so the variants
+may answer with different lengths).
 
     .venv/bin/python benchmarks/ctc_rescore.py [--reps 5]
 
@@ -19,6 +20,7 @@ CLIPS = [str(ROOT / "examples" / "audio" / name) for name in ("speech_male.flac"
 PROMPT = "Recognize the speech and give me the transcription."
 VARIANTS = {  # name -> decoding options (the rescoring weights of scripts/mini/results/ctc_rescore.json)
     "greedy (shipped config, baseline)": dict(num_beams=1),
+    "greedy + CTC rescoring (--preset transcribe)": dict(preset="transcribe"),
     "4-beam search": dict(num_beams=4),
     "4-beam search + CTC rescoring": dict(num_beams=4, ctc_weight=0.4, ctc_length_bonus=2.0),
 }

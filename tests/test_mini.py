@@ -115,6 +115,14 @@ def test_ctc_rescoring_transcribes_each_clip_within_its_bound(mini, name):
     assert _wer(answer.text, CLIPS[name]["asr"]) <= WER_BOUND[name], (name, answer.text)
 
 
+@pytest.mark.parametrize("name", BOUNDED_SPEECH)
+def test_transcribe_preset_transcribes_each_clip_within_its_bound(mini, name):
+    """`--preset transcribe` (greedy's answer or the CTC best path, rescored: ctc_rescore_greedy.json) holds each
+    clip to the bound greedy answers are held to."""
+    (answer,) = mini.generate([str(EXAMPLES / name)], ASR_PROMPT, preset="transcribe")
+    assert _wer(answer.text, CLIPS[name]["asr"]) <= WER_BOUND[name], (name, answer.text)
+
+
 @pytest.mark.parametrize("name", SWAP_CHECKED)
 def test_answers_score_clearly_worse_against_the_other_clip(name, speech_answers):
     """With the transcripts swapped the answer must lose SWAP_GAP points: it transcribes this clip, not any clip."""

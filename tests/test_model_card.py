@@ -17,7 +17,7 @@ CITED = re.compile(r"`([^`\s/~][^`\s]*(?:\.json|\.py|\.sh|/))`")  # a backticked
 SEARCHED = ("scripts/mini", "src/salmonn", "docs", "tests")  # where a bare name may live
 SHIPPED_OUTPUTS = ("card_numbers.json", "long_form_all.json", "long_form_first40.json",
                    "long_form_all_ctc_rescore.json", "ctc_rescore.json", "clip_long_form.json",
-                   "real_events_probe.json")
+                   "real_events_probe.json", "ctc_rescore_greedy.json", "clip_long_form_transcribe.json")
 
 
 def resolves(name: str) -> bool:
@@ -120,6 +120,7 @@ def results_rows() -> dict[str, str]:
     every = _stored("long_form_all.json")
     rescored = _stored("ctc_rescore.json")["sets"]
     chunked = _stored("clip_long_form.json")
+    transcribed = _stored("clip_long_form_transcribe.json")
     long_rescored = _stored("long_form_all_ctc_rescore.json")
     mini = json.loads((ROOT / "benchmarks" / "mini.json").read_text())
     measured = mini["info"].get("clip_weights_sha256") or mini["info"].get("weights_sha256")
@@ -136,6 +137,8 @@ def results_rows() -> dict[str, str]:
                                                                   f"{pct(chunked['whole_clip_wer'])})",
         "same three with **CTC rescoring**": "**" + " / ".join(f"{one_place(rescored[k]['rescored'])} %" for k in
                                                               ("espeak", "neural", "asterisk")) + "**",
+        "Asterisk prompts each as `--long-form` answers them, with `--preset transcribe`":
+            f"**{pct(transcribed['wer'])}** (greedy: {pct(chunked['wer'])})",
         "long form: all 542 joined": f"**{pct(every['modes'][0]['wer'])}** ({than(every['default_gap_points'])} clip "
                                      f"by clip) / **{pct(short['modes'][0]['wer'])}** "
                                      f"({than(short['modes'][0]['gap_points'])} its clip by clip)",
@@ -220,6 +223,29 @@ def test_rescoring_is_no_worse_than_greedy_where_the_card_says_it_helps():
     assert "CTC rescoring moves it most" in " ".join(CARD.read_text().split())
     assert {k: (sets[k]["rescored"], greedy[k]) for k in greedy if sets[k]["rescored"] > greedy[k]} == {}
     assert sets["asterisk"]["rescored"] <= 100 * _stored("long_form_all.json")["clip_level_wer"]
+
+
+def test_transcribe_preset_numbers_are_its_stored_outputs_and_beat_greedy():
+    """`--preset transcribe` (greedy's answer or the CTC best path, rescored): the card's paragraph quotes
+    ctc_rescore_greedy.json and clip_long_form_transcribe.json, which were run with the preset's own settings, and
+    each is no worse than greedy on the same clips."""
+    from salmonn.decoding import PRESETS
+    stored, chunked = _stored("ctc_rescore_greedy.json"), _stored("clip_long_form_transcribe.json")
+    preset = PRESETS["transcribe"]
+    assert (stored["beams"], stored["ctc_weight"], stored["ctc_length_bonus"]) == (
+        preset["num_beams"], preset["ctc_weight"], preset["ctc_length_bonus"])
+    assert chunked["overrides"] == [f"generate.ctc_weight={preset['ctc_weight']:g}",
+                                    f"generate.ctc_length_bonus={preset['ctc_length_bonus']:g}"]
+    sets, greedy = stored["sets"], greedy_wer()
+    card = " ".join(CARD.read_text().split())
+    assert (f"64 espeak-ng clips {one_place(greedy['espeak'])} % → **{one_place(sets['espeak']['rescored'])} %**, the "
+            f"542 Asterisk prompts clip by clip with 64 new tokens {one_place(greedy['asterisk'])} % → "
+            f"**{one_place(sets['asterisk']['rescored'])} %**") in card
+    assert (f"`--long-form` answers it {pct(_stored('clip_long_form.json')['wer'])} → **{pct(chunked['wer'])}**"
+            in card)
+    assert all(sets[k]["rescored"] <= greedy[k] for k in sets)
+    assert {k: round(sets[k]["beam_search"], 1) for k in sets} == {k: round(greedy[k], 1) for k in sets}  # greedy's
+    assert chunked["wer"] <= _stored("clip_long_form.json")["wer"]
 
 
 def test_intervals_are_the_scored_accuracies():

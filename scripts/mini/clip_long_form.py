@@ -1,13 +1,15 @@
 """The Asterisk prompts clip by clip as `salmonn infer --long-form` answers each: cut at pauses into <= 8 s chunks.
 
     nice -n 10 .venv/bin/python scripts/mini/clip_long_form.py [--out scripts/mini/results/clip_long_form.json]
+        [generate.ctc_weight=0.4 generate.ctc_length_bonus=2 ...]   (config overrides)
 
 long_form.py answers every prompt whole (clip by clip, with a budget fair to its length) and, apart, all 542 joined
 into one recording answered chunk by chunk. mini reads clips of up to 8 s (the longest it trained on) far better than
 longer ones (`clip_level_by_length` there). Here each prompt is answered on its own as a user who passes
 `--long-form` gets it: the default pause-aligned chunks of at most 8 s (a prompt of <= 8 s is one chunk), each chunk
-with the model's own max_new_tokens, the answers joined. Greedy; the WER overall and by length, beside the whole-clip
-pass that long_form_all.json stored for the same weights. The Asterisk set is a test set: nothing here chooses.
+with the model's own max_new_tokens, the answers joined. Greedy (or the overrides' decoding); the WER overall and by
+length, beside the whole-clip pass that long_form_all.json stored for the same weights. The Asterisk set is a test
+set: nothing here chooses.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def main() -> None:
     parser.add_argument("--whole-clips", type=Path, default=RESULTS / "long_form_all.json",
                         help="long_form.py's output for the same weights: the whole-clip answers to compare with")
     parser.add_argument("--out", type=Path, default=RESULTS / "clip_long_form.json")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. generate.ctc_weight=0.4")
     args = parser.parse_args()
-    model = load_model()
+    model = load_model(None, args.overrides)
     digest = weights_digest(model)
     whole = json.loads(args.whole_clips.read_text())
     if whole["weights_sha256"] != digest:
@@ -44,7 +47,8 @@ def main() -> None:
     found = answer_all(model, [r["path"] for r in records], INSTRUCTION, batch_size=8, long_form=True,
                        progress=True)
     texts = [f.answer.text for f in found]
-    result = {"weights_sha256": digest, "clips": len(records), "chunks": f"{chunks} {seconds:g} s",
+    result = {"weights_sha256": digest, "overrides": args.overrides, "clips": len(records),
+              "chunks": f"{chunks} {seconds:g} s",
               "max_new_tokens_per_chunk": model.config.generate.max_new_tokens,
               "wer": round(wer(texts, [r["text"] for r in records]), 4),
               "by_length": clip_level_by_length(records, texts),

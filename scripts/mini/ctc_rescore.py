@@ -11,7 +11,8 @@ neural-voice clips 1-64 of the mini-v2 test split, all Asterisk prompts clip by 
 choice, of the CTC best path, of the rescored choice, and of the best candidate (oracle). `--setting W,B` scores the
 sets at the documented setting instead (mini-v8b: `--setting 0.4,2`, the weights picked for v6 that the docs, tests
 and long_form.py use) and keeps the grid's own pick beside it. Candidates are cached per set under --work, so a
-rerun only re-picks.
+rerun only re-picks. `--sets` scores some of the sets only (with `--setting` when the tuning clips are not among them):
+`--beams 1 --setting 0.4,2 --sets espeak,asterisk` is greedy's answer and the best path, at about greedy's cost.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def espeak_records(corpus: Path, limit: int) -> list[dict]:
     from card_numbers import held_out_corpus
     held_out_corpus(corpus)
     return read_jsonl((corpus / "test_asr.jsonl"), strict=True)[:limit]
+
+
+SETS = ("tune_neural_65_128", "espeak", "neural", "asterisk")  # the tuning clips first
+
+
+def set_records(name: str, args: argparse.Namespace) -> list[dict]:
+    if name == "espeak":
+        return espeak_records(args.espeak_corpus, 64)
+    if name == "asterisk":
+        return asterisk_records()[0]
+    neural = neural_records(args.neural)
+    return neural[64:128] if name == SETS[0] else neural[:64]
 
 
 def scored_candidates(model, rows: list[dict], gen, path: Path) -> list[dict]:
@@ -110,7 +123,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="1 beside another CPU job (2 threads then thrash)")
     parser.add_argument("--setting", help="W,B: score the sets at this ctc_weight,ctc_length_bonus (the documented "
                                           "one) instead of the grid's pick, which is stored beside as grid_pick")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
     args = parser.parse_args()
+    chosen_sets = args.sets.split(",")
+    if unknown := sorted(set(chosen_sets) - set(SETS)):
+        parser.error(f"--sets: unknown {', '.join(unknown)}; choose from {', '.join(SETS)}")
     setting = None
     if args.setting:
         try:
@@ -118,22 +135,21 @@ def main() -> None:
         except ValueError:
             parser.error(f"--setting {args.setting!r}: give ctc_weight,ctc_length_bonus as two numbers, e.g. 0.4,2")
         setting = (weight, bonus)
+    if SETS[0] not in chosen_sets and setting is None:
+        parser.error(f"--sets without {SETS[0]} has no clips to tune on: give --setting W,B")
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    neural = neural_records(args.neural)
-    sets = {"tune_neural_65_128": neural[64:128], "espeak": espeak_records(args.espeak_corpus, 64),
-            "neural": neural[:64], "asterisk": asterisk_records()[0]}
+    sets = {name: set_records(name, args) for name in SETS if name in chosen_sets}
     model = load_model(default_config_path()).eval()
     gen = decoding_config(model.config.generate, num_beams=args.beams)
     sha = hashlib.sha256((MINI_DIR / "trainable.safetensors").read_bytes()).hexdigest()
     clips = {name: scored_candidates(model, rows, gen, args.work / f"{name}_beams{args.beams}_{sha[:12]}.json")
              for name, rows in sets.items()}
-    tune = clips["tune_neural_65_128"]
-    grid = {(w, b): rescored_wer(tune, w, b) for w in WEIGHTS for b in BONUSES}
-    pick = min(grid, key=grid.get)
+    grid = {(w, b): rescored_wer(clips[SETS[0]], w, b) for w in WEIGHTS for b in BONUSES} if SETS[0] in clips else {}
+    pick = min(grid, key=grid.get) if grid else None
     weight, bonus = setting or pick
     result = {"beams": args.beams, "ctc_weight": weight, "ctc_length_bonus": bonus, "weights_sha256": sha,
-              "grid_pick": {"ctc_weight": pick[0], "ctc_length_bonus": pick[1]},
+              "grid_pick": pick and {"ctc_weight": pick[0], "ctc_length_bonus": pick[1]},
               "manifests": {"neural": str(args.neural), "espeak": str(args.espeak_corpus / "test_asr.jsonl")},
               "tuning_grid_wer": {f"{w}/{b}": v for (w, b), v in grid.items()}, "sets": {}}
     for name, cs in clips.items():

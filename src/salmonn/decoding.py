@@ -40,6 +40,9 @@ PRESETS: dict[str, dict] = {
     "greedy": dict(num_beams=1, do_sample=False),
     # nucleus sampling (give a seed to make it repeatable)
     "sample": dict(num_beams=1, do_sample=True, top_p=0.9, temperature=1.0),
+    # transcription by a connector trained to spell (SALMONN-mini): greedy's answer or the CTC best path, rescored with
+    # the weights chosen on held-out clips (salmonn.rescoring; scripts/mini/results/ctc_rescore_greedy.json)
+    "transcribe": dict(num_beams=1, do_sample=False, ctc_weight=0.4, ctc_length_bonus=2.0),
 }
 
 _FIELDS = [f.name for f in dataclasses.fields(GenerateConfig)]

@@ -63,6 +63,7 @@ Decoding: --preset, then any flag given (each wins over the preset, which wins o
 The flags are GenerateConfig's fields (salmonn.config), with its help.
 
 Options:
-  preset: reference (beam 4, the reference's defaults), greedy (num_beams 1) or sample (top_p 0.9)
+  preset: reference (beam 4, the reference's defaults), greedy (num_beams 1), sample (top_p 0.9) or transcribe
+          (greedy or the connector's CTC spelling, whichever scores higher: SALMONN-mini transcription)
 {options_help(GenerateConfig, DECODING_FLAGS)}
 """})

@@ -115,7 +115,7 @@ def generate(model: "SALMONN", audio, prompt: str | Sequence[str], templated: bo
     """Answer each clip; the first unusable item raises its SalmonnError. `prompt` is the bare instruction (one
     for all clips or one per clip); templated=True takes full prompts with <SpeechHere>.
 
-    Decoding: the config's `generate:` section, then `preset` ("reference", "greedy", "sample"), then any
+    Decoding: the config's `generate:` section, then `preset` ("reference", "greedy", "sample", "transcribe"), then any
     GenerateConfig field given as a keyword (num_beams, max_new_tokens, min_new_tokens, do_sample,
     temperature, top_p, top_k, repetition_penalty, no_repeat_ngram_size, length_penalty, seed, stop, ctc_weight,
     ctc_length_bonus: salmonn.rescoring); None means "not given".

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -60,14 +61,15 @@ class Server:
         return body
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
-    log = tmp_path_factory.mktemp("serve") / "server.log"
+@contextlib.contextmanager
+def running_server(log: Path, overrides: tuple[str, ...] = ()):
+    """A `salmonn serve` subprocess with the fixture (greedy, 8 new tokens, + `overrides`), up until the block ends."""
     command = [sys.executable, "-c", "import sys; from salmonn.cli import main; sys.exit(main())", "serve",
-               "--config", str(FIXTURE / "config.yaml"), "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY, "--max-batch-size", "8",
-               "--max-wait-ms", "20", "--max-audio-seconds", str(MAX_AUDIO_SECONDS), "--max-body-mb",
-               str(MAX_BODY_MB), "--max-tokens-limit", "64", "--examples", str(AUDIO), "--log-level", "warning",
-               "--eager-step", "num_beams=1", "max_new_tokens=8"]  # (compiling the step would take minutes here)
+               "--config", str(FIXTURE / "config.yaml"), "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY,
+               "--max-batch-size", "8", "--max-wait-ms", "20", "--max-audio-seconds", str(MAX_AUDIO_SECONDS),
+               "--max-body-mb", str(MAX_BODY_MB), "--max-tokens-limit", "64", "--examples", str(AUDIO), "--log-level",
+               "warning", "--eager-step", "num_beams=1", "max_new_tokens=8",
+               *overrides]  # (compiling the step would take minutes here)
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -90,6 +92,12 @@ def server(tmp_path_factory) -> Server:
             process.wait(20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    with running_server(tmp_path_factory.mktemp("serve") / "server.log") as running:
+        yield running
 
 
 def b64(path: Path | str) -> str:

@@ -160,7 +160,8 @@ class Api:
         finally:
             await form.close()
         wav = await self.decode_audio(data, "file")
-        overrides = decoding.overrides(self.engine.defaults, self.settings.max_tokens_limit)
+        overrides = self.engine.transcription_decoding(decoding.overrides(self.engine.defaults,
+                                                                          self.settings.max_tokens_limit))
         prompt, prompt_tokens = await self.prompt_for([PromptTurn(ASR_INSTRUCTION, clips=1)], wav, overrides)
         job = self.job_for([(wav, prompt)], overrides, self.engine.default_lora_scale)
         answer = (await self.wait(job, request, deadline))[0]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .. import audio as A
-from ..decoding import Answer, cut_at_stop
+from ..decoding import PRESETS, Answer, cut_at_stop
 from ..errors import AudioError, PromptError
 from ..frames import clip_tokens
 from ..prompting import AUDIO_PLACEHOLDER, DEFAULT_TEST_PROMPTS, PromptTurn, render_text
@@ -114,6 +114,16 @@ class Engine:
             return text, "stop"  # (the model cuts the text before the stop string itself)
         limit = overrides.get("max_new_tokens", self.defaults.max_new_tokens)
         return text, "length" if len(answer.token_ids) >= limit else "stop"
+
+    def transcription_decoding(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """/v1/audio/transcriptions' settings: a model whose connector was trained to spell (model.ctc_query, as
+        SALMONN-mini's) answers as `--preset transcribe` does, under the request's own options (greedy's answer or the
+        CTC best path, rescored: far fewer errors on real speech, scripts/mini/results/ctc_rescore_greedy.json),
+        unless the request samples or the config rescores already; any other model, as the config decodes."""
+        if (self.model.config.model.ctc_query is None or self.defaults.ctc_weight > 0
+                or overrides.get("do_sample", self.defaults.do_sample)):
+            return overrides
+        return {**PRESETS["transcribe"], **overrides}
 
     # ------------------------------------------------------------------ generation (worker thread only)
     def run(self, rows: list[tuple[np.ndarray, str]], overrides: dict[str, Any], lora_scale: float,

@@ -59,13 +59,12 @@ def espeak_records(corpus: Path, limit: int) -> list[dict]:
 SETS = ("tune_neural_65_128", "espeak", "neural", "asterisk")  # the tuning clips first
 
 
-def set_records(name: str, args: argparse.Namespace) -> list[dict]:
-    if name == "espeak":
-        return espeak_records(args.espeak_corpus, 64)
-    if name == "asterisk":
-        return asterisk_records()[0]
-    neural = neural_records(args.neural)
-    return neural[64:128] if name == SETS[0] else neural[:64]
+def set_records(names: list[str], args: argparse.Namespace) -> dict[str, list[dict]]:
+    """The chosen sets' clips, in SETS order (the neural manifest read once, for both of its sets)."""
+    neural = neural_records(args.neural) if {SETS[0], "neural"} & set(names) else []
+    loaders = {SETS[0]: lambda: neural[64:128], "espeak": lambda: espeak_records(args.espeak_corpus, 64),
+               "neural": lambda: neural[:64], "asterisk": lambda: asterisk_records()[0]}
+    return {name: loaders[name]() for name in SETS if name in names}
 
 
 def scored_candidates(model, rows: list[dict], gen, path: Path) -> list[dict]:
@@ -139,7 +138,7 @@ def main() -> None:
         parser.error(f"--sets without {SETS[0]} has no clips to tune on: give --setting W,B")
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    sets = {name: set_records(name, args) for name in SETS if name in chosen_sets}
+    sets = set_records(chosen_sets, args)
     model = load_model(default_config_path()).eval()
     gen = decoding_config(model.config.generate, num_beams=args.beams)
     sha = hashlib.sha256((MINI_DIR / "trainable.safetensors").read_bytes()).hexdigest()

@@ -8,12 +8,11 @@ that neither mini-v6's training corpus nor any test set holds: choosing on it le
 once. Each task is answered as the card answers its test clips (`salmonn eval`'s evaluate(): the model's test
 prompts, greedy, 64 new tokens unless --max-new-tokens) on its first --limit records, of one kind of clip where
 TASKS names it (task@kind, as card_numbers.py): ASR of the neural and Festival voices, of espeak-ng and of real
-recorded voices (`salmonn data real-speech`; WER),
-speaker gender in both, sound events, instruments (accuracy, with Wilson 95 % intervals), music descriptions and
-captions (CIDEr-D) and spoken questions in the neural voices (the share answered as SmolLM2 answers the typed
-question). --weights (a run's checkpoint folder or .safetensors) replaces the shipped weights; default: the shipped
-ones. `--split test` scores voices-v3's test split (a held-out Festival voice) the same way: once, for the weights
-chosen on dev. Writes the numbers and the weights' sha256 to --out.
+recorded voices (`salmonn data real-speech`; WER), speaker gender in both, sound events, instruments (accuracy, with
+Wilson 95 % intervals), music descriptions and captions (CIDEr-D) and spoken questions in the neural voices (the share
+answered as SmolLM2 answers the typed question). --weights (a run's checkpoint folder or .safetensors) replaces the
+shipped weights; default: the shipped ones. `--split test` scores voices-v3's test split (a held-out Festival voice)
+the same way: once, for the weights chosen on dev. Writes the numbers and the weights' sha256 to --out.
 """
 
 from __future__ import annotations

